@@ -1,0 +1,36 @@
+"""The Flask router: `create_app()` wires settings, database, publisher and blueprints."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from api import definitions, internal, ops, tasks
+from api.errors import register_error_handlers
+from api.openapi import register_openapi
+from api.runtime import Runtime
+from taskexec.celery_app import make_celery
+from taskexec.config import Settings, get_settings
+from taskexec.db import Database
+from taskexec.dispatch import Dispatcher, Publisher
+from taskexec.logs import configure_logging
+from taskexec.manager import TaskManager
+
+
+def create_app(settings: Settings | None = None, *, start_dispatcher: bool | None = None) -> Flask:
+    settings = settings or get_settings()
+    configure_logging(settings.log_level)
+    app = Flask("taskexec")
+    app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    db = Database(settings.database_url)
+    publisher = Publisher(settings, make_celery(settings))
+    rt = Runtime(settings=settings, db=db, manager=TaskManager(settings), publisher=publisher)
+    if settings.outbox_thread if start_dispatcher is None else start_dispatcher:
+        rt.dispatcher = Dispatcher(db, settings, publisher)
+        rt.dispatcher.start()
+    app.extensions["taskexec"] = rt
+    for bp in (ops.bp, definitions.bp, tasks.bp, internal.bp):
+        app.register_blueprint(bp)
+    register_openapi(app)
+    register_error_handlers(app)
+    return app

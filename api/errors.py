@@ -1,0 +1,51 @@
+"""One mapping from exceptions to the error envelope; no stack trace ever reaches a client."""
+
+from __future__ import annotations
+
+import logging
+
+from flask import Flask, Response, jsonify
+from werkzeug.exceptions import HTTPException
+
+from taskexec.constants import ErrorCode
+from taskexec.exceptions import TaskexecError
+
+log = logging.getLogger(__name__)
+
+_HTTP_CODES = {
+    400: ErrorCode.VALIDATION_ERROR,
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.VALIDATION_ERROR,
+    409: ErrorCode.CONFLICT,
+    413: ErrorCode.VALIDATION_ERROR,
+    415: ErrorCode.VALIDATION_ERROR,
+    422: ErrorCode.VALIDATION_ERROR,
+    429: ErrorCode.RATE_LIMITED,
+    503: ErrorCode.UNAVAILABLE,
+}
+
+
+def error_response(status: int, code: str, message: str, details: object = None) -> tuple[Response, int]:
+    return jsonify({"error": {"code": code, "message": message, "details": details}}), status
+
+
+def register_error_handlers(app: Flask) -> None:
+    @app.errorhandler(TaskexecError)
+    def _ours(exc: TaskexecError) -> tuple[Response, int]:
+        return error_response(exc.status, str(exc.code), exc.message, exc.details)
+
+    @app.errorhandler(HTTPException)
+    def _http(exc: HTTPException) -> tuple[Response, int]:
+        status = exc.code or 500
+        code = _HTTP_CODES.get(status, ErrorCode.INTERNAL_ERROR)
+        details = None
+        if status == 413:
+            details = [{"field": "body", "message": "request body too large"}]
+        return error_response(status, str(code), exc.description or exc.name, details)
+
+    @app.errorhandler(Exception)
+    def _unexpected(exc: Exception) -> tuple[Response, int]:
+        log.exception("unhandled error")
+        return error_response(500, str(ErrorCode.INTERNAL_ERROR), "internal error")

@@ -1,0 +1,76 @@
+"""The internal API the worker pools report through (service credential, `tasks:internal`)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from api.io import parse_body
+from api.runtime import runtime
+from api.security import current, require
+from taskexec.constants import INTERNAL_PREFIX, Permission
+from taskexec.dispatch import dispatch_due
+from taskexec.exceptions import NotFound
+from taskexec.outbox import deliver_due
+from taskexec.schemas import FinishIn, StartIn
+
+bp = Blueprint("internal", __name__, url_prefix=INTERNAL_PREFIX)
+
+
+@bp.post("/tasks/<task_id>/start")
+@require(Permission.INTERNAL)
+def start(task_id: str):  # type: ignore[no-untyped-def]
+    body = parse_body(StartIn)
+    rt = runtime()
+    with rt.db.session() as s:
+        return jsonify(rt.manager.start(s, task_id, body.dispatch_token, body.worker_id))
+
+
+@bp.post("/tasks/<task_id>/assign")
+@require(Permission.INTERNAL)
+def assign(task_id: str):  # type: ignore[no-untyped-def]
+    body = parse_body(StartIn)
+    rt = runtime()
+    with rt.db.session() as s:
+        task = rt.manager.assign(s, task_id, body.dispatch_token, body.worker_id)
+    _wake()
+    return jsonify({"id": task.id, "status": task.status})
+
+
+@bp.post("/tasks/<task_id>/finish")
+@require(Permission.INTERNAL)
+def finish(task_id: str):  # type: ignore[no-untyped-def]
+    body = parse_body(FinishIn)
+    rt = runtime()
+    with rt.db.session() as s:
+        task = rt.manager.finish(s, task_id, body, current().sub)
+    _wake()
+    return jsonify({"id": task.id, "status": task.status, "retryCount": task.retry_count})
+
+
+@bp.get("/tasks/<task_id>/status")
+@require(Permission.INTERNAL)
+def status(task_id: str):  # type: ignore[no-untyped-def]
+    rt = runtime()
+    with rt.db.session() as s:
+        task = rt.manager.get_task(s, task_id)
+        return jsonify({"id": task.id, "status": task.status, "attempt": task.attempt})
+
+
+@bp.post("/sweeps/<name>")
+@require(Permission.INTERNAL)
+def sweep(name: str):  # type: ignore[no-untyped-def]
+    rt = runtime()
+    if name == "dispatch":
+        return jsonify({"published": dispatch_due(rt.db, rt.publisher)})
+    if name == "outbox":
+        http = rt.dispatcher.http if rt.dispatcher else None
+        import requests
+
+        return jsonify({"delivered": deliver_due(rt.db, rt.settings, http or requests.Session())})
+    raise NotFound(f"unknown sweep {name!r}")
+
+
+def _wake() -> None:
+    rt = runtime()
+    if rt.dispatcher:
+        rt.dispatcher.wake.set()

@@ -1,0 +1,93 @@
+"""/openapi.json built from the same pydantic models that validate requests, and /docs."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Flask
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from taskexec import __version__, schemas
+
+# (method, path, summary, request model, response model, success status, permission)
+ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, int]] = [
+    ("post", "/api/v1/tasks/definitions", "Register a definition or a new version", schemas.DefinitionIn, schemas.DefinitionOut, 201),
+    ("get", "/api/v1/tasks/definitions", "List definitions (latest versions)", None, schemas.DefinitionPage, 200),
+    ("get", "/api/v1/tasks/definitions/{id}", "Get a definition (?version=)", None, schemas.DefinitionOut, 200),
+    ("post", "/api/v1/tasks", "Submit a task (Idempotency-Key header)", schemas.SubmitIn, schemas.SubmitOut, 201),
+    ("get", "/api/v1/tasks", "List tasks", None, schemas.TaskPage, 200),
+    ("get", "/api/v1/tasks/{id}", "Task detail", None, schemas.TaskOut, 200),
+    ("get", "/api/v1/tasks/{id}/logs", "Captured stdout/stderr", None, schemas.LogsOut, 200),
+    ("get", "/api/v1/tasks/{id}/events", "Task history", None, None, 200),
+    ("post", "/api/v1/tasks/{id}/cancel", "Cancel a task", schemas.CancelIn, schemas.StatusOut, 200),
+    ("post", "/api/v1/tasks/{id}/retry", "Run a FAILED or TIMED_OUT task again", None, schemas.StatusOut, 200),
+]
+
+_QUERY: dict[str, type[BaseModel]] = {
+    "/api/v1/tasks": schemas.TaskListQuery,
+    "/api/v1/tasks/definitions": schemas.DefinitionListQuery,
+}
+
+
+def build_spec() -> dict[str, Any]:
+    models = {m for r in ROUTES for m in (r[3], r[4]) if m} | {schemas.ErrorEnvelope}
+    _, defs = models_json_schema(
+        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+        by_alias=True,
+        ref_template="#/components/schemas/{model}",
+    )
+    components = defs.get("$defs", {})
+    error = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
+    paths: dict[str, Any] = {}
+    for method, path, summary, req, resp, status in ROUTES:
+        op: dict[str, Any] = {"summary": summary, "responses": {"4XX": error}, "security": [{"bearer": []}, {"apiKey": []}]}
+        if req:
+            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{req.__name__}"}}}}
+        op["responses"][str(status)] = {"description": "success"} | (
+            {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{resp.__name__}"}}}} if resp else {}
+        )
+        params = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}] if "{id}" in path else []
+        if method == "get" and path in _QUERY:
+            for name, fld in _QUERY[path].model_fields.items():
+                params.append({"name": fld.alias or name, "in": "query", "required": False, "schema": {}})
+        if params:
+            op["parameters"] = params
+        paths.setdefault(path, {})[method] = op
+    for op_path in ("/health", "/ready", "/metrics"):
+        paths[op_path] = {"get": {"summary": op_path.strip("/"), "security": [], "responses": {"200": {"description": "ok"}}}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "taskexec Task Execution Layer", "version": __version__},
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
+            },
+        },
+    }
+
+
+DOCS_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>taskexec API</title>
+<style>body{font:15px system-ui,sans-serif;max-width:960px;margin:2rem auto;color:#222}
+code{background:#f3f3f3;padding:2px 4px}li{margin:.3rem 0}.m{display:inline-block;width:4rem;font-weight:700}</style>
+</head><body><h1>taskexec API</h1><p>Machine-readable spec: <a href="/openapi.json">/openapi.json</a>.</p>
+<ul id="ops"></ul><script>
+fetch('/openapi.json').then(r=>r.json()).then(s=>{const ul=document.getElementById('ops');
+for(const [p,ops] of Object.entries(s.paths)) for(const [m,o] of Object.entries(ops)){
+const li=document.createElement('li');li.innerHTML='<span class="m">'+m.toUpperCase()+'</span><code>'+p+'</code> '+(o.summary||'');ul.appendChild(li);}});
+</script></body></html>"""
+
+
+def register_openapi(app: Flask) -> None:
+    spec = build_spec()
+
+    @app.get("/openapi.json")
+    def openapi():  # type: ignore[no-untyped-def]
+        return spec
+
+    @app.get("/docs")
+    def docs():  # type: ignore[no-untyped-def]
+        return DOCS_HTML

@@ -1,0 +1,116 @@
+"""Task instances: submit, list, get, logs, events, cancel, retry."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify, request
+
+from api.io import event_out, page, parse_body, parse_query, task_out
+from api.runtime import runtime
+from api.security import audit_fields, current, require
+from taskexec.auth import Principal
+from taskexec.constants import API_PREFIX, Permission
+from taskexec.dispatch import publish_stored
+from taskexec.exceptions import BadRequest, NotFound
+from taskexec.models import TaskInstance
+from taskexec.schemas import CancelIn, SubmitIn, TaskListQuery
+
+bp = Blueprint("tasks", __name__, url_prefix=f"{API_PREFIX}/tasks")
+
+MAX_IDEMPOTENCY_KEY = 255
+
+
+def _visible(task: TaskInstance, who: Principal) -> bool:
+    """Submitters see all tasks they may read; operators only what is theirs or offered to their roles."""
+    if who.is_admin or who.has(Permission.EXECUTE) or who.has(Permission.INTERNAL):
+        return True
+    roles = set(task.candidate_roles or [])
+    return task.assignee == who.sub or bool(roles & set(who.roles)) or who.sub in (task.candidate_users or [])
+
+
+def load_visible(s, task_id: str) -> TaskInstance:  # type: ignore[no-untyped-def]
+    task = runtime().manager.get_task(s, task_id)
+    if not _visible(task, current()):
+        raise NotFound(f"task {task_id} not found")
+    return task
+
+
+@bp.post("")
+@require(Permission.EXECUTE)
+def submit():  # type: ignore[no-untyped-def]
+    key = request.headers.get("Idempotency-Key")
+    if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
+        raise BadRequest("Idempotency-Key must be 1-255 characters",
+                         details=[{"field": "Idempotency-Key", "message": "bad length"}])
+    body = parse_body(SubmitIn)
+    rt = runtime()
+    with rt.db.session() as s:
+        task, created = rt.manager.submit(s, body, current(), key)
+    if created:
+        publish_stored(rt.db, rt.publisher, task)
+    return jsonify({"id": task.id, "status": task.status, "createdAt": task.created_at.isoformat()}), (
+        201 if created else 200
+    )
+
+
+@bp.get("")
+@require(Permission.LIST)
+def list_():  # type: ignore[no-untyped-def]
+    q = parse_query(TaskListQuery)
+    who = current()
+    rt = runtime()
+    if not (who.is_admin or who.has(Permission.EXECUTE)) and q.assignee is None:
+        q = q.model_copy(update={"assignee": who.sub})
+    with rt.db.session() as s:
+        rows, total = rt.manager.list_tasks(s, q)
+        return jsonify(page([task_out(t) for t in rows if _visible(t, who)], q.page, q.limit, total))
+
+
+@bp.get("/<task_id>")
+@require(Permission.READ)
+def get(task_id: str):  # type: ignore[no-untyped-def]
+    rt = runtime()
+    with rt.db.session() as s:
+        task = load_visible(s, task_id)
+        if task.type == "MANUAL" and not current().has(Permission.INTERNAL):
+            rt.manager.record(s, task, "task.viewed", current().sub, **audit_fields())
+        return jsonify(task_out(task))
+
+
+@bp.get("/<task_id>/logs")
+@require(Permission.READ)
+def logs(task_id: str):  # type: ignore[no-untyped-def]
+    with runtime().db.session() as s:
+        task = load_visible(s, task_id)
+        return jsonify({"id": task.id, "stdout": task.stdout or "", "stderr": task.stderr or ""})
+
+
+@bp.get("/<task_id>/events")
+@require(Permission.READ)
+def events(task_id: str):  # type: ignore[no-untyped-def]
+    rt = runtime()
+    with rt.db.session() as s:
+        load_visible(s, task_id)
+        return jsonify({"items": [event_out(e) for e in rt.manager.events(s, task_id)]})
+
+
+@bp.post("/<task_id>/cancel")
+@require(Permission.CANCEL)
+def cancel(task_id: str):  # type: ignore[no-untyped-def]
+    body = parse_body(CancelIn) if request.data else CancelIn()
+    rt = runtime()
+    with rt.db.session() as s:
+        load_visible(s, task_id)
+        task = rt.manager.cancel(s, task_id, body.reason, current().sub, **audit_fields())
+    rt.dispatcher and rt.dispatcher.wake.set()
+    return jsonify({"id": task.id, "status": task.status})
+
+
+@bp.post("/<task_id>/retry")
+@require(Permission.EXECUTE)
+def retry(task_id: str):  # type: ignore[no-untyped-def]
+    rt = runtime()
+    with rt.db.session() as s:
+        load_visible(s, task_id)
+        task = rt.manager.retry(s, task_id, current().sub)
+    rt.dispatcher and rt.dispatcher.wake.set()
+    return jsonify({"id": task.id, "status": task.status})

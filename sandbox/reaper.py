@@ -1,0 +1,100 @@
+"""Finding and removing sandbox containers: by task (cancel) and by expiry (reaper).
+
+Works from labels and names only, so it also cleans up after a crashed worker or a worker
+on another host sharing the engine. Containers are found in every state (created, running,
+exited).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+import docker.errors
+
+from sandbox import containers as c
+
+log = logging.getLogger(__name__)
+
+
+def list_managed(api: Any) -> list[dict[str, Any]]:
+    """All containers carrying ``taskexec.managed=1``."""
+    return api.containers(all=True, filters={"label": f"{c.LABEL_MANAGED}=1"})
+
+
+def describe(entry: dict[str, Any]) -> dict[str, Any]:
+    """Task id, attempt, worker, deadline and pool state of a listed container."""
+    labels = entry.get("Labels") or {}
+    names = entry.get("Names") or []
+    parsed = next((p for p in (c.parse_name(n) for n in names) if p), None)
+    try:
+        deadline: float | None = float(labels.get(c.LABEL_DEADLINE) or 0) or None
+    except ValueError:
+        deadline = None
+    info = {
+        "id": entry["Id"],
+        "taskId": labels.get(c.LABEL_TASK, ""),
+        "slug": None,
+        "attempt": int(labels.get(c.LABEL_ATTEMPT) or 0),
+        "workerId": labels.get(c.LABEL_WORKER, ""),
+        "deadline": deadline,
+        "idlePool": labels.get(c.LABEL_POOL) == "1" and parsed is None,
+    }
+    if parsed:  # a pooled container that was given a task: the name is authoritative
+        info.update(slug=parsed["slug"], attempt=parsed["attempt"], deadline=parsed["deadline"])
+    return info
+
+
+def remove(api: Any, cid: str) -> bool:
+    """Kill and remove a container; False if it was already gone."""
+    try:
+        api.remove_container(cid, force=True)
+        return True
+    except docker.errors.NotFound:
+        return False
+    except docker.errors.APIError as exc:
+        if exc.status_code == 409:  # removal already in progress
+            return False
+        raise
+
+
+def kill_task(api: Any, task_id: str) -> int:
+    """Kill and remove every container of ``task_id``; return how many were removed."""
+    slug = c.task_slug(task_id)
+    count = 0
+    for entry in list_managed(api):
+        info = describe(entry)
+        if (info["taskId"] == task_id and task_id) or info["slug"] == slug:
+            if remove(api, info["id"]):
+                count += 1
+    return count
+
+
+def reap(api: Any, live_worker_ids: set[str] | None = None, now: float | None = None,
+         grace_s: float = 30.0) -> list[dict[str, Any]]:
+    """Remove containers past deadline + grace, or owned by a worker not in ``live_worker_ids``.
+
+    Containers with an empty worker id are only reaped by deadline.
+    """
+    now = time.time() if now is None else now
+    reaped = []
+    for entry in list_managed(api):
+        info = describe(entry)
+        reason = None
+        if info["deadline"] is not None and now > info["deadline"] + grace_s:
+            reason = "deadline"
+        elif live_worker_ids is not None and info["workerId"] and info["workerId"] not in live_worker_ids:
+            reason = "worker_gone"
+        if reason is None:
+            continue
+        try:
+            removed = remove(api, info["id"])
+        except docker.errors.APIError as exc:
+            log.warning("sandbox reaper: cannot remove %s: %s", info["id"][:12], exc)
+            continue
+        if removed:
+            reaped.append({"taskId": info["taskId"] or info["slug"] or "", "attempt": info["attempt"],
+                           "workerId": info["workerId"], "reason": reason,
+                           "containerId": info["id"], "idlePool": info["idlePool"]})
+    return reaped

@@ -1,0 +1,250 @@
+"""DockerRunner: run one attempt of user code in a throwaway container.
+
+Flow of :meth:`DockerRunner.run`: take a pre-started container from the pool (or create,
+attach and start one), send the job line on stdin, read the attach stream until the
+harness end markers while checking the host-side deadline, the cancel event and the output
+cap, read the cgroup (CPU time, peak memory, OOM kills) while the container is still alive,
+classify, and ALWAYS remove the container.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from typing import Any
+
+import docker
+import docker.errors
+import requests.exceptions
+
+from sandbox import cgroups
+from sandbox import containers as c
+from sandbox import reaper as reaper_mod
+from sandbox.classify import Outcome, classify
+from sandbox.errors import SandboxUnavailable
+from sandbox.images import DEFAULT_IMAGES
+from sandbox.pool import ContainerPool, Handle
+from sandbox.spec import RUNTIMES, RunResult, RunSpec
+
+log = logging.getLogger(__name__)
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
+_POLL_S = 0.1
+
+
+class DockerRunner:
+    """Runs :class:`RunSpec` attempts in hardened, single-use Docker containers."""
+
+    def __init__(self, images: dict[str, str] | None = None, docker_client: Any = None,
+                 log_tail_bytes: int = 64 * 1024, container_runtime: str | None = None,
+                 allow_network: bool = False, pool_size: int | None = None,
+                 pool_idle_ttl_s: float = 600.0, reap_grace_s: float = 30.0) -> None:
+        self.images = dict(DEFAULT_IMAGES)
+        self.images.update(images or {})
+        self._client = docker_client
+        self.log_tail_bytes = log_tail_bytes
+        self.container_runtime = container_runtime
+        self.allow_network = allow_network
+        self.reap_grace_s = reap_grace_s
+        if pool_size is None:
+            pool_size = int(os.environ.get("TASKEXEC_SANDBOX_POOL_SIZE", "0") or 0)
+        self.pool = ContainerPool(self._start_pooled, self._discard, size=pool_size,
+                                  idle_ttl=pool_idle_ttl_s)
+        self._killed: dict[str, set[threading.Event]] = {}
+        self._lock = threading.Lock()
+        atexit.register(self.close)
+
+    # -- engine -----------------------------------------------------------------------------
+    @property
+    def client(self) -> docker.DockerClient:
+        if self._client is None:
+            try:
+                self._client = docker.from_env(timeout=60)
+            except docker.errors.DockerException as exc:
+                raise SandboxUnavailable(f"Docker engine unreachable: {exc}") from exc
+        return self._client
+
+    @property
+    def api(self) -> Any:
+        return self.client.api
+
+    def ping(self) -> bool:
+        """True when the engine answers."""
+        try:
+            return bool(self.api.ping())
+        except Exception:  # noqa: BLE001
+            return False
+
+    def close(self) -> None:
+        """Remove idle pooled containers and stop the refill thread."""
+        self.pool.close()
+
+    # -- containers -------------------------------------------------------------------------
+    def _key(self, spec: RunSpec) -> c.ContainerKey:
+        if spec.runtime not in RUNTIMES:
+            raise ValueError(f"unknown runtime {spec.runtime!r} (expected one of {RUNTIMES})")
+        return c.ContainerKey(image=self.images[spec.runtime], runtime=spec.runtime,
+                              limits_class=spec.limits.container_class(),
+                              network=bool(spec.network and self.allow_network),
+                              worker_id=spec.worker_id, container_runtime=self.container_runtime)
+
+    def _start(self, key: c.ContainerKey, labels: dict[str, str], pooled: bool) -> Handle:
+        """Create, attach and start a container (removing it again if any step fails)."""
+        try:
+            cid = c.create(self.api, key, labels)
+        except docker.errors.ImageNotFound as exc:
+            raise SandboxUnavailable(
+                f"sandbox image {key.image} missing: run `taskexec sandbox build-image`") from exc
+        except _ENGINE_ERRORS as exc:
+            raise SandboxUnavailable(f"cannot create sandbox container: {exc}") from exc
+        try:
+            sock = c.attach(self.api, cid)
+            self.api.start(cid)
+            return Handle(cid=cid, sock=sock, raw=c.raw_socket(sock), key=key, pooled=pooled)
+        except BaseException as exc:
+            self._remove(cid)
+            if isinstance(exc, _ENGINE_ERRORS):
+                raise SandboxUnavailable(f"cannot start sandbox container: {exc}") from exc
+            raise
+
+    def _start_pooled(self, key: c.ContainerKey) -> Handle:
+        deadline = time.time() + self.pool.idle_ttl
+        return self._start(key, c.labels_for(key, "", 0, deadline, pooled=True), pooled=True)
+
+    def _remove(self, cid: str) -> None:
+        try:
+            reaper_mod.remove(self.api, cid)
+        except Exception as exc:  # noqa: BLE001 - the reaper will get it
+            log.warning("sandbox: cannot remove container %s: %s", cid[:12], exc)
+
+    def _discard(self, handle: Handle) -> None:
+        try:
+            handle.sock.close()
+        except Exception:  # noqa: BLE001
+            pass
+        self._remove(handle.cid)
+
+    def _acquire(self, spec: RunSpec, key: c.ContainerKey, deadline: float) -> Handle:
+        handle = self.pool.take(key)
+        if handle is not None:
+            try:  # labels are immutable: record the task in the name for kill_task/reap
+                self.api.rename(handle.cid, c.used_name(spec.task_id, spec.attempt, deadline))
+            except Exception as exc:  # noqa: BLE001 - still usable; the idle deadline applies
+                log.warning("sandbox: cannot rename pooled container: %s", exc)
+            return handle
+        labels = c.labels_for(key, spec.task_id, spec.attempt, deadline, pooled=False,
+                              extra=spec.labels)
+        return self._start(key, labels, pooled=False)
+
+    # -- run ----------------------------------------------------------------------------------
+    def run(self, spec: RunSpec, cancel: threading.Event | None = None) -> RunResult:
+        """Run one attempt; block until it ends, times out or ``cancel`` is set.
+
+        Raises SandboxUnavailable when the engine or image is unavailable (retry later).
+        """
+        key = self._key(spec)
+        nonce = secrets.token_hex(16)
+        try:
+            job = json.dumps({"nonce": nonce, "runtime": spec.runtime, "code": spec.code,
+                              "input": spec.input, "env": dict(spec.env),
+                              "output_bytes": spec.limits.output_bytes,
+                              "memory_bytes": spec.limits.memory_bytes},
+                             allow_nan=False).encode() + b"\n"
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"input is not JSON-serialisable: {exc}") from exc
+        killed = threading.Event()
+        self._register(spec.task_id, killed)
+        deadline = time.time() + spec.limits.timeout_s
+        handle: Handle | None = None
+        try:
+            handle = self._acquire(spec, key, deadline)
+            outcome = self._drive(handle, job, nonce, spec, cancel, killed)
+            result = classify(outcome, spec)
+            result.container_id = handle.cid
+            result.environment = {"runtime": spec.runtime, "image": key.image,
+                                  "containerRuntime": self.container_runtime or "runc"}
+            return result
+        finally:
+            self._unregister(spec.task_id, killed)
+            if handle is not None:
+                self._discard(handle)
+
+    def _drive(self, handle: Handle, job: bytes, nonce: str, spec: RunSpec,
+               cancel: threading.Event | None, killed: threading.Event) -> Outcome:
+        from sandbox.stream import AttachReader
+
+        reader = AttachReader(handle.raw, nonce, spec.limits.output_bytes, self.log_tail_bytes)
+        base = cgroups.read_host(handle.cid) if handle.pooled else None
+        started = time.monotonic()
+        hard_stop = started + spec.limits.timeout_s
+        outcome = Outcome(reader=reader)
+        try:
+            reader.send(job)
+        except OSError as exc:
+            raise SandboxUnavailable(f"cannot send job to sandbox container: {exc}") from exc
+        while not reader.done:
+            now = time.monotonic()
+            if (cancel is not None and cancel.is_set()) or killed.is_set():
+                outcome.stopped = "cancelled"
+                break
+            if now >= hard_stop:
+                outcome.stopped = "timeout"
+                break
+            reader.pump(min(_POLL_S, hard_stop - now))
+        outcome.duration_ms = int((time.monotonic() - started) * 1000)
+        usage = cgroups.read_usage(self.api, handle.cid)
+        if base is not None and base.cpu_ns is not None and usage.cpu_ns is not None:
+            usage.cpu_ns = max(0, usage.cpu_ns - base.cpu_ns)
+        outcome.usage = usage
+        if reader.eof and reader.record is None and outcome.stopped is None:
+            outcome.state = self._state(handle.cid)
+        return outcome
+
+    def _state(self, cid: str) -> dict[str, Any]:
+        """The container's State after it exited on its own (best effort)."""
+        for _ in range(20):
+            try:
+                state = self.api.inspect_container(cid).get("State") or {}
+            except Exception:  # noqa: BLE001
+                return {}
+            if not state.get("Running"):
+                return state
+            time.sleep(0.05)
+        return state
+
+    # -- cancel / reap --------------------------------------------------------------------------
+    def _register(self, task_id: str, event: threading.Event) -> None:
+        with self._lock:
+            self._killed.setdefault(task_id, set()).add(event)
+
+    def _unregister(self, task_id: str, event: threading.Event) -> None:
+        with self._lock:
+            events = self._killed.get(task_id)
+            if events is not None:
+                events.discard(event)
+                if not events:
+                    del self._killed[task_id]
+
+    def kill_task(self, task_id: str) -> int:
+        """Kill and remove all containers of ``task_id`` (any worker); return the count.
+
+        A ``run`` of that task in this process returns ``CANCELLED``.
+        """
+        with self._lock:
+            for event in self._killed.get(task_id, ()):
+                event.set()
+        try:
+            return reaper_mod.kill_task(self.api, task_id)
+        except _ENGINE_ERRORS as exc:
+            raise SandboxUnavailable(f"cannot list sandbox containers: {exc}") from exc
+
+    def reap(self, live_worker_ids: set[str] | None = None, now: float | None = None) -> list[dict]:
+        """Remove expired containers and those of workers not in ``live_worker_ids``."""
+        try:
+            return reaper_mod.reap(self.api, live_worker_ids, now, self.reap_grace_s)
+        except _ENGINE_ERRORS as exc:
+            raise SandboxUnavailable(f"cannot list sandbox containers: {exc}") from exc

@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Install what the project needs on a Debian 12 machine, and nothing that is already there.
+#
+#   bash scripts/bootstrap.sh
+#
+# - apt packages (only the missing ones; `apt-get update` runs once, only if something is missing):
+#   redis-server, docker.io, debootstrap, postgresql-15 (only if no initdb is found),
+#   chromium + chromium-driver (browser tests)
+# - the virtualenv .venv with `pip install -e '.[dev]'`, re-run only when pyproject.toml changed
+#   (stamp: .run/venv.stamp)
+#
+# Safe to run any number of times; a second run with nothing to do takes well under a second.
+# Knobs (environment):
+#   TEL_SKIP_APT=1       never call apt-get (print what is missing and go on)
+#   TEL_SKIP_BROWSER=1   do not install chromium/chromium-driver
+#   TEL_FORCE_PIP=1      re-run pip even if pyproject.toml did not change
+set -euo pipefail
+# shellcheck source=scripts/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+cd "$ROOT"
+mkdir -p "$RUN_DIR"
+
+# ---------------------------------------------------------------- apt packages
+missing=()
+
+have redis-server || [[ -x /usr/bin/redis-server ]] || missing+=(redis-server)
+have redis-cli || [[ -x /usr/bin/redis-cli ]] || missing+=(redis-tools)
+
+# A reachable engine (Docker Desktop, remote DOCKER_HOST, ...) is as good as a local dockerd.
+if ! have dockerd && ! [[ -x /usr/sbin/dockerd ]] && ! docker info >/dev/null 2>&1; then
+  missing+=(docker.io iptables ca-certificates xz-utils)
+fi
+# docker.io ships the client; a machine with dockerd but without a client gets it too.
+have docker || [[ " ${missing[*]} " == *" docker.io "* ]] || missing+=(docker.io)
+
+have debootstrap || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+
+if [[ -z "$(pg_bindir)" ]]; then
+  missing+=(postgresql-15)
+fi
+have psql && have pg_isready || missing+=(postgresql-client-15)
+
+if [[ "${TEL_SKIP_BROWSER:-0}" != 1 ]]; then
+  [[ -x /usr/bin/chromium ]] || missing+=(chromium fonts-liberation)
+  [[ -x /usr/bin/chromedriver ]] || missing+=(chromium-driver)
+fi
+
+# python3 -m venv needs ensurepip (Debian's python3-venv) when python3 is the system one.
+if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
+  missing+=(python3-venv)
+fi
+
+if ((${#missing[@]})); then
+  # de-duplicate, keep order
+  mapfile -t missing < <(printf '%s\n' "${missing[@]}" | awk '!seen[$0]++')
+  if [[ "${TEL_SKIP_APT:-0}" == 1 ]] || ! have apt-get; then
+    warn "missing packages (not installing: TEL_SKIP_APT=1 or no apt-get): ${missing[*]}"
+  else
+    log "installing apt packages: ${missing[*]}"
+    apt_log="$RUN_DIR/bootstrap-apt.log"
+    : >"$apt_log"
+    # Keep package post-install scripts from starting redis/docker/postgres as system
+    # services: scripts/services.sh starts what it needs, where it wants it.
+    policy_rc=""
+    if is_root && [[ ! -e /usr/sbin/policy-rc.d ]]; then
+      policy_rc=/usr/sbin/policy-rc.d
+      printf '#!/bin/sh\nexit 101\n' >"$policy_rc"
+      chmod 755 "$policy_rc"
+      trap 'rm -f "$policy_rc"' EXIT
+    fi
+    apt_opts=(-q -y -o DPkg::Lock::Timeout=600 -o Dpkg::Use-Pty=0)
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" update >>"$apt_log" 2>&1; then
+      tail -n 20 "$apt_log" >&2
+      die "apt-get update failed (full log: $apt_log)"
+    fi
+    if ! as_root env DEBIAN_FRONTEND=noninteractive apt-get "${apt_opts[@]}" install \
+        --no-install-recommends "${missing[@]}" >>"$apt_log" 2>&1; then
+      tail -n 30 "$apt_log" >&2
+      die "apt-get install ${missing[*]} failed (full log: $apt_log)"
+    fi
+    if [[ -n "$policy_rc" ]]; then rm -f "$policy_rc"; trap - EXIT; fi
+    info "apt packages installed (log: $apt_log)"
+  fi
+fi
+
+# ---------------------------------------------------------------- virtualenv
+stamp="$RUN_DIR/venv.stamp"
+want_stamp="$( { sha256sum pyproject.toml; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+
+if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
+  log "creating virtualenv .venv"
+  python3 -m venv --clear "$VENV" || die "python3 -m venv failed (on Debian: apt-get install python3-venv)"
+  rm -f "$stamp"
+fi
+
+if [[ "${TEL_FORCE_PIP:-0}" == 1 || ! -f "$stamp" || "$(cat "$stamp")" != "$want_stamp" \
+      || ! -x "$VENV/bin/taskexec" ]]; then
+  log "installing the project into .venv (pip install -e '.[dev]')"
+  pip_log="$RUN_DIR/pip.log"
+  if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' >"$pip_log" 2>&1; then
+    tail -n 30 "$pip_log" >&2
+    die "pip install -e '.[dev]' failed (full log: $pip_log)"
+  fi
+  echo "$want_stamp" >"$stamp"
+  info "virtualenv ready"
+fi

@@ -1,0 +1,111 @@
+"""Credentials: JWTs (HS256, or RS256 with a public key) and hashed API keys, resolved to a Principal."""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+from dataclasses import dataclass, field
+
+import jwt
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from taskexec.config import Settings
+from taskexec.constants import ROLE_PERMISSIONS, Permission
+from taskexec.exceptions import Forbidden, NotFound, Unauthorized
+from taskexec.models import ApiKey, utcnow
+
+API_KEY_PREFIX = "tel_"
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a human or service, with roles and the permissions they grant."""
+
+    sub: str
+    roles: tuple[str, ...] = ()
+    extra_permissions: tuple[str, ...] = ()
+    kind: str = "jwt"  # jwt | api_key
+    permissions: frozenset[str] = field(init=False)
+
+    def __post_init__(self) -> None:
+        perms: set[str] = set(self.extra_permissions)
+        for role in self.roles:
+            perms |= {p.value for p in ROLE_PERMISSIONS.get(role, frozenset())}
+        object.__setattr__(self, "permissions", frozenset(perms))
+
+    @property
+    def is_admin(self) -> bool:
+        return Permission.ADMIN.value in self.permissions
+
+    def has(self, permission: Permission) -> bool:
+        return self.is_admin or permission.value in self.permissions
+
+    def require(self, permission: Permission) -> None:
+        if not self.has(permission):
+            raise Forbidden(f"missing permission {permission.value}", details={"permission": permission.value})
+
+
+def issue_token(
+    settings: Settings, sub: str, roles: list[str], ttl: int = 3600, permissions: list[str] | None = None
+) -> str:
+    """A HS256 JWT signed with TEL_JWT_SECRET (what `taskexec token` prints)."""
+    now = int(time.time())
+    claims = {"sub": sub, "roles": roles, "iss": settings.jwt_issuer, "iat": now, "exp": now + ttl}
+    if permissions:
+        claims["permissions"] = permissions
+    return jwt.encode(claims, settings.jwt_secret.get_secret_value(), algorithm="HS256")
+
+
+def decode_token(settings: Settings, token: str) -> Principal:
+    try:
+        if settings.jwt_public_key:
+            claims = jwt.decode(
+                token, settings.jwt_public_key, algorithms=["RS256"], issuer=settings.jwt_issuer,
+                options={"require": ["exp", "sub", "iss"]},
+            )
+        else:
+            claims = jwt.decode(
+                token, settings.jwt_secret.get_secret_value(), algorithms=["HS256"], issuer=settings.jwt_issuer,
+                options={"require": ["exp", "sub", "iss"]},
+            )
+    except jwt.ExpiredSignatureError:
+        raise Unauthorized("token expired") from None
+    except jwt.InvalidTokenError as exc:
+        raise Unauthorized(f"invalid token: {exc}") from None
+    roles = claims.get("roles") or []
+    perms = claims.get("permissions") or []
+    if not isinstance(roles, list) or not isinstance(perms, list):
+        raise Unauthorized("invalid token: roles and permissions must be lists")
+    return Principal(sub=str(claims["sub"]), roles=tuple(map(str, roles)), extra_permissions=tuple(map(str, perms)))
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def create_api_key(session: Session, name: str, roles: list[str]) -> tuple[ApiKey, str]:
+    """Store a new key (hashed) and return it with its clear text, which is shown once."""
+    unknown = [r for r in roles if r not in ROLE_PERMISSIONS]
+    if unknown:
+        raise ValueError(f"unknown roles: {', '.join(unknown)}")
+    key = API_KEY_PREFIX + secrets.token_urlsafe(32)
+    row = ApiKey(name=name, prefix=key[:12], key_hash=hash_key(key), roles=roles)
+    session.add(row)
+    session.flush()
+    return row, key
+
+
+def revoke_api_key(session: Session, key_id: str) -> None:
+    row = session.get(ApiKey, key_id)
+    if row is None:
+        raise NotFound(f"api key {key_id} not found")
+    row.revoked_at = utcnow()
+
+
+def verify_api_key(session: Session, key: str) -> Principal:
+    row = session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_key(key)))
+    if row is None or row.revoked_at is not None:
+        raise Unauthorized("invalid or revoked API key")
+    return Principal(sub=f"apikey:{row.name}", roles=tuple(row.roles), kind="api_key")

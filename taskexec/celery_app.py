@@ -1,0 +1,61 @@
+"""The one Celery app: typed queues, broker priorities, and at-least-once delivery settings."""
+
+from __future__ import annotations
+
+from celery import Celery
+from kombu import Queue
+
+from taskexec.config import Settings
+from taskexec.constants import CELERY_TASK_EXECUTE, CELERY_TASK_SWEEP, Priority, TaskType
+
+# Redis emulates priorities with one list per step and reads 0 first; AMQP reads the highest first.
+_REDIS_PRIORITY = {Priority.CRITICAL: 0, Priority.HIGH: 3, Priority.MEDIUM: 6, Priority.LOW: 9}
+_AMQP_PRIORITY = {Priority.CRITICAL: 9, Priority.HIGH: 6, Priority.MEDIUM: 3, Priority.LOW: 0}
+
+
+def is_amqp(broker_url: str) -> bool:
+    return broker_url.startswith(("amqp", "pyamqp"))
+
+
+def broker_priority(settings: Settings, priority: Priority | str) -> int:
+    table = _AMQP_PRIORITY if is_amqp(settings.broker_url) else _REDIS_PRIORITY
+    return table[Priority(priority)]
+
+
+def make_celery(settings: Settings, name: str = "taskexec") -> Celery:
+    """Build the app; producers (router, beat) and consumers (pools) share this configuration."""
+    app = Celery(name, broker=settings.broker_url)
+    queue_args = {"x-max-priority": 10} if is_amqp(settings.broker_url) else None
+    queues = [Queue(q, routing_key=q, queue_arguments=queue_args) for q in settings.queues.values()]
+    app.conf.update(
+        task_queues=queues,
+        task_default_queue=settings.queue_manual,
+        task_routes={CELERY_TASK_EXECUTE[t]: {"queue": q} for t, q in settings.queues.items()},
+        task_acks_late=True,
+        task_reject_on_worker_lost=True,
+        task_acks_on_failure_or_timeout=True,
+        worker_prefetch_multiplier=1,
+        task_ignore_result=True,
+        task_serializer="json",
+        accept_content=["json"],
+        broker_connection_retry_on_startup=True,
+        broker_transport_options={
+            "visibility_timeout": settings.visibility_timeout_s,
+            "queue_order_strategy": "priority",
+            "priority_steps": list(range(10)),
+            "sep": ":",
+        },
+        worker_send_task_events=True,
+        task_send_sent_event=True,
+        worker_hijack_root_logger=False,
+        worker_cancel_long_running_tasks_on_connection_loss=False,
+        task_default_priority=broker_priority(settings, Priority.MEDIUM),
+    )
+    return app
+
+
+def execute_task_name(task_type: TaskType | str) -> str:
+    return CELERY_TASK_EXECUTE[TaskType(task_type)]
+
+
+__all__ = ["make_celery", "broker_priority", "execute_task_name", "CELERY_TASK_SWEEP"]

@@ -1,0 +1,180 @@
+"""The `taskexec` command: one image, several roles (router, worker <pool>, beat, up, ...)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from typing import Any
+
+from taskexec.config import ConfigError, get_settings
+
+POOLS = ("automated", "manual", "integration")
+
+
+def cmd_router(args: argparse.Namespace) -> None:
+    from gunicorn.app.base import BaseApplication
+
+    settings = get_settings()
+    settings.require_jwt_secret()
+    sqlite = settings.database_url.startswith("sqlite")
+    if args.migrate or sqlite:
+        from taskexec.migrate import upgrade
+
+        upgrade(settings.database_url)
+
+    class Router(BaseApplication):  # type: ignore[misc]
+        def load_config(self) -> None:
+            self.cfg.set("bind", f"{settings.host}:{args.port or settings.port}")
+            self.cfg.set("workers", 1 if sqlite else settings.router_workers)
+            self.cfg.set("worker_class", "gthread")
+            self.cfg.set("threads", 8)
+            self.cfg.set("timeout", 60)
+            self.cfg.set("graceful_timeout", 20)
+            self.cfg.set("accesslog", None)
+
+        def load(self) -> Any:
+            from api import create_app
+
+            return create_app(settings)
+
+    Router().run()
+
+
+def cmd_worker(args: argparse.Namespace) -> None:
+    settings = get_settings()
+    from workers.app import app
+
+    queue = settings.queues[args.pool.upper()]  # type: ignore[index]
+    concurrency = args.concurrency or {
+        "automated": settings.max_concurrent_tasks,
+        "manual": settings.manual_concurrency,
+        "integration": settings.integration_concurrency,
+    }[args.pool]
+    if args.pool == "automated":
+        from workers.automated import runner
+
+        runner(settings).reap()  # a restart must not leave an earlier life's containers behind
+    argv = ["worker", "-Q", queue, "-P", "threads", "-c", str(concurrency), "-n", f"{args.pool}@%h",
+            "-E", "--loglevel", settings.log_level, "--without-mingle"]
+    app.worker_main(argv)
+
+
+def cmd_beat(_: argparse.Namespace) -> None:
+    from workers.app import app
+    from workers.scheduler import configure_beat
+
+    settings = get_settings()
+    configure_beat(app, settings)
+    app.start(["beat", "--loglevel", settings.log_level, "-s", os.path.join(_state_dir(), "celerybeat-schedule")])
+
+
+def cmd_migrate(_: argparse.Namespace) -> None:
+    from taskexec.migrate import upgrade
+
+    upgrade(get_settings().database_url)
+    print("database is at the latest revision")
+
+
+def cmd_token(args: argparse.Namespace) -> None:
+    from taskexec.auth import issue_token
+
+    settings = get_settings()
+    settings.require_jwt_secret()
+    roles = [r for r in args.roles.split(",") if r]
+    perms = [p for p in (args.permissions or "").split(",") if p]
+    print(issue_token(settings, args.sub, roles, ttl=args.ttl, permissions=perms or None))
+
+
+def cmd_apikey(args: argparse.Namespace) -> None:
+    from taskexec.auth import create_api_key, revoke_api_key
+    from taskexec.db import Database
+
+    db = Database(get_settings().database_url)
+    with db.session() as s:
+        if args.action == "create":
+            try:
+                row, key = create_api_key(s, args.name, [r for r in args.roles.split(",") if r])
+            except ValueError as exc:
+                raise SystemExit(f"error: {exc}") from None
+            print(json.dumps({"id": row.id, "name": row.name, "roles": row.roles, "key": key}))
+            print("store the key now: it is not shown again", file=sys.stderr)
+        else:
+            revoke_api_key(s, args.id)
+            print(f"revoked {args.id}")
+
+
+def cmd_sandbox(args: argparse.Namespace) -> None:
+    from sandbox import build_images
+
+    settings = get_settings()
+    build_images({"python": settings.sandbox_image_python, "shell": settings.sandbox_image_shell}, force=args.force)
+
+
+def cmd_config(_: argparse.Namespace) -> None:
+    print(json.dumps(get_settings().redacted(), indent=2, default=str))
+
+
+def cmd_up(args: argparse.Namespace) -> None:
+    from taskexec.up import run_stack
+
+    run_stack(port=args.port)
+
+
+def _state_dir() -> str:
+    path = os.environ.get("TEL_STATE_DIR", os.path.join(os.getcwd(), ".taskexec"))
+    os.makedirs(path, exist_ok=True)
+    return path
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="taskexec", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="run router, one worker per pool and the scheduler in the foreground")
+    up.add_argument("--port", type=int, default=None)
+    up.set_defaults(func=cmd_up)
+    r = sub.add_parser("router", help="the REST router (gunicorn)")
+    r.add_argument("--port", type=int, default=None)
+    r.add_argument("--migrate", action="store_true", help="apply migrations first")
+    r.set_defaults(func=cmd_router)
+    w = sub.add_parser("worker", help="a worker pool")
+    w.add_argument("pool", choices=POOLS)
+    w.add_argument("--concurrency", type=int, default=None)
+    w.set_defaults(func=cmd_worker)
+    sub.add_parser("beat", help="the scheduler of periodic jobs").set_defaults(func=cmd_beat)
+    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    sub.add_parser("config", help="print the configuration (secrets redacted)").set_defaults(func=cmd_config)
+    t = sub.add_parser("token", help="print a JWT signed with TEL_JWT_SECRET")
+    t.add_argument("--sub", required=True)
+    t.add_argument("--roles", default="")
+    t.add_argument("--permissions", default="")
+    t.add_argument("--ttl", type=int, default=3600)
+    t.set_defaults(func=cmd_token)
+    k = sub.add_parser("apikey", help="manage API keys")
+    ksub = k.add_subparsers(dest="action", required=True)
+    kc = ksub.add_parser("create")
+    kc.add_argument("--name", required=True)
+    kc.add_argument("--roles", required=True)
+    kr = ksub.add_parser("revoke")
+    kr.add_argument("id")
+    k.set_defaults(func=cmd_apikey)
+    sb = sub.add_parser("sandbox", help="sandbox images")
+    sbsub = sb.add_subparsers(dest="action", required=True)
+    bi = sbsub.add_parser("build-image", help="build the runtime images (offline, via debootstrap)")
+    bi.add_argument("--force", action="store_true")
+    sb.set_defaults(func=cmd_sandbox)
+    return p
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except ConfigError as exc:
+        print(exc, file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,162 @@
+"""Every name the system shares: statuses, types, priorities, queues, error codes, permissions."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    PENDING = "PENDING"
+    ASSIGNED = "ASSIGNED"
+    RUNNING = "RUNNING"
+    COMPLETED = "COMPLETED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    TIMED_OUT = "TIMED_OUT"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset({Status.COMPLETED, Status.FAILED, Status.CANCELLED, Status.TIMED_OUT})
+OPEN_STATUSES = frozenset({Status.PENDING, Status.ASSIGNED, Status.RUNNING})
+
+
+class TaskType(StrEnum):
+    AUTOMATED = "AUTOMATED"
+    MANUAL = "MANUAL"
+    INTEGRATION = "INTEGRATION"
+
+
+class Priority(StrEnum):
+    LOW = "LOW"
+    MEDIUM = "MEDIUM"
+    HIGH = "HIGH"
+    CRITICAL = "CRITICAL"
+
+    @property
+    def rank(self) -> int:
+        """0 (LOW) .. 3 (CRITICAL); higher is dequeued first."""
+        return list(Priority).index(self)
+
+
+class Runtime(StrEnum):
+    PYTHON = "python"
+    SHELL = "shell"
+
+
+class ErrorCode(StrEnum):
+    """API error envelope codes (contract section 4)."""
+
+    VALIDATION_ERROR = "VALIDATION_ERROR"
+    UNAUTHORIZED = "UNAUTHORIZED"
+    FORBIDDEN = "FORBIDDEN"
+    NOT_FOUND = "NOT_FOUND"
+    CONFLICT = "CONFLICT"
+    RATE_LIMITED = "RATE_LIMITED"
+    UNAVAILABLE = "UNAVAILABLE"
+    INTERNAL_ERROR = "INTERNAL_ERROR"
+
+
+class TaskErrorCode(StrEnum):
+    """Codes carried in a failed task's `error.code`."""
+
+    TIME_LIMIT_EXCEEDED = "TIME_LIMIT_EXCEEDED"
+    MEMORY_LIMIT_EXCEEDED = "MEMORY_LIMIT_EXCEEDED"
+    OUTPUT_LIMIT_EXCEEDED = "OUTPUT_LIMIT_EXCEEDED"
+    NON_ZERO_EXIT = "NON_ZERO_EXIT"
+    OUTPUT_VALIDATION_ERROR = "OUTPUT_VALIDATION_ERROR"
+    SANDBOX_ERROR = "SANDBOX_ERROR"
+    CONNECTION_ERROR = "CONNECTION_ERROR"
+    AUTHENTICATION_ERROR = "AUTHENTICATION_ERROR"
+    TIMEOUT_ERROR = "TIMEOUT_ERROR"
+    RATE_LIMIT_ERROR = "RATE_LIMIT_ERROR"
+    SERVICE_UNAVAILABLE = "SERVICE_UNAVAILABLE"
+    CIRCUIT_OPEN = "CIRCUIT_OPEN"
+    INTEGRATION_ERROR = "INTEGRATION_ERROR"
+    MAX_RETRIES_EXCEEDED = "MAX_RETRIES_EXCEEDED"
+    CANCELLED = "CANCELLED"
+    QUEUE_TIMEOUT = "QUEUE_TIMEOUT"
+    WORKER_LOST = "WORKER_LOST"
+
+
+class EventType(StrEnum):
+    """Outbound orchestrator event types (contract section 7)."""
+
+    CREATED = "task.instance.created"
+    STARTED = "task.instance.started"
+    COMPLETED = "task.instance.completed"
+    FAILED = "task.instance.failed"
+    CANCELLED = "task.instance.cancelled"
+    TIMED_OUT = "task.instance.timed_out"
+    RETRY = "task.instance.retry"
+    MANUAL_ASSIGNED = "task.manual.assigned"
+
+
+STATUS_EVENT: dict[Status, EventType] = {
+    Status.PENDING: EventType.CREATED,
+    Status.ASSIGNED: EventType.MANUAL_ASSIGNED,
+    Status.RUNNING: EventType.STARTED,
+    Status.COMPLETED: EventType.COMPLETED,
+    Status.FAILED: EventType.FAILED,
+    Status.CANCELLED: EventType.CANCELLED,
+    Status.TIMED_OUT: EventType.TIMED_OUT,
+}
+
+EVENT_SOURCE = "task-execution-layer"
+
+
+class Permission(StrEnum):
+    EXECUTE = "tasks:execute"
+    READ = "tasks:read"
+    LIST = "tasks:list"
+    CANCEL = "tasks:cancel"
+    CLAIM = "tasks:claim"
+    COMPLETE = "tasks:complete"
+    REASSIGN = "tasks:reassign"
+    DEFINITIONS_LIST = "tasks:definitions:list"
+    DEFINITIONS_READ = "tasks:definitions:read"
+    DEFINITIONS_WRITE = "tasks:definitions:write"
+    INTERNAL = "tasks:internal"
+    ADMIN = "admin"
+
+
+_SUBMITTER = frozenset(
+    {
+        Permission.EXECUTE,
+        Permission.READ,
+        Permission.LIST,
+        Permission.CANCEL,
+        Permission.DEFINITIONS_LIST,
+        Permission.DEFINITIONS_READ,
+    }
+)
+
+ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
+    "admin": frozenset(Permission),
+    "developer": _SUBMITTER | {Permission.DEFINITIONS_WRITE},
+    "submitter": _SUBMITTER,
+    "operator": frozenset({Permission.READ, Permission.LIST, Permission.CLAIM, Permission.COMPLETE}),
+    "service": frozenset({Permission.INTERNAL, Permission.READ, Permission.DEFINITIONS_READ}),
+}
+
+# Default queue names (overridable through TEL_QUEUE_<TYPE>_NAME).
+DEFAULT_QUEUES: dict[str, str] = {
+    "AUTOMATED": "task-execution-automated",
+    "MANUAL": "task-execution-manual",
+    "INTEGRATION": "task-execution-integration",
+    "DEADLETTER": "task-execution-deadletter",
+}
+
+# Celery task names (one source of truth for producers and consumers).
+CELERY_TASK_EXECUTE = {
+    TaskType.AUTOMATED: "taskexec.execute.automated",
+    TaskType.MANUAL: "taskexec.execute.manual",
+    TaskType.INTEGRATION: "taskexec.execute.integration",
+}
+CELERY_TASK_SWEEP = "taskexec.sweep"
+
+SERVICE_NAME = "taskexec"
+API_PREFIX = "/api/v1"
+INTERNAL_PREFIX = "/internal/v1"

@@ -1,0 +1,82 @@
+"""All of taskexec's exceptions, each carrying its API error code and HTTP status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from taskexec.constants import ErrorCode
+
+
+class TaskexecError(Exception):
+    """Base class; `code`/`status` map once to the API error envelope."""
+
+    code: ErrorCode = ErrorCode.INTERNAL_ERROR
+    status: int = 500
+
+    def __init__(self, message: str, details: Any = None, status: int | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+        if status is not None:
+            self.status = status
+
+    def envelope(self) -> dict[str, Any]:
+        return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
+
+
+class ValidationFailed(TaskexecError):
+    """Request body or query malformed (400) or semantically invalid (422)."""
+
+    code = ErrorCode.VALIDATION_ERROR
+    status = 422
+
+
+class BadRequest(ValidationFailed):
+    status = 400
+
+
+class Unauthorized(TaskexecError):
+    code = ErrorCode.UNAUTHORIZED
+    status = 401
+
+
+class Forbidden(TaskexecError):
+    code = ErrorCode.FORBIDDEN
+    status = 403
+
+
+class NotFound(TaskexecError):
+    code = ErrorCode.NOT_FOUND
+    status = 404
+
+
+class Conflict(TaskexecError):
+    code = ErrorCode.CONFLICT
+    status = 409
+
+
+class InvalidTransition(Conflict):
+    """A status change the state machine does not allow."""
+
+
+class StaleVersion(Conflict):
+    """Another writer changed the row first (optimistic `version` check)."""
+
+
+class RateLimited(TaskexecError):
+    code = ErrorCode.RATE_LIMITED
+    status = 429
+
+
+class Unavailable(TaskexecError):
+    code = ErrorCode.UNAVAILABLE
+    status = 503
+
+
+class PayloadTooLarge(ValidationFailed):
+    status = 413
+
+
+def field_error(field: str, message: str, status: int = 400) -> ValidationFailed:
+    """A validation error naming one offending field."""
+    return ValidationFailed(message, details=[{"field": field, "message": message}], status=status)

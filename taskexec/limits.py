@@ -1,0 +1,46 @@
+"""Sandbox resource limits: parsing Kubernetes-style quantities and clamping to operator ceilings."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+_UNITS = {
+    "": 1,
+    "k": 1000,
+    "M": 1000**2,
+    "G": 1000**3,
+    "Ki": 1024,
+    "Mi": 1024**2,
+    "Gi": 1024**3,
+}
+_QTY = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(Ki|Mi|Gi|k|M|G)?\s*$")
+
+
+def parse_memory(value: str | int) -> int:
+    """'128Mi' -> 134217728; plain integers are bytes."""
+    if isinstance(value, int):
+        return value
+    m = _QTY.match(str(value))
+    if not m:
+        raise ValueError(f"invalid memory quantity {value!r} (use e.g. '128Mi' or '1Gi')")
+    return int(float(m.group(1)) * _UNITS[m.group(2) or ""])
+
+
+def parse_cpu(value: str | float | int) -> float:
+    """'0.5' or '500m' -> 0.5 cores."""
+    text = str(value).strip()
+    try:
+        cores = float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+    except ValueError:
+        raise ValueError(f"invalid cpu quantity {value!r} (use e.g. '0.5' or '500m')") from None
+    if cores <= 0:
+        raise ValueError("cpu must be positive")
+    return cores
+
+
+@dataclass(frozen=True)
+class Ceilings:
+    max_cpu: float
+    max_memory_bytes: int
+    max_timeout_s: float

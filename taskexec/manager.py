@@ -1,0 +1,345 @@
+"""Task operations over the database: the layer every router endpoint goes through."""
+
+from __future__ import annotations
+
+import math
+import random
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from taskexec.assignment import DEFAULT_DEADLINE_S
+from taskexec.assignment import resolve as resolve_assignment
+from taskexec.auth import Principal
+from taskexec.config import Settings
+from taskexec.constants import TERMINAL_STATUSES, Status, TaskErrorCode, TaskType
+from taskexec.events import enqueue_event
+from taskexec.exceptions import Conflict, NotFound, ValidationFailed
+from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
+from taskexec.schemas import DefinitionIn, DefinitionListQuery, FinishIn, SubmitIn, TaskListQuery
+from taskexec.statemachine import event_type_for, transition
+from taskexec.validation import validate_definition, validate_execution_config, validate_instance
+
+# A freshly submitted task is published by the request itself; the dispatcher only takes over after this.
+PUBLISH_GRACE = timedelta(seconds=5)
+# Attempts allowed for our own faults (SANDBOX_ERROR, worker lost) when the definition has no retryPolicy.
+DEFAULT_INFRA_RETRIES = 3
+
+
+class TaskManager:
+    """Definitions, tasks, their events; status changes go through `statemachine.transition`."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+
+    # ------------------------------------------------------------ definitions
+
+    def create_definition(self, s: Session, body: DefinitionIn, actor: str | None) -> TaskDefinition:
+        config = validate_definition(body, self.settings)
+        latest = s.scalar(select(func.max(TaskDefinition.version)).where(TaskDefinition.id == body.id))
+        version = body.version or (latest or 0) + 1
+        if s.get(TaskDefinition, (body.id, version)) is not None:
+            raise Conflict(f"definition {body.id} version {version} exists", details={"field": "version"})
+        row = TaskDefinition(
+            id=body.id,
+            version=version,
+            name=body.name,
+            description=body.description,
+            type=body.type.value,
+            input_schema=body.input_schema,
+            output_schema=body.output_schema,
+            timeout_ms=body.timeout,
+            retry_policy=body.retry_policy.model_dump(by_alias=True) if body.retry_policy else None,
+            execution_config=config,
+            created_by=actor,
+        )
+        s.add(row)
+        try:
+            s.flush()
+        except IntegrityError:
+            raise Conflict(f"definition {body.id} version {version} exists", details={"field": "version"}) from None
+        return row
+
+    def get_definition(self, s: Session, def_id: str, version: int | None = None) -> TaskDefinition:
+        if version is not None:
+            row = s.get(TaskDefinition, (def_id, version))
+        else:
+            row = s.scalar(
+                select(TaskDefinition).where(TaskDefinition.id == def_id).order_by(TaskDefinition.version.desc())
+            )
+        if row is None:
+            raise NotFound(f"task definition {def_id!r} not found", details={"field": "taskDefinitionId"})
+        return row
+
+    def list_definitions(self, s: Session, q: DefinitionListQuery) -> tuple[list[TaskDefinition], int]:
+        latest = (
+            select(TaskDefinition.id, func.max(TaskDefinition.version).label("v"))
+            .group_by(TaskDefinition.id)
+            .subquery()
+        )
+        stmt = select(TaskDefinition).join(
+            latest, (TaskDefinition.id == latest.c.id) & (TaskDefinition.version == latest.c.v)
+        )
+        if q.type:
+            stmt = stmt.where(TaskDefinition.type == q.type.value)
+        if q.search:
+            like = f"%{q.search.lower()}%"
+            stmt = stmt.where(or_(func.lower(TaskDefinition.name).like(like), TaskDefinition.id.like(like)))
+        return _page(s, stmt.order_by(TaskDefinition.id), q.page, q.limit)
+
+    # ------------------------------------------------------------ tasks
+
+    def submit(
+        self, s: Session, body: SubmitIn, principal: Principal, idempotency_key: str | None
+    ) -> tuple[TaskInstance, bool]:
+        """Store a new PENDING task (or return the one stored under the same key)."""
+        scoped_key = f"{principal.sub}:{idempotency_key}" if idempotency_key else None
+        if scoped_key:
+            existing = s.scalar(select(TaskInstance).where(TaskInstance.idempotency_key == scoped_key))
+            if existing is not None:
+                return existing, False
+        definition = self.get_definition(s, body.task_definition_id)
+        validate_instance(definition.input_schema, body.input, "input")
+        config = None
+        if body.execution_config:
+            merged = {**definition.execution_config, **body.execution_config}
+            config = validate_execution_config(TaskType(definition.type), merged, self.settings)
+        now = utcnow()
+        task = TaskInstance(
+            id=new_id(),
+            definition_id=definition.id,
+            definition_version=definition.version,
+            type=definition.type,
+            status=Status.PENDING.value,
+            priority=body.priority.value,
+            input=body.input,
+            workflow_instance_id=body.workflow_instance_id,
+            correlation_id=body.correlation_id or body.workflow_instance_id,
+            callback_url=body.callback_url,
+            execution_config=config,
+            idempotency_key=scoped_key,
+            created_by=principal.sub,
+            dispatch_token=new_id(),
+            available_at=now + PUBLISH_GRACE,
+            retry_count=0,
+            attempt=0,
+            version=1,
+            created_at=now,
+            updated_at=now,
+        )
+        s.add(task)
+        try:
+            s.flush()
+        except IntegrityError:
+            s.rollback()
+            existing = s.scalar(select(TaskInstance).where(TaskInstance.idempotency_key == scoped_key))
+            if existing is None:
+                raise
+            return existing, False
+        s.add(TaskEvent(task_id=task.id, type="task.instance.created", to_status=Status.PENDING.value,
+                        actor=principal.sub, created_at=now))
+        enqueue_event(s, self.settings, task, event_type_for(Status.PENDING, Status.PENDING).value)
+        return task, True
+
+    def get_task(self, s: Session, task_id: str, for_update: bool = False) -> TaskInstance:
+        stmt = select(TaskInstance).where(TaskInstance.id == task_id)
+        if for_update:
+            stmt = stmt.with_for_update()
+        task = s.scalar(stmt)
+        if task is None:
+            raise NotFound(f"task {task_id} not found")
+        return task
+
+    def list_tasks(self, s: Session, q: TaskListQuery, owner: str | None = None) -> tuple[list[TaskInstance], int]:
+        stmt = select(TaskInstance)
+        for column, value in (
+            (TaskInstance.status, q.status.value if q.status else None),
+            (TaskInstance.type, q.type.value if q.type else None),
+            (TaskInstance.definition_id, q.task_definition_id),
+            (TaskInstance.workflow_instance_id, q.workflow_instance_id),
+            (TaskInstance.assignee, q.assignee),
+        ):
+            if value is not None:
+                stmt = stmt.where(column == value)
+        if owner is not None:
+            stmt = stmt.where(TaskInstance.created_by == owner)
+        return _page(s, stmt.order_by(TaskInstance.created_at.desc(), TaskInstance.id), q.page, q.limit)
+
+    def events(self, s: Session, task_id: str) -> list[TaskEvent]:
+        self.get_task(s, task_id)
+        return list(s.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)))
+
+    def record(self, s: Session, task: TaskInstance, event_type: str, actor: str | None, **fields: Any) -> None:
+        """An audit event that is not a status change (a view, a failed attempt, ...)."""
+        s.add(TaskEvent(task_id=task.id, type=event_type, actor=actor, created_at=utcnow(), **fields))
+
+    def cancel(self, s: Session, task_id: str, reason: str | None, actor: str, **audit: Any) -> TaskInstance:
+        task = self.get_task(s, task_id, for_update=True)
+        if Status(task.status) in TERMINAL_STATUSES:
+            raise Conflict(f"task {task_id} is already {task.status}", details={"status": task.status})
+        error = {"code": TaskErrorCode.CANCELLED.value, "message": reason or "cancelled", "details": {"by": actor}}
+        self._move(s, task, Status.CANCELLED, actor=actor, error=error, details={"reason": reason}, **audit)
+        return task
+
+    def retry(self, s: Session, task_id: str, actor: str) -> TaskInstance:
+        task = self.get_task(s, task_id, for_update=True)
+        if task.status not in (Status.FAILED.value, Status.TIMED_OUT.value):
+            raise Conflict(f"only FAILED or TIMED_OUT tasks can be retried; task is {task.status}")
+        self._requeue(s, task, actor=actor, delay_s=0.0, details={"manual": True})
+        return task
+
+    # ------------------------------------------------------------ internal API (worker pools)
+
+    def start(self, s: Session, task_id: str, dispatch_token: str, worker_id: str) -> dict[str, Any]:
+        """A worker received a message: decide whether it runs, and hand it what it needs."""
+        task = self.get_task(s, task_id, for_update=True)
+        status = Status(task.status)
+        if status in TERMINAL_STATUSES:
+            return {"run": False, "reason": f"task is already {status.value}", "status": status.value}
+        if dispatch_token != task.dispatch_token:
+            return {"run": False, "reason": "stale message (superseded dispatch)", "status": status.value}
+        if status not in (Status.PENDING, Status.RUNNING):
+            return {"run": False, "reason": f"task is {status.value}", "status": status.value}
+        previous = task.worker_id if status is Status.RUNNING else None
+        now = utcnow()
+        meta = dict(task.execution_metadata or {})
+        meta.update({"startTime": now.isoformat(), "workerId": worker_id})
+        meta.pop("endTime", None)
+        self._move(
+            s, task, Status.RUNNING, actor=f"worker:{worker_id}", attempt=task.attempt + 1, worker_id=worker_id,
+            execution_metadata=meta, details={"redeliveredFrom": previous} if previous else None,
+        )
+        definition = self.get_definition(s, task.definition_id, task.definition_version)
+        return {
+            "run": True,
+            "attempt": task.attempt,
+            "previousWorker": previous,
+            "task": {"id": task.id, "type": task.type, "input": task.input, "priority": task.priority,
+                     "workflowInstanceId": task.workflow_instance_id, "correlationId": task.correlation_id,
+                     "retryCount": task.retry_count},
+            "definition": {"id": definition.id, "version": definition.version, "name": definition.name,
+                           "outputSchema": definition.output_schema, "timeout": definition.timeout_ms,
+                           "retryPolicy": definition.retry_policy,
+                           "executionConfig": {**definition.execution_config, **(task.execution_config or {})}},
+        }
+
+    def assign(self, s: Session, task_id: str, dispatch_token: str, worker_id: str) -> TaskInstance:
+        """A manual task leaves the queue: offer it to its user or roles and set its due date."""
+        task = self.get_task(s, task_id, for_update=True)
+        if task.status != Status.PENDING.value or dispatch_token != task.dispatch_token:
+            return task
+        definition = self.get_definition(s, task.definition_id, task.definition_version)
+        config = {**definition.execution_config, **(task.execution_config or {})}
+        try:
+            who = resolve_assignment(config, task.input)
+        except ValidationFailed as exc:
+            self._move(s, task, Status.FAILED, actor=f"worker:{worker_id}",
+                       error={"code": "ASSIGNMENT_ERROR", "message": exc.message, "details": exc.details})
+            return task
+        due = utcnow() + timedelta(seconds=config.get("deadlineSeconds") or DEFAULT_DEADLINE_S)
+        self._move(s, task, Status.ASSIGNED, actor=f"worker:{worker_id}", assignee=who.assignee,
+                   candidate_users=who.candidate_users, candidate_roles=who.candidate_roles, due_date=due,
+                   extra={"assignee": who.assignee, "candidateRoles": who.candidate_roles,
+                          "dueDate": due.isoformat()})
+        return task
+
+    def finish(self, s: Session, task_id: str, body: FinishIn, worker: str) -> TaskInstance:
+        """Record an attempt's result; a stale attempt or a finished task gets 409."""
+        task = self.get_task(s, task_id, for_update=True)
+        if task.status != Status.RUNNING.value or task.attempt != body.attempt:
+            raise Conflict(
+                f"task {task_id} is {task.status} at attempt {task.attempt}; result of attempt {body.attempt} ignored",
+                details={"status": task.status, "attempt": task.attempt},
+            )
+        meta = dict(task.execution_metadata or {})
+        meta.update(body.execution_metadata or {})
+        now = utcnow()
+        meta["endTime"] = now.isoformat()
+        if "durationMs" not in (body.execution_metadata or {}) and meta.get("startTime"):
+            start = _parse_time(meta["startTime"])
+            meta["durationMs"] = int((now - start).total_seconds() * 1000) if start else None
+        logs = {"stdout": body.stdout, "stderr": body.stderr} if body.stdout is not None or body.stderr is not None else {}
+        output = body.output
+        error = body.error.model_dump() if body.error else None
+        target = Status(body.status)
+        if target is Status.COMPLETED:
+            schema = self.get_definition(s, task.definition_id, task.definition_version).output_schema
+            try:
+                if schema:
+                    validate_instance(schema, output, "output")
+            except ValidationFailed as exc:
+                target, output = Status.FAILED, None
+                error = {"code": TaskErrorCode.OUTPUT_VALIDATION_ERROR.value, "message": exc.message,
+                         "details": exc.details}
+        if target is Status.FAILED and body.retry:
+            delay = self.retry_delay(s, task)
+            if delay is not None:
+                meta["lastError"] = error
+                task.execution_metadata = meta
+                self._requeue(s, task, actor=worker, delay_s=delay, details={"error": error}, **logs)
+                return task
+            if error is not None and task.retry_count > 0:
+                error = {"code": TaskErrorCode.MAX_RETRIES_EXCEEDED.value,
+                         "message": f"gave up after {task.retry_count} retries: {error.get('message')}",
+                         "details": {"lastError": error}}
+        self._move(s, task, target, actor=worker, output=output, error=error, execution_metadata=meta, **logs)
+        return task
+
+    def retry_delay(self, s: Session, task: TaskInstance) -> float | None:
+        """Seconds before the next retry, or None when retries are spent (contract section 5)."""
+        policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
+        max_retries = policy.get("maxRetries", DEFAULT_INFRA_RETRIES)
+        if task.retry_count >= max_retries:
+            return None
+        base = policy.get("retryInterval", 1000) * policy.get("backoffMultiplier", 2.0) ** task.retry_count
+        cap = policy.get("maxRetryInterval")
+        if cap is not None:
+            base = min(base, cap)
+        return max(0.0, base * random.uniform(0.8, 1.2) / 1000.0)
+
+    # ------------------------------------------------------------ helpers
+
+    def _requeue(self, s: Session, task: TaskInstance, *, actor: str, delay_s: float, **fields: Any) -> None:
+        now = utcnow()
+        available = now + timedelta(seconds=delay_s)
+        self._move(
+            s, task, Status.PENDING, actor=actor, dispatch_token=new_id(), enqueued_at=None, available_at=available,
+            retry_count=task.retry_count + 1, worker_id=None, output=None, error=None,
+            extra={"nextAttemptAt": available.isoformat()}, **fields,
+        )
+
+    def _move(self, s: Session, task: TaskInstance, target: Status, *, actor: str | None,
+              extra: dict[str, Any] | None = None, details: dict[str, Any] | None = None,
+              ip: str | None = None, user_agent: str | None = None, **changes: Any) -> None:
+        evt = transition(s, task, target, actor=actor, details=details, ip=ip, user_agent=user_agent, **changes)
+        enqueue_event(s, self.settings, task, evt.type, extra)
+
+
+def _page(s: Session, stmt: Any, page: int, limit: int) -> tuple[list[Any], int]:
+    total = s.scalar(select(func.count()).select_from(stmt.order_by(None).subquery())) or 0
+    items = list(s.scalars(stmt.offset((page - 1) * limit).limit(limit)))
+    return items, total
+
+
+def total_pages(total: int, limit: int) -> int:
+    return math.ceil(total / limit) if total else 0
+
+
+def _parse_time(text: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(text)
+    except ValueError:
+        return None
+
+
+def mark_enqueued(s: Session, task_id: str, token: str) -> bool:
+    """Note that the message for `token` reached the broker (no status change, no version bump)."""
+    result = s.execute(
+        update(TaskInstance)
+        .where(TaskInstance.id == task_id, TaskInstance.dispatch_token == token, TaskInstance.enqueued_at.is_(None))
+        .values(enqueued_at=utcnow())
+    )
+    return bool(result.rowcount)  # type: ignore[attr-defined]

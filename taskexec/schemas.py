@@ -1,0 +1,273 @@
+"""Pydantic models of the public API: they validate requests and generate /openapi.json."""
+
+from __future__ import annotations
+
+import re
+from datetime import datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
+
+from taskexec.constants import Priority, Runtime, Status, TaskType
+from taskexec.limits import parse_cpu, parse_memory
+
+SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
+
+
+class ApiModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+
+class LooseModel(ApiModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="allow")
+
+
+# ---------------------------------------------------------------- definitions
+
+
+class RetryPolicy(ApiModel):
+    max_retries: int = Field(3, ge=0, le=100)
+    retry_interval: int = Field(1000, ge=0, description="ms before the first retry")
+    backoff_multiplier: float = Field(2.0, ge=1.0, le=10.0)
+    max_retry_interval: int | None = Field(None, ge=0)
+    retryable_errors: list[str] | None = None
+
+
+class ResourceRequirements(ApiModel):
+    cpu: str | float | None = None
+    memory: str | int | None = None
+    timeout_seconds: float | None = Field(None, gt=0)
+
+    @field_validator("cpu")
+    @classmethod
+    def _cpu(cls, v: str | float | None) -> str | float | None:
+        if v is not None:
+            parse_cpu(v)
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _mem(cls, v: str | int | None) -> str | int | None:
+        if v is not None and parse_memory(v) < 8 * 1024 * 1024:
+            raise ValueError("memory must be at least 8Mi")
+        return v
+
+
+class NetworkConfig(ApiModel):
+    outbound_access: bool = False
+
+
+class AutomatedConfig(ApiModel):
+    runtime: Runtime
+    code: str = Field(min_length=1, max_length=512 * 1024)
+    resource_requirements: ResourceRequirements | None = None
+    environment_variables: dict[str, str] | None = None
+    network: NetworkConfig | None = None
+
+    @field_validator("environment_variables")
+    @classmethod
+    def _env(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        for key in v or {}:
+            if not re.match(r"^[A-Za-z_][A-Za-z0-9_]*$", key):
+                raise ValueError(f"invalid environment variable name {key!r}")
+        return v
+
+
+class ManualConfig(LooseModel):
+    assignment: dict[str, Any]
+    deadline_seconds: int | None = Field(None, gt=0)
+    reminder_thresholds: list[float] | None = None
+    escalation: dict[str, Any] | None = None
+    form_schema: dict[str, Any] | None = None
+
+
+class IntegrationConfig(LooseModel):
+    integration_id: str | None = None
+    operation: str | None = None
+    params: dict[str, Any] | None = None
+    request: dict[str, Any] | None = None
+    auth: dict[str, Any] | None = None
+    timeout_ms: int | None = Field(None, gt=0)
+    rate_limit: dict[str, Any] | None = None
+    response_mapping: dict[str, Any] | None = None
+
+
+CONFIG_MODELS: dict[TaskType, type[ApiModel]] = {
+    TaskType.AUTOMATED: AutomatedConfig,
+    TaskType.MANUAL: ManualConfig,
+    TaskType.INTEGRATION: IntegrationConfig,
+}
+
+
+class DefinitionIn(ApiModel):
+    id: str = Field(description="a slug: lower-case letters, digits, '.', '_' and '-'")
+    name: str = Field(min_length=1, max_length=256)
+    description: str | None = Field(None, max_length=4096)
+    type: TaskType
+    version: int | None = Field(None, ge=1, description="omit to register the next version")
+    input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
+    output_schema: dict[str, Any] = Field(default_factory=dict)
+    timeout: int | None = Field(None, gt=0, description="ms")
+    retry_policy: RetryPolicy | None = None
+    execution_config: dict[str, Any]
+
+    @field_validator("id")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not SLUG.match(v):
+            raise ValueError("must be a slug: ^[a-z0-9][a-z0-9._-]{0,127}$")
+        return v
+
+
+class DefinitionOut(ApiModel):
+    id: str
+    name: str
+    description: str | None
+    type: TaskType
+    version: int
+    input_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+    timeout: int | None
+    retry_policy: dict[str, Any] | None
+    execution_config: dict[str, Any]
+    created_at: datetime
+
+
+# ---------------------------------------------------------------- tasks
+
+
+class SubmitIn(ApiModel):
+    task_definition_id: str = Field(min_length=1, max_length=128)
+    input: dict[str, Any] | list[Any] | str | int | float | bool | None = Field(default_factory=dict)
+    priority: Priority = Priority.MEDIUM
+    workflow_instance_id: str | None = Field(None, max_length=256)
+    correlation_id: str | None = Field(None, max_length=256)
+    callback_url: str | None = Field(None, max_length=2048, pattern=r"^https?://")
+    execution_config: dict[str, Any] | None = None
+
+
+class SubmitOut(ApiModel):
+    id: str
+    status: Status
+    created_at: datetime
+
+
+class TaskError(ApiModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class TaskOut(ApiModel):
+    id: str
+    task_definition_id: str
+    definition_version: int
+    type: TaskType
+    status: Status
+    priority: Priority
+    input: Any
+    output: Any
+    error: TaskError | None
+    assignee: str | None
+    candidate_roles: list[str] | None
+    due_date: datetime | None
+    retry_count: int
+    workflow_instance_id: str | None
+    correlation_id: str | None
+    execution_metadata: dict[str, Any] | None
+    created_at: datetime
+    updated_at: datetime
+    version: int
+
+
+class CancelIn(ApiModel):
+    reason: str | None = Field(None, max_length=1024)
+    force: bool = False
+
+
+class StatusOut(ApiModel):
+    id: str
+    status: Status
+
+
+class EventOut(ApiModel):
+    id: int
+    type: str
+    from_status: str | None
+    to_status: str | None
+    actor: str | None
+    ip: str | None
+    user_agent: str | None
+    details: Any
+    created_at: datetime
+
+
+class LogsOut(ApiModel):
+    id: str
+    stdout: str
+    stderr: str
+
+
+class Pagination(ApiModel):
+    page: int
+    limit: int
+    total_items: int
+    total_pages: int
+
+
+class PageQuery(ApiModel):
+    page: int = Field(1, ge=1, le=1_000_000)
+    limit: int = Field(20, ge=1, le=100)
+
+
+class TaskListQuery(PageQuery):
+    status: Status | None = None
+    type: TaskType | None = None
+    task_definition_id: str | None = None
+    workflow_instance_id: str | None = None
+    assignee: str | None = None
+
+
+class DefinitionListQuery(PageQuery):
+    type: TaskType | None = None
+    search: str | None = Field(None, max_length=256)
+
+
+class TaskPage(ApiModel):
+    items: list[TaskOut]
+    pagination: Pagination
+
+
+class DefinitionPage(ApiModel):
+    items: list[DefinitionOut]
+    pagination: Pagination
+
+
+class ErrorBody(ApiModel):
+    code: str
+    message: str
+    details: Any = None
+
+
+class ErrorEnvelope(ApiModel):
+    error: ErrorBody
+
+
+# ---------------------------------------------------------------- internal API (worker pools)
+
+
+class StartIn(ApiModel):
+    dispatch_token: str
+    worker_id: str = Field(max_length=256)
+
+
+class FinishIn(ApiModel):
+    attempt: int = Field(ge=1)
+    status: Literal["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
+    output: Any = None
+    error: TaskError | None = None
+    execution_metadata: dict[str, Any] | None = None
+    stdout: str | None = None
+    stderr: str | None = None
+    retry: bool = Field(False, description="ask for another attempt (our fault or retryable error)")

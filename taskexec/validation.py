@@ -1,0 +1,98 @@
+"""Validation of definitions and payloads: JSON Schema 2020-12, per-type config, operator ceilings."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import SchemaError
+from pydantic import ValidationError
+
+from taskexec.config import Settings
+from taskexec.constants import TaskType
+from taskexec.exceptions import ValidationFailed
+from taskexec.limits import parse_cpu, parse_memory
+from taskexec.schemas import CONFIG_MODELS, AutomatedConfig, DefinitionIn
+
+
+def pydantic_details(exc: ValidationError, prefix: str = "") -> list[dict[str, str]]:
+    """Turn pydantic errors into `[{field, message}]` with camelCase dotted paths."""
+    out = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"] if p != "body")
+        field = f"{prefix}.{path}" if prefix and path else (prefix or path or "body")
+        out.append({"field": field, "message": err["msg"]})
+    return out
+
+
+def check_schema(schema: dict[str, Any], field: str) -> None:
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        raise ValidationFailed(
+            f"{field} is not a valid JSON Schema (draft 2020-12)",
+            details=[{"field": field + _path(exc.path), "message": exc.message}],
+        ) from None
+
+
+def validate_instance(schema: dict[str, Any], instance: Any, field: str) -> None:
+    """Raise 422 listing every field path where `instance` fails `schema`."""
+    validator = Draft202012Validator(schema)
+    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    if errors:
+        raise ValidationFailed(
+            f"{field} does not match the schema",
+            details=[{"field": field + _path(e.absolute_path), "message": e.message} for e in errors[:50]],
+        )
+
+
+def _path(parts: Any) -> str:
+    return "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts)
+
+
+def validate_execution_config(
+    task_type: TaskType, config: dict[str, Any], settings: Settings, field: str = "executionConfig"
+) -> dict[str, Any]:
+    """Validate a type's executionConfig, rejecting limits above the operator's ceilings (422)."""
+    model = CONFIG_MODELS[task_type]
+    try:
+        parsed = model.model_validate(config)
+    except ValidationError as exc:
+        raise ValidationFailed("invalid executionConfig", details=pydantic_details(exc, field)) from None
+    if isinstance(parsed, AutomatedConfig):
+        _check_ceilings(parsed, settings, field)
+    return parsed.model_dump(by_alias=True, exclude_none=True)
+
+
+def _check_ceilings(cfg: AutomatedConfig, settings: Settings, field: str) -> None:
+    problems = []
+    res = cfg.resource_requirements
+    if res is not None:
+        if res.cpu is not None and parse_cpu(res.cpu) > settings.sandbox_max_cpu:
+            problems.append(("resourceRequirements.cpu", f"above the ceiling of {settings.sandbox_max_cpu} cores"))
+        max_mem = parse_memory(settings.sandbox_max_memory)
+        if res.memory is not None and parse_memory(res.memory) > max_mem:
+            problems.append(("resourceRequirements.memory", f"above the ceiling of {settings.sandbox_max_memory}"))
+        if res.timeout_seconds is not None and res.timeout_seconds > settings.executor_max_timeout_s:
+            problems.append(
+                ("resourceRequirements.timeoutSeconds", f"above the ceiling of {settings.executor_max_timeout_s}s")
+            )
+    if cfg.network and cfg.network.outbound_access and not settings.sandbox_allow_network:
+        problems.append(("network.outboundAccess", "outbound network access is not allowed by the operator policy"))
+    if problems:
+        raise ValidationFailed(
+            "executionConfig exceeds operator limits",
+            details=[{"field": f"{field}.{name}", "message": msg} for name, msg in problems],
+        )
+
+
+def validate_definition(body: DefinitionIn, settings: Settings) -> dict[str, Any]:
+    """Full definition check; returns the normalised executionConfig."""
+    check_schema(body.input_schema, "inputSchema")
+    check_schema(body.output_schema, "outputSchema")
+    if body.timeout is not None and body.timeout > settings.executor_max_timeout_s * 1000:
+        raise ValidationFailed(
+            "timeout exceeds operator limits",
+            details=[{"field": "timeout", "message": f"above the ceiling of {settings.executor_max_timeout_s * 1000} ms"}],
+        )
+    return validate_execution_config(body.type, body.execution_config, settings)

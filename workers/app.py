@@ -1,0 +1,38 @@
+"""The Celery app of the worker pools and the scheduler; execute tasks registered by type."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import signals
+
+from taskexec.celery_app import make_celery
+from taskexec.config import get_settings
+from taskexec.constants import CELERY_TASK_EXECUTE, CELERY_TASK_SWEEP, TaskType
+from taskexec.logs import configure_logging
+from workers.automated import AutomatedTask
+from workers.integration import IntegrationTask
+from workers.manual import ManualTask
+
+log = logging.getLogger(__name__)
+settings = get_settings()
+app = make_celery(settings, name="taskexec-workers")
+
+for _type, _cls in ((TaskType.AUTOMATED, AutomatedTask), (TaskType.MANUAL, ManualTask),
+                    (TaskType.INTEGRATION, IntegrationTask)):
+    app.register_task(_cls(), name=CELERY_TASK_EXECUTE[_type])  # type: ignore[call-arg]
+    app.tasks[CELERY_TASK_EXECUTE[_type]].name = CELERY_TASK_EXECUTE[_type]
+
+
+@app.task(name=CELERY_TASK_SWEEP, acks_late=True, ignore_result=True)
+def sweep(name: str) -> Any:
+    """A periodic job sent by `taskexec beat`, carried out by whichever pool consumes its queue."""
+    from workers.scheduler import run_sweep
+
+    return run_sweep(name)
+
+
+@signals.setup_logging.connect
+def _logging(**_: Any) -> None:
+    configure_logging(settings.log_level)

@@ -1,0 +1,121 @@
+"""The AUTOMATED pool: each attempt runs in a single-use sandbox container."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any
+
+from sandbox import DockerRunner, Limits, RunResult, RunSpec, SandboxUnavailable
+from taskexec.client import RouterClient
+from taskexec.config import Settings, get_settings
+from taskexec.constants import Status, TaskErrorCode
+from taskexec.limits import parse_cpu, parse_memory
+from workers.base import ExecuteTask, Outcome, worker_id
+
+log = logging.getLogger(__name__)
+CANCEL_POLL_S = 0.5
+
+_runner: DockerRunner | None = None
+_runner_lock = threading.Lock()
+
+
+def runner(settings: Settings | None = None) -> DockerRunner:
+    """The process-wide runner (and its warm container pool)."""
+    global _runner
+    with _runner_lock:
+        if _runner is None:
+            s = settings or get_settings()
+            _runner = DockerRunner(
+                images={"python": s.sandbox_image_python, "shell": s.sandbox_image_shell},
+                log_tail_bytes=s.sandbox_log_tail_bytes,
+                container_runtime=s.sandbox_runtime,
+                allow_network=s.sandbox_allow_network,
+                pool_size=s.sandbox_pool_size,
+            )
+        return _runner
+
+
+def build_spec(job: dict[str, Any], settings: Settings) -> RunSpec:
+    """Definition config plus operator defaults and ceilings -> a sandbox RunSpec."""
+    definition, task = job["definition"], job["task"]
+    cfg = definition["executionConfig"]
+    res = cfg.get("resourceRequirements") or {}
+    timeout_s = res.get("timeoutSeconds") or (definition.get("timeout") or 0) / 1000 or settings.default_timeout_s
+    timeout_s = min(float(timeout_s), float(settings.executor_max_timeout_s))
+    limits = Limits(
+        cpu=min(parse_cpu(res.get("cpu", settings.sandbox_default_cpu)), settings.sandbox_max_cpu),
+        memory_bytes=min(parse_memory(res.get("memory", settings.sandbox_default_memory)),
+                         parse_memory(settings.sandbox_max_memory)),
+        timeout_s=timeout_s,
+        pids=settings.sandbox_pids,
+        output_bytes=settings.sandbox_output_bytes,
+        tmp_bytes=settings.sandbox_tmp_bytes,
+    )
+    env = dict(cfg.get("environmentVariables") or {})
+    env.update({"TASK_ID": task["id"], "WORKFLOW_ID": task.get("workflowInstanceId") or ""})
+    return RunSpec(
+        task_id=task["id"],
+        attempt=int(job["attempt"]),
+        runtime=cfg["runtime"],
+        code=cfg["code"],
+        input=task["input"],
+        limits=limits,
+        env=env,
+        network=bool((cfg.get("network") or {}).get("outboundAccess")),
+        worker_id=worker_id(),
+    )
+
+
+def outcome_of(result: RunResult) -> Outcome:
+    meta = {
+        "exitCode": result.exit_code,
+        "durationMs": result.duration_ms,
+        "cpuTimeMs": result.cpu_time_ms,
+        "peakMemoryBytes": result.peak_memory_bytes,
+        "executionEnvironment": result.environment,
+    }
+    logs = {"stdout": result.stdout_tail, "stderr": result.stderr_tail, "metadata": meta}
+    if result.ok:
+        return Outcome(Status.COMPLETED.value, output=result.output, **logs)
+    code = result.error_code or TaskErrorCode.SANDBOX_ERROR.value
+    if code == TaskErrorCode.CANCELLED.value:
+        return Outcome(Status.CANCELLED.value, report=False, **logs)
+    error = {"code": code, "message": result.error_message or code, "details": result.error_details}
+    if code == TaskErrorCode.TIME_LIMIT_EXCEEDED.value:
+        return Outcome(Status.TIMED_OUT.value, error=error, **logs)
+    return Outcome(Status.FAILED.value, error=error, retry=code == TaskErrorCode.SANDBOX_ERROR.value, **logs)
+
+
+def watch_cancel(client: RouterClient, task_id: str, cancel: threading.Event, done: threading.Event) -> None:
+    """Poll the router; set `cancel` when the task was cancelled (the container is killed, never a worker)."""
+    while not done.wait(CANCEL_POLL_S):
+        try:
+            if client.status(task_id) == Status.CANCELLED.value:
+                cancel.set()
+                return
+        except Exception:  # router briefly unreachable: keep running, try again
+            continue
+
+
+class AutomatedTask(ExecuteTask):
+    task_type = "AUTOMATED"
+
+    def execute(self, job: dict[str, Any]) -> Outcome:
+        settings = get_settings()
+        run = runner(settings)
+        spec = build_spec(job, settings)
+        if job.get("previousWorker"):  # a redelivery: the earlier attempt's container may still run
+            killed = run.kill_task(spec.task_id)
+            if killed:
+                log.info("killed orphaned containers", extra={"taskId": spec.task_id, "count": killed})
+        cancel, done = threading.Event(), threading.Event()
+        watcher = threading.Thread(target=watch_cancel, args=(self.router, spec.task_id, cancel, done), daemon=True)
+        watcher.start()
+        try:
+            result = run.run(spec, cancel=cancel)
+        except SandboxUnavailable as exc:
+            return Outcome.failed(TaskErrorCode.SANDBOX_ERROR.value, f"sandbox unavailable: {exc}", retry=True)
+        finally:
+            done.set()
+        return outcome_of(result)

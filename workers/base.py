@@ -1,0 +1,92 @@
+"""The base class of every execute task: start through the router, run, report the final state once."""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from celery import Task
+
+from taskexec.client import RouterClient
+from taskexec.config import get_settings
+from taskexec.exceptions import Conflict, NotFound
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Outcome:
+    """What an attempt produced; `retry` asks the router for another attempt (our fault or retryable)."""
+
+    status: str  # COMPLETED | FAILED | TIMED_OUT | CANCELLED
+    output: Any = None
+    error: dict[str, Any] | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    stdout: str | None = None
+    stderr: str | None = None
+    retry: bool = False
+    report: bool = True  # False when the router already holds the final state (e.g. cancelled)
+
+    @classmethod
+    def failed(cls, code: str, message: str, details: Any = None, **kw: Any) -> Outcome:
+        return cls("FAILED", error={"code": code, "message": message, "details": details}, **kw)
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+class ExecuteTask(Task):  # type: ignore[misc]
+    """Subclasses implement `execute(job)`; the router decides if a (re)delivered message runs at all."""
+
+    abstract = True
+    acks_late = True
+    reject_on_worker_lost = True
+    _client: RouterClient | None = None
+
+    @property
+    def router(self) -> RouterClient:
+        if self._client is None:
+            self._client = RouterClient(get_settings())
+        return self._client
+
+    def run(self, task_id: str, dispatch_token: str) -> str:
+        wid = worker_id()
+        try:
+            job = self.router.start(task_id, dispatch_token, wid)
+        except NotFound:
+            log.warning("message for unknown task dropped", extra={"taskId": task_id})
+            return "unknown"
+        if not job.get("run"):
+            log.info("message skipped", extra={"taskId": task_id, "reason": job.get("reason")})
+            return "skipped"
+        ctx = {"taskId": task_id, "attempt": job["attempt"], "definition": job["definition"]["id"],
+               "correlationId": job["task"].get("correlationId")}
+        log.info("task started", extra=ctx)
+        try:
+            outcome = self.execute(job)
+        except Exception as exc:  # our own bug: report it rather than leave the task RUNNING
+            log.exception("executor crashed", extra=ctx)
+            outcome = Outcome.failed("SANDBOX_ERROR" if self.task_type == "AUTOMATED" else "INTEGRATION_ERROR",
+                                     f"executor error: {type(exc).__name__}", retry=True)
+        if outcome.report:
+            self._report(task_id, job["attempt"], outcome, ctx)
+        log.info("task finished", extra={**ctx, "status": outcome.status})
+        return outcome.status
+
+    task_type = "AUTOMATED"
+
+    def execute(self, job: dict[str, Any]) -> Outcome:
+        raise NotImplementedError
+
+    def _report(self, task_id: str, attempt: int, outcome: Outcome, ctx: dict[str, Any]) -> None:
+        body = {"attempt": attempt, "status": outcome.status, "output": outcome.output, "error": outcome.error,
+                "executionMetadata": outcome.metadata, "stdout": outcome.stdout, "stderr": outcome.stderr,
+                "retry": outcome.retry}
+        try:
+            self.router.finish(task_id, body)
+        except Conflict as exc:  # cancelled meanwhile, or a newer attempt owns the task
+            log.info("result not recorded", extra={**ctx, "reason": exc.message})

@@ -1,0 +1,45 @@
+"""Periodic jobs: `taskexec beat` sends them, the pools carry them out."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import Celery
+
+from taskexec.client import RouterClient
+from taskexec.config import Settings, get_settings
+from taskexec.constants import CELERY_TASK_SWEEP
+
+log = logging.getLogger(__name__)
+
+# name -> (seconds between runs, pool whose queue carries it)
+SWEEPS: dict[str, tuple[float, str]] = {
+    "dispatch": (5.0, "manual"),   # publish due retries and tasks stuck unpublished after a broker outage
+    "outbox": (5.0, "manual"),     # deliver orchestrator events the router could not send yet
+    "reap": (30.0, "automated"),   # remove sandbox containers past their deadline or of dead workers
+}
+
+
+def beat_schedule(settings: Settings) -> dict[str, Any]:
+    queues = {"manual": settings.queue_manual, "automated": settings.queue_automated}
+    return {
+        f"sweep-{name}": {"task": CELERY_TASK_SWEEP, "schedule": every, "args": (name,),
+                          "options": {"queue": queues[pool], "expires": every * 2}}
+        for name, (every, pool) in SWEEPS.items()
+    }
+
+
+def configure_beat(app: Celery, settings: Settings) -> None:
+    app.conf.beat_schedule = beat_schedule(settings)
+
+
+def run_sweep(name: str) -> Any:
+    if name == "reap":
+        from workers.automated import runner
+
+        removed = runner().reap()
+        if removed:
+            log.info("reaped containers", extra={"count": len(removed)})
+        return len(removed)
+    return RouterClient(get_settings(), retry_for_s=10).post(f"/sweeps/{name}")
