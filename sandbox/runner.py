@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import secrets
+import socket
 import threading
 import time
 from typing import Any
@@ -122,10 +123,17 @@ class DockerRunner:
             log.warning("sandbox: cannot remove container %s: %s", cid[:12], exc)
 
     def _discard(self, handle: Handle) -> None:
+        # Close the attach connection first: an unread stream (e.g. after the output cap)
+        # blocks the engine's copier and makes the removal hang.
         try:
-            handle.sock.close()
-        except Exception:  # noqa: BLE001
+            handle.raw.shutdown(socket.SHUT_RDWR)
+        except OSError:
             pass
+        for sock in (handle.raw, handle.sock):
+            try:
+                sock.close()
+            except Exception:  # noqa: BLE001
+                pass
         self._remove(handle.cid)
 
     def _acquire(self, spec: RunSpec, key: c.ContainerKey, deadline: float) -> Handle:

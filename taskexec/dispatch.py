@@ -34,7 +34,7 @@ class Publisher:
             queue=self.settings.queues[task_type],  # type: ignore[index]
             priority=broker_priority(self.settings, priority),
             retry=True,
-            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "timeout": 2},
+            retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
         )
 
     def ping(self) -> bool:

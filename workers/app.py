@@ -9,7 +9,7 @@ from celery import signals
 
 from taskexec.celery_app import make_celery
 from taskexec.config import get_settings
-from taskexec.constants import CELERY_TASK_EXECUTE, CELERY_TASK_SWEEP, TaskType
+from taskexec.constants import CELERY_TASK_SWEEP
 from taskexec.logs import configure_logging
 from workers.automated import AutomatedTask
 from workers.integration import IntegrationTask
@@ -19,10 +19,8 @@ log = logging.getLogger(__name__)
 settings = get_settings()
 app = make_celery(settings, name="taskexec-workers")
 
-for _type, _cls in ((TaskType.AUTOMATED, AutomatedTask), (TaskType.MANUAL, ManualTask),
-                    (TaskType.INTEGRATION, IntegrationTask)):
-    app.register_task(_cls(), name=CELERY_TASK_EXECUTE[_type])  # type: ignore[call-arg]
-    app.tasks[CELERY_TASK_EXECUTE[_type]].name = CELERY_TASK_EXECUTE[_type]
+for _cls in (AutomatedTask, ManualTask, IntegrationTask):
+    app.register_task(_cls())
 
 
 @app.task(name=CELERY_TASK_SWEEP, acks_late=True, ignore_result=True)

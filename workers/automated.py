@@ -11,6 +11,7 @@ from taskexec.client import RouterClient
 from taskexec.config import Settings, get_settings
 from taskexec.constants import Status, TaskErrorCode
 from taskexec.limits import parse_cpu, parse_memory
+from taskexec.constants import CELERY_TASK_EXECUTE, TaskType
 from workers.base import ExecuteTask, Outcome, worker_id
 
 log = logging.getLogger(__name__)
@@ -100,6 +101,7 @@ def watch_cancel(client: RouterClient, task_id: str, cancel: threading.Event, do
 
 class AutomatedTask(ExecuteTask):
     task_type = "AUTOMATED"
+    name = CELERY_TASK_EXECUTE[TaskType.AUTOMATED]
 
     def execute(self, job: dict[str, Any]) -> Outcome:
         settings = get_settings()

@@ -11,6 +11,7 @@ import requests
 
 from taskexec.config import get_settings
 from taskexec.constants import Status, TaskErrorCode
+from taskexec.constants import CELERY_TASK_EXECUTE, TaskType
 from workers.base import ExecuteTask, Outcome
 from workers.templates import TemplateError, map_response, render
 
@@ -77,6 +78,7 @@ def masked(url: str) -> str:
 
 class IntegrationTask(ExecuteTask):
     task_type = "INTEGRATION"
+    name = CELERY_TASK_EXECUTE[TaskType.INTEGRATION]
 
     def execute(self, job: dict[str, Any]) -> Outcome:
         cfg = job["definition"]["executionConfig"]

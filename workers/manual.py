@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from taskexec.exceptions import NotFound
+from taskexec.constants import CELERY_TASK_EXECUTE, TaskType
 from workers.base import ExecuteTask, worker_id
 
 
 class ManualTask(ExecuteTask):
     task_type = "MANUAL"
+    name = CELERY_TASK_EXECUTE[TaskType.MANUAL]
 
     def run(self, task_id: str, dispatch_token: str) -> str:
         try:
