@@ -18,9 +18,10 @@ from sandbox import containers as c
 log = logging.getLogger(__name__)
 
 
-def list_managed(api: Any) -> list[dict[str, Any]]:
-    """All containers carrying ``taskexec.managed=1``."""
-    return api.containers(all=True, filters={"label": f"{c.LABEL_MANAGED}=1"})
+def list_managed(api: Any, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
+    """All containers carrying ``taskexec.managed=1`` (and ``labels``, when given)."""
+    wanted = [f"{c.LABEL_MANAGED}=1"] + [f"{k}={v}" for k, v in (labels or {}).items()]
+    return api.containers(all=True, filters={"label": wanted})
 
 
 def describe(entry: dict[str, Any]) -> dict[str, Any]:
@@ -72,14 +73,15 @@ def kill_task(api: Any, task_id: str) -> int:
 
 
 def reap(api: Any, live_worker_ids: set[str] | None = None, now: float | None = None,
-         grace_s: float = 30.0) -> list[dict[str, Any]]:
+         grace_s: float = 30.0, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
     """Remove containers past deadline + grace, or owned by a worker not in ``live_worker_ids``.
 
-    Containers with an empty worker id are only reaped by deadline.
+    Containers with an empty worker id are only reaped by deadline. ``labels`` narrows the
+    scan (e.g. to one deployment or a test).
     """
     now = time.time() if now is None else now
     reaped = []
-    for entry in list_managed(api):
+    for entry in list_managed(api, labels):
         info = describe(entry)
         reason = None
         if info["deadline"] is not None and now > info["deadline"] + grace_s:

@@ -13,6 +13,7 @@ import atexit
 import json
 import logging
 import os
+import queue
 import secrets
 import socket
 import threading
@@ -43,7 +44,8 @@ class DockerRunner:
     def __init__(self, images: dict[str, str] | None = None, docker_client: Any = None,
                  log_tail_bytes: int = 64 * 1024, container_runtime: str | None = None,
                  allow_network: bool = False, pool_size: int | None = None,
-                 pool_idle_ttl_s: float = 600.0, reap_grace_s: float = 30.0) -> None:
+                 pool_idle_ttl_s: float = 600.0, reap_grace_s: float = 30.0,
+                 async_remove: bool = True) -> None:
         self.images = dict(DEFAULT_IMAGES)
         self.images.update(images or {})
         self._client = docker_client
@@ -57,6 +59,9 @@ class DockerRunner:
                                   idle_ttl=pool_idle_ttl_s)
         self._killed: dict[str, set[threading.Event]] = {}
         self._lock = threading.Lock()
+        self.async_remove = async_remove
+        self._removals: queue.Queue[Handle | None] = queue.Queue()
+        self._remover: threading.Thread | None = None
         atexit.register(self.close)
 
     # -- engine -----------------------------------------------------------------------------
@@ -81,8 +86,33 @@ class DockerRunner:
             return False
 
     def close(self) -> None:
-        """Remove idle pooled containers and stop the refill thread."""
+        """Remove idle pooled containers, stop the refill thread, finish pending removals."""
         self.pool.close()
+        self.drain()
+
+    def drain(self, timeout: float = 30.0) -> bool:
+        """Wait until background removals are done; True if none are pending."""
+        end = time.monotonic() + timeout
+        while self._removals.unfinished_tasks and time.monotonic() < end:
+            time.sleep(0.01)
+        return not self._removals.unfinished_tasks
+
+    def _remove_later(self, handle: Handle) -> None:
+        with self._lock:
+            if self._remover is None or not self._remover.is_alive():
+                self._remover = threading.Thread(target=self._remove_loop, name="sandbox-remover",
+                                                 daemon=True)
+                self._remover.start()
+        self._removals.put(handle)
+
+    def _remove_loop(self) -> None:
+        while True:
+            handle = self._removals.get()
+            try:
+                if handle is not None:
+                    self._discard(handle)
+            finally:
+                self._removals.task_done()
 
     # -- containers -------------------------------------------------------------------------
     def _key(self, spec: RunSpec) -> c.ContainerKey:
@@ -168,9 +198,13 @@ class DockerRunner:
         self._register(spec.task_id, killed)
         deadline = time.time() + spec.limits.timeout_s
         handle: Handle | None = None
+        finished = False
         try:
             handle = self._acquire(spec, key, deadline)
             outcome = self._drive(handle, job, nonce, spec, cancel, killed)
+            # With a record the harness has already SIGKILLed every user process, so the
+            # removal may finish in the background; otherwise remove before returning.
+            finished = outcome.stopped is None and outcome.reader.record is not None
             result = classify(outcome, spec)
             result.container_id = handle.cid
             result.environment = {"runtime": spec.runtime, "image": key.image,
@@ -179,7 +213,10 @@ class DockerRunner:
         finally:
             self._unregister(spec.task_id, killed)
             if handle is not None:
-                self._discard(handle)
+                if finished and self.async_remove:
+                    self._remove_later(handle)
+                else:
+                    self._discard(handle)
 
     def _drive(self, handle: Handle, job: bytes, nonce: str, spec: RunSpec,
                cancel: threading.Event | None, killed: threading.Event) -> Outcome:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
@@ -13,6 +12,7 @@ import pytest
 
 from sandbox import DockerRunner, Limits, RunResult, RunSpec, build_images
 from sandbox import containers as c
+from sandbox import reaper as reaper_mod
 
 pytestmark = pytest.mark.docker
 
@@ -39,13 +39,20 @@ def runner(images: dict[str, str]) -> DockerRunner:
     r.close()
 
 
+TEST_LABEL = "taskexec.test"
+
+
 def managed(client: docker.DockerClient) -> list:
-    return client.containers.list(all=True, filters={"label": "taskexec.managed=1"})
+    """Containers of THIS test module (other users may share the engine)."""
+    mine = client.containers.list(all=True, filters={"label": ["taskexec.managed=1", "taskexec.worker_id=w-test"]})
+    tagged = client.containers.list(all=True, filters={"label": ["taskexec.managed=1", TEST_LABEL]})
+    return list({x.id: x for x in mine + tagged}.values())
 
 
 @pytest.fixture(autouse=True)
-def no_leftovers(docker_client: docker.DockerClient):
+def no_leftovers(docker_client: docker.DockerClient, runner: DockerRunner):
     yield
+    assert runner.drain(), "background removals did not finish"
     left = managed(docker_client)
     assert not left, f"sandbox containers left behind: {[x.name for x in left]}"
 
@@ -287,19 +294,23 @@ def test_kill_task(runner: DockerRunner) -> None:
 
 
 def test_reaper(runner: DockerRunner, docker_client: docker.DockerClient, images: dict) -> None:
+    # Scoped by a per-test label so that other users of a shared engine are never touched;
+    # DockerRunner.reap() is the same function without the scope.
+    scope = {TEST_LABEL: uuid.uuid4().hex}
     key = c.ContainerKey(image=images["python"], runtime="python", limits_class=Limits().container_class(),
                          network=False, worker_id="dead-worker")
-    past = c.create(runner.api, key, c.labels_for(key, "expired-task", 2, time.time() - 3600, False))
-    orphan = c.create(runner.api, key, c.labels_for(key, "orphan-task", 1, time.time() + 3600, False))
+    past = c.create(runner.api, key, c.labels_for(key, "expired-task", 2, time.time() - 3600, False, scope))
+    orphan = c.create(runner.api, key, c.labels_for(key, "orphan-task", 1, time.time() + 3600, False, scope))
     key_live = c.ContainerKey(image=images["python"], runtime="python",
                               limits_class=Limits().container_class(), network=False, worker_id="live")
-    alive = c.create(runner.api, key_live, c.labels_for(key_live, "live-task", 1, time.time() + 3600, False))
+    alive = c.create(runner.api, key_live,
+                     c.labels_for(key_live, "live-task", 1, time.time() + 3600, False, scope))
     for cid in (past, orphan, alive):
         runner.api.start(cid)
     try:
-        first = runner.reap()  # deadline only
+        first = reaper_mod.reap(runner.api, labels=scope)  # deadline only
         assert [(r["taskId"], r["attempt"], r["reason"]) for r in first] == [("expired-task", 2, "deadline")]
-        second = runner.reap(live_worker_ids={"live"})
+        second = reaper_mod.reap(runner.api, live_worker_ids={"live"}, labels=scope)
         assert [(r["taskId"], r["workerId"], r["reason"]) for r in second] == [
             ("orphan-task", "dead-worker", "worker_gone")]
         assert {x.id for x in managed(docker_client)} == {alive}
@@ -333,6 +344,3 @@ def test_concurrent_runs(runner: DockerRunner) -> None:
         t.join()
     assert sorted(r.output for r in results) == [0, 2, 4, 6]
 
-
-if os.environ.get("TASKEXEC_SANDBOX_SKIP_SLOW"):  # pragma: no cover
-    pytestmark = [pytest.mark.docker]
