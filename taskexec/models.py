@@ -82,7 +82,11 @@ class TaskInstance(Base):
     assignee: Mapped[str | None] = mapped_column(String(256), index=True)
     candidate_roles: Mapped[list[str] | None] = mapped_column(JSONType)
     candidate_users: Mapped[list[str] | None] = mapped_column(JSONType)
-    due_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    due_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    completed_by: Mapped[str | None] = mapped_column(String(256))
+    reminders_sent: Mapped[list[float] | None] = mapped_column(JSONType)
+    escalated_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     retry_count: Mapped[int] = mapped_column(Integer, default=0)
     attempt: Mapped[int] = mapped_column(Integer, default=0)
     dispatch_token: Mapped[str | None] = mapped_column(String(36))
@@ -155,3 +159,17 @@ class OutboxMessage(Base):
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DeadLetter(Base):
+    """A task that spent its retries; an operator can list and re-drive it."""
+
+    __tablename__ = "dead_letters"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    task_id: Mapped[str] = mapped_column(ForeignKey("task_instances.id", ondelete="CASCADE"), index=True)
+    queue: Mapped[str] = mapped_column(String(256))
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    redriven_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
+    redriven_by: Mapped[str | None] = mapped_column(String(256))
