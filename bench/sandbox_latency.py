@@ -59,7 +59,8 @@ def throughput(fn, n: int, concurrency: int = 2) -> float:
 
 
 def line(name: str, values: list[float]) -> str:
-    return f"{name:<22} p50 {statistics.median(values):7.1f} ms   p95 {pct(values, 95):7.1f} ms   (n={len(values)})"
+    p50, p95 = statistics.median(values), pct(values, 95)
+    return f"{name:<22} p50 {p50:7.1f} ms   p95 {p95:7.1f} ms   (n={len(values)})"
 
 
 def main() -> int:

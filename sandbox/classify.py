@@ -2,7 +2,9 @@
 
 Order of precedence: cancelled > time limit > stream output cap > memory > output file cap >
 non-zero exit > invalid output > success. User mistakes are never SANDBOX_ERROR; that code
-is reserved for a harness that ended without a result for no user-attributable reason.
+is reserved for a harness that ended without a result for no user-attributable reason; a
+container killed or removed from outside (``kill_task`` in another process, ``docker kill``)
+is CANCELLED.
 
 Decision on code without ``main`` and without an output file: the attempt succeeds with
 output ``null`` (a script may legitimately only print), and ``error_details`` stays None.
@@ -73,9 +75,11 @@ def classify(o: Outcome, spec: RunSpec) -> RunResult:
     if record is None or record.get("corrupt"):
         state = o.state or {}
         result.exit_code = state.get("ExitCode")
-        if _memory_hit(usage, lim.memory_bytes) or state.get("OOMKilled") or state.get("ExitCode") == 137:
+        if _memory_hit(usage, lim.memory_bytes) or state.get("OOMKilled"):
             return _fail(result, s.MEMORY_LIMIT_EXCEEDED, f"memory limit of {mem_mib:g} MiB exceeded",
                          {"limitBytes": lim.memory_bytes})
+        if state.get("Removed") or state.get("ExitCode") == 137:  # kill_task elsewhere, docker kill
+            return _fail(result, s.CANCELLED, "the container was killed or removed from outside")
         return _fail(result, s.SANDBOX_ERROR,
                      f"sandbox harness ended without a result (container exit {state.get('ExitCode')})")
 

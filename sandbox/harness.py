@@ -17,6 +17,7 @@ The record is informative only: time, memory and stream-size limits are enforced
 host, so a user who forges a record can only misreport their own task's output.
 """
 
+# ruff: noqa: SIM105, UP031  (kept plain: this runs inside the container)
 import json
 import os
 import resource
@@ -208,7 +209,7 @@ def main():
         _child(job)
     _, wstatus = os.waitpid(pid, 0)
     _kill_all()
-    record = {"exit": None, "signal": None}
+    record: dict = {"exit": None, "signal": None}
     if os.WIFSIGNALED(wstatus):
         record["signal"] = os.WTERMSIG(wstatus)
     else:

@@ -83,7 +83,8 @@ def build_rootfs(root: str, log: Callable[[str], None] = print) -> None:
         raise ImageBuildError("building the sandbox image with debootstrap needs root")
     if shutil.which("debootstrap") is None:
         raise ImageBuildError("debootstrap is not installed (apt-get install debootstrap)")
-    cmd = ["debootstrap", "--variant=minbase", "--include=python3-minimal,libpython3-stdlib", SUITE, root, MIRROR]
+    cmd = ["debootstrap", "--variant=minbase", "--include=python3-minimal,libpython3-stdlib",
+           SUITE, root, MIRROR]
     log("sandbox: " + " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:

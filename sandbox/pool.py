@@ -109,7 +109,7 @@ class ContainerPool:
                 self._wake.clear()
                 continue
             try:
-                handle = self._start(key)
+                handle: Handle | None = self._start(key)
                 failures = 0
             except Exception as exc:  # noqa: BLE001 - engine hiccup: back off, fresh starts still work
                 failures += 1
@@ -119,7 +119,7 @@ class ContainerPool:
                 continue
             with self._lock:
                 queue = self._idle.get(key)
-                if queue is not None and not self._closed:
+                if queue is not None and not self._closed and handle is not None:
                     queue.append(handle)
                     handle = None
             if handle is not None:

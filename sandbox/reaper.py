@@ -66,9 +66,9 @@ def kill_task(api: Any, task_id: str) -> int:
     count = 0
     for entry in list_managed(api):
         info = describe(entry)
-        if (info["taskId"] == task_id and task_id) or info["slug"] == slug:
-            if remove(api, info["id"]):
-                count += 1
+        mine = (info["taskId"] == task_id and task_id) or info["slug"] == slug
+        if mine and remove(api, info["id"]):
+            count += 1
     return count
 
 

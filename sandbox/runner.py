@@ -10,6 +10,7 @@ classify, and ALWAYS remove the container.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import logging
 import os
@@ -155,15 +156,11 @@ class DockerRunner:
     def _discard(self, handle: Handle) -> None:
         # Close the attach connection first: an unread stream (e.g. after the output cap)
         # blocks the engine's copier and makes the removal hang.
-        try:
+        with contextlib.suppress(OSError):
             handle.raw.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         for sock in (handle.raw, handle.sock):
-            try:
+            with contextlib.suppress(Exception):
                 sock.close()
-            except Exception:  # noqa: BLE001
-                pass
         self._remove(handle.cid)
 
     def _acquire(self, spec: RunSpec, key: c.ContainerKey, deadline: float) -> Handle:
@@ -251,9 +248,12 @@ class DockerRunner:
 
     def _state(self, cid: str) -> dict[str, Any]:
         """The container's State after it exited on its own (best effort)."""
+        state: dict[str, Any] = {}
         for _ in range(20):
             try:
                 state = self.api.inspect_container(cid).get("State") or {}
+            except docker.errors.NotFound:
+                return {"Removed": True}
             except Exception:  # noqa: BLE001
                 return {}
             if not state.get("Running"):

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import select
-import socket
 import struct
 from typing import Any
 
@@ -101,7 +100,7 @@ class AttachReader:
         for _ in range(64):
             try:
                 chunk = self.sock.recv(256 * 1024)
-            except (BlockingIOError, InterruptedError, socket.timeout):
+            except (TimeoutError, BlockingIOError, InterruptedError):
                 break
             except OSError:
                 chunk = b""

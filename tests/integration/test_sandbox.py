@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
 import threading
 import time
@@ -44,7 +45,8 @@ TEST_LABEL = "taskexec.test"
 
 def managed(client: docker.DockerClient) -> list:
     """Containers of THIS test module (other users may share the engine)."""
-    mine = client.containers.list(all=True, filters={"label": ["taskexec.managed=1", "taskexec.worker_id=w-test"]})
+    mine = client.containers.list(
+        all=True, filters={"label": ["taskexec.managed=1", "taskexec.worker_id=w-test"]})
     tagged = client.containers.list(all=True, filters={"label": ["taskexec.managed=1", TEST_LABEL]})
     return list({x.id: x for x in mine + tagged}.values())
 
@@ -316,10 +318,8 @@ def test_reaper(runner: DockerRunner, docker_client: docker.DockerClient, images
         assert {x.id for x in managed(docker_client)} == {alive}
     finally:
         for cid in (past, orphan, alive):
-            try:
+            with contextlib.suppress(docker.errors.NotFound):
                 runner.api.remove_container(cid, force=True)
-            except docker.errors.NotFound:
-                pass
 
 
 def test_image_missing_is_sandbox_unavailable() -> None:
