@@ -47,7 +47,7 @@ redis_start() {
   log "starting redis on 127.0.0.1:$REDIS_PORT"
   redis-server --bind 127.0.0.1 --port "$REDIS_PORT" --daemonize yes \
     --save '' --appendonly no --dir "$RUN_DIR" \
-    --pidfile "$REDIS_PID" --logfile "$RUN_DIR/redis.log" >/dev/null \
+    --pidfile "$REDIS_PID" --logfile "$RUN_DIR/redis.log" >/dev/null 9>&- \
     || die "redis-server failed to start (log: $RUN_DIR/redis.log)"
   wait_for 20 redis redis_up || die "redis did not answer within 20 s (log: $RUN_DIR/redis.log)"
 }
@@ -113,7 +113,7 @@ world-traversable?). Set TEL_PG_DIR to a directory it can use, e.g. TEL_PG_DIR=/
 -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
   local pglog="$RUN_DIR/postgres.log"
   touch "$pglog"; if is_root; then chown "$PG_USER": "$pglog"; fi
-  if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR" -l "$pglog" -o "$opts" -w -t 60 start >/dev/null 2>&1; then
+  if ! as_pg "$PG_BIN/pg_ctl" -D "$PG_DIR" -l "$pglog" -o "$opts" -w -t 60 start >/dev/null 2>&1 9>&-; then
     tail -n 20 "$pglog" >&2
     die "postgres did not start (log: $pglog)"
   fi
@@ -143,7 +143,7 @@ docker_start() {
   is_root || die "docker: engine not answering and not root, cannot start dockerd (start it yourself)"
   log "starting dockerd (log: .run/dockerd.log)"
   # setsid + nohup: the daemon must outlive this script and the make that called it.
-  setsid nohup dockerd >"$RUN_DIR/dockerd.log" 2>&1 </dev/null &
+  setsid nohup dockerd >"$RUN_DIR/dockerd.log" 2>&1 </dev/null 9>&- &
   echo $! >"$DOCKERD_PID"
   if ! wait_for 60 dockerd docker_up; then
     tail -n 20 "$RUN_DIR/dockerd.log" >&2
@@ -200,6 +200,7 @@ cmd="${1:-}"
 case "$cmd" in
   start)
     # One start at a time (make -j, two terminals): the second waits and then finds all up.
+    # Daemons are launched with fd 9 closed, or they would hold this lock for their lifetime.
     exec 9>"$RUN_DIR/services.lock"
     flock -w 300 9 || die "another services.sh start holds .run/services.lock"
     redis_start

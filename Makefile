@@ -1,0 +1,76 @@
+# taskexec: the two commands a newcomer needs are `make run` and `make test`.
+# Everything else is installed and started on demand by scripts/bootstrap.sh and scripts/services.sh.
+
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := help
+
+VENV    := .venv
+BIN     := $(VENV)/bin
+PYTHON  := $(BIN)/python
+
+# Test services (see scripts/services.sh); override on the command line if needed.
+TEL_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:55432/postgres
+TEL_TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
+
+PYTEST_ARGS ?=
+BENCH_OUT   ?= bench/results
+LINT_PATHS  ?= taskexec api workers sandbox tests
+
+.PHONY: help setup bootstrap services services-start services-stop services-status \
+        run test lint bench clean distclean
+
+help:
+	@echo "make run            install what is missing, start Redis/Docker, run 'taskexec up'"
+	@echo "make test           install what is missing, start Redis/PostgreSQL/Docker, run pytest"
+	@echo "                    (extra pytest args: make test PYTEST_ARGS='-k foo -x')"
+	@echo "make setup          only install and start services"
+	@echo "make lint           ruff + mypy"
+	@echo "make bench          benchmarks (output in $(BENCH_OUT))"
+	@echo "make services-stop  stop the Redis and PostgreSQL started by scripts/services.sh"
+	@echo "make clean          stop services, remove .run/ and caches (keeps .venv)"
+	@echo "make distclean      clean + remove .venv"
+
+setup: bootstrap services
+
+bootstrap:
+	@bash scripts/bootstrap.sh
+
+services: bootstrap
+	@bash scripts/services.sh start
+
+services-start: services
+
+services-stop:
+	@bash scripts/services.sh stop
+
+services-status:
+	@bash scripts/services.sh status
+
+run: setup
+	exec $(BIN)/taskexec up
+
+# pytest exits 5 when it collects no test: reported, not treated as a failure.
+test: setup
+	@export TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)'; \
+	rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; \
+	exit $$rc
+
+lint: bootstrap
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/mypy taskexec api workers sandbox
+
+bench: setup
+	@if [ -f bench/run.py ]; then \
+	  mkdir -p '$(BENCH_OUT)'; \
+	  BENCH_OUT='$(BENCH_OUT)' TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' \
+	  TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)' $(PYTHON) bench/run.py --out '$(BENCH_OUT)'; \
+	else echo "no bench/run.py yet"; fi
+
+clean: services-stop
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache *.egg-info '$(BENCH_OUT)'
+	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
+
+distclean: clean
+	rm -rf $(VENV)
