@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import definitions, internal, ops, tasks
+from api import definitions, inbox_page, internal, manual, ops, tasks
 from api.errors import register_error_handlers
+from api.io import reject_nul_in_url
 from api.openapi import register_openapi
 from api.runtime import Runtime
 from taskexec.celery_app import make_celery
@@ -29,8 +30,9 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool | Non
         rt.dispatcher = Dispatcher(db, settings, publisher)
         rt.dispatcher.start()
     app.extensions["taskexec"] = rt
-    for bp in (ops.bp, definitions.bp, tasks.bp, internal.bp):
+    for bp in (ops.bp, definitions.bp, tasks.bp, manual.bp, inbox_page.bp, internal.bp):
         app.register_blueprint(bp)
+    app.before_request(reject_nul_in_url)
     register_openapi(app)
     register_error_handlers(app)
     return app

@@ -39,7 +39,7 @@ def assign(task_id: str):  # type: ignore[no-untyped-def]
 @bp.post("/tasks/<task_id>/finish")
 @require(Permission.INTERNAL)
 def finish(task_id: str):  # type: ignore[no-untyped-def]
-    body = parse_body(FinishIn)
+    body = parse_body(FinishIn, scrub_nul=True)  # user code may print NUL bytes; keep its result
     rt = runtime()
     with rt.db.session() as s:
         task = rt.manager.finish(s, task_id, body, current().sub)
@@ -67,6 +67,12 @@ def sweep(name: str):  # type: ignore[no-untyped-def]
         import requests
 
         return jsonify({"delivered": deliver_due(rt.db, rt.settings, http or requests.Session())})
+    if name in ("reminders", "escalations"):
+        from taskexec.manual_timers import TimerSweeps
+
+        done = getattr(TimerSweeps(rt.manager, rt.db), name)()
+        _wake()
+        return jsonify({name: done})
     raise NotFound(f"unknown sweep {name!r}")
 
 

@@ -18,8 +18,12 @@ M = TypeVar("M", bound=BaseModel)
 _STRUCTURAL = ("_type", "_parsing", "missing", "extra_forbidden", "json_invalid")
 
 
-def parse_body(model: type[M]) -> M:
-    """Parse the JSON body: malformed or wrong-typed is 400, semantically invalid is 422."""
+def parse_body(model: type[M], scrub_nul: bool = False) -> M:
+    """Parse the JSON body: malformed or wrong-typed is 400, semantically invalid is 422.
+
+    NUL characters (which PostgreSQL cannot store) are refused with 400, or with `scrub_nul` (a worker's
+    report of what user code printed) replaced by U+FFFD so the result is still recorded.
+    """
     if not request.data:
         raise BadRequest("request body must be a JSON object", details=[{"field": "body", "message": "empty body"}])
     try:
@@ -28,12 +32,60 @@ def parse_body(model: type[M]) -> M:
         raise BadRequest("malformed JSON", details=[{"field": "body", "message": "not valid JSON"}]) from None
     if not isinstance(data, dict):
         raise BadRequest("request body must be a JSON object", details=[{"field": "body", "message": "not an object"}])
+    if scrub_nul:
+        data = scrub(data)
+    where = nul_path(data)
+    if where is not None:  # PostgreSQL cannot store NUL in text or jsonb: refuse it here, not with a 500
+        raise BadRequest("strings must not contain NUL characters",
+                         details=[{"field": where, "message": "contains NUL"}])
     try:
         return model.model_validate(data)
     except ValidationError as exc:
         structural = any(e["type"].endswith(_STRUCTURAL) for e in exc.errors())
         cls = BadRequest if structural else ValidationFailed
         raise cls("invalid request body", details=pydantic_details(exc)) from None
+
+
+def nul_path(value: Any, path: str = "") -> str | None:
+    """The dotted path of the first string (or object key) in `value` that contains a NUL character."""
+    if isinstance(value, str):
+        return (path or "body") if "\x00" in value else None
+    if isinstance(value, dict):
+        for key, item in value.items():
+            sub = f"{path}.{key}" if path else str(key)
+            if "\x00" in str(key):
+                return sub.replace("\x00", "\\0")
+            found = nul_path(item, sub)
+            if found is not None:
+                return found
+    if isinstance(value, list):
+        for i, item in enumerate(value):
+            found = nul_path(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def scrub(value: Any) -> Any:
+    """`value` with every NUL in its strings and keys replaced by U+FFFD."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {scrub(k): scrub(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [scrub(v) for v in value]
+    return value
+
+
+def reject_nul_in_url() -> None:
+    """`before_request` hook: a NUL in the path or query string is a 400, never a database error."""
+    if "\x00" in request.path:
+        raise BadRequest("the path must not contain NUL characters",
+                         details=[{"field": "path", "message": "contains NUL"}])
+    for key, value in request.args.items(multi=True):
+        if "\x00" in key or "\x00" in value:
+            raise BadRequest("query parameters must not contain NUL characters",
+                             details=[{"field": key.replace("\x00", "\\0"), "message": "contains NUL"}])
 
 
 def parse_query(model: type[M]) -> M:

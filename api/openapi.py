@@ -22,11 +22,17 @@ ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None
     ("get", "/api/v1/tasks/{id}/events", "Task history", None, None, 200),
     ("post", "/api/v1/tasks/{id}/cancel", "Cancel a task", schemas.CancelIn, schemas.StatusOut, 200),
     ("post", "/api/v1/tasks/{id}/retry", "Run a FAILED or TIMED_OUT task again", None, schemas.StatusOut, 200),
+    ("post", "/api/v1/tasks/{id}/claim", "Claim a manual task offered to you or your role", None, None, 200),
+    ("post", "/api/v1/tasks/{id}/complete", "Complete a manual task with its output", schemas.CompleteIn, None, 200),
+    ("post", "/api/v1/tasks/{id}/reassign", "Reassign a manual task", schemas.ReassignIn, None, 200),
+    ("get", "/api/v1/inbox", "Your open manual tasks, by priority then due date", None, schemas.InboxPage, 200),
+    ("get", "/api/v1/inbox/{id}", "One inbox task with its form", None, None, 200),
 ]
 
 _QUERY: dict[str, type[BaseModel]] = {
     "/api/v1/tasks": schemas.TaskListQuery,
     "/api/v1/tasks/definitions": schemas.DefinitionListQuery,
+    "/api/v1/inbox": schemas.PageQuery,
 }
 
 
@@ -54,7 +60,7 @@ def build_spec() -> dict[str, Any]:
         if params:
             op["parameters"] = params
         paths.setdefault(path, {})[method] = op
-    for op_path in ("/health", "/ready", "/metrics"):
+    for op_path in ("/health", "/ready", "/health/readiness", "/metrics"):
         paths[op_path] = {"get": {"summary": op_path.strip("/"), "security": [], "responses": {"200": {"description": "ok"}}}}
     return {
         "openapi": "3.1.0",

@@ -57,5 +57,6 @@ def audit_fields() -> dict[str, str | None]:
     """Who-and-where of the current request, for the audit trail."""
     return {
         "ip": request.headers.get("X-Forwarded-For", request.remote_addr or "").split(",")[0].strip() or None,
-        "user_agent": (request.user_agent.string or None) if request.user_agent else None,
+        # not `request.user_agent` truthiness: werkzeug's UserAgent is falsy for non-browser agents
+        "user_agent": (request.headers.get("User-Agent") or "")[:512] or None,
     }

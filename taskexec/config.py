@@ -51,6 +51,10 @@ class Settings(BaseSettings):
     manual_concurrency: int = Field(4, ge=1, le=256, validation_alias="TEL_MANUAL_CONCURRENCY")
     integration_concurrency: int = Field(16, ge=1, le=256, validation_alias="TEL_INTEGRATION_CONCURRENCY")
     queued_timeout_s: int = Field(86400, ge=1, validation_alias="TEL_QUEUED_TIMEOUT")
+    # --- manual tasks
+    manual_max_open_tasks: int = Field(10, ge=1, le=10_000, validation_alias="TEL_MANUAL_MAX_OPEN_TASKS")
+    manual_rebalance_s: float = Field(30.0, gt=0, validation_alias="TEL_MANUAL_REBALANCE_INTERVAL")
+    manual_sweep_interval_s: float = Field(15.0, gt=0, validation_alias="TEL_MANUAL_SWEEP_INTERVAL")
 
     # --- sandbox (automated pool)
     sandbox_image_python: str = Field("taskexec-sandbox-python:1", validation_alias="TEL_SANDBOX_IMAGE_PYTHON")

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
+
+from taskexec.exceptions import Unavailable
 
 
 class Database:
@@ -33,8 +37,11 @@ class Database:
         try:
             yield session
             session.commit()
+        except (OperationalError, InterfaceError) as exc:  # unreachable or lost database: 503, not 500
+            _quiet_rollback(session)
+            raise Unavailable("database unavailable", details={"error": type(exc.orig).__name__}) from exc
         except BaseException:
-            session.rollback()
+            _quiet_rollback(session)
             raise
         finally:
             session.close()
@@ -49,6 +56,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _quiet_rollback(session: Session) -> None:
+    with contextlib.suppress(Exception):  # the connection may already be gone
+        session.rollback()
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:

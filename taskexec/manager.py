@@ -11,8 +11,6 @@ from sqlalchemy import func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from taskexec.assignment import DEFAULT_DEADLINE_S
-from taskexec.assignment import resolve as resolve_assignment
 from taskexec.auth import Principal
 from taskexec.config import Settings
 from taskexec.constants import TERMINAL_STATUSES, Status, TaskErrorCode, TaskType
@@ -227,24 +225,10 @@ class TaskManager:
         }
 
     def assign(self, s: Session, task_id: str, dispatch_token: str, worker_id: str) -> TaskInstance:
-        """A manual task leaves the queue: offer it to its user or roles and set its due date."""
-        task = self.get_task(s, task_id, for_update=True)
-        if task.status != Status.PENDING.value or dispatch_token != task.dispatch_token:
-            return task
-        definition = self.get_definition(s, task.definition_id, task.definition_version)
-        config = {**definition.execution_config, **(task.execution_config or {})}
-        try:
-            who = resolve_assignment(config, task.input)
-        except ValidationFailed as exc:
-            self._move(s, task, Status.FAILED, actor=f"worker:{worker_id}",
-                       error={"code": "ASSIGNMENT_ERROR", "message": exc.message, "details": exc.details})
-            return task
-        due = utcnow() + timedelta(seconds=config.get("deadlineSeconds") or DEFAULT_DEADLINE_S)
-        self._move(s, task, Status.ASSIGNED, actor=f"worker:{worker_id}", assignee=who.assignee,
-                   candidate_users=who.candidate_users, candidate_roles=who.candidate_roles, due_date=due,
-                   extra={"assignee": who.assignee, "candidateRoles": who.candidate_roles,
-                          "dueDate": due.isoformat()})
-        return task
+        """A manual task leaves the queue: offer it to its user or roles, set its due date (`taskexec.manual`)."""
+        from taskexec.manual import ManualTasks
+
+        return ManualTasks(self).assign(s, task_id, dispatch_token, worker_id)
 
     def finish(self, s: Session, task_id: str, body: FinishIn, worker: str) -> TaskInstance:
         """Record an attempt's result; a stale attempt or a finished task gets 409."""
@@ -291,14 +275,9 @@ class TaskManager:
     def retry_delay(self, s: Session, task: TaskInstance) -> float | None:
         """Seconds before the next retry, or None when retries are spent (contract section 5)."""
         policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
-        max_retries = policy.get("maxRetries", DEFAULT_INFRA_RETRIES)
-        if task.retry_count >= max_retries:
+        if task.retry_count >= policy.get("maxRetries", DEFAULT_INFRA_RETRIES):
             return None
-        base = policy.get("retryInterval", 1000) * policy.get("backoffMultiplier", 2.0) ** task.retry_count
-        cap = policy.get("maxRetryInterval")
-        if cap is not None:
-            base = min(base, cap)
-        return max(0.0, base * random.uniform(0.8, 1.2) / 1000.0)
+        return backoff_delay(policy, task.retry_count)
 
     # ------------------------------------------------------------ helpers
 
@@ -316,6 +295,15 @@ class TaskManager:
               ip: str | None = None, user_agent: str | None = None, **changes: Any) -> None:
         evt = transition(s, task, target, actor=actor, details=details, ip=ip, user_agent=user_agent, **changes)
         enqueue_event(s, self.settings, task, evt.type, extra)
+
+
+def backoff_delay(policy: dict[str, Any], n: int) -> float:
+    """Seconds before retry `n` (from 0): `retryInterval * backoffMultiplier^n` ms, capped, with ±20% jitter."""
+    base = policy.get("retryInterval", 1000) * policy.get("backoffMultiplier", 2.0) ** n
+    cap = policy.get("maxRetryInterval")
+    if cap is not None:
+        base = min(base, cap)
+    return max(0.0, base * random.uniform(0.8, 1.2) / 1000.0)
 
 
 def _page(s: Session, stmt: Any, page: int, limit: int) -> tuple[list[Any], int]:

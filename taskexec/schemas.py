@@ -81,6 +81,48 @@ class ManualConfig(LooseModel):
     escalation: dict[str, Any] | None = None
     form_schema: dict[str, Any] | None = None
 
+    @field_validator("assignment")
+    @classmethod
+    def _assignment(cls, v: dict[str, Any]) -> dict[str, Any]:
+        """Must name someone: `user`, `role`, `candidateUsers` or `candidateRoles` (strategy POOL | LOAD_BALANCED)."""
+        def names(key: str) -> list[Any]:
+            value = v.get(key)
+            return ([value] if isinstance(value, str) else value) if value else []
+
+        for key in ("candidateUsers", "candidateRoles"):
+            if key in v and not isinstance(v[key], list):
+                raise ValueError(f"{key} must be a list of names")
+        found = [n for k in ("user", "role", "candidateUsers", "candidateRoles") for n in names(k)]
+        if not found or not all(isinstance(n, str) and n.strip() for n in found):
+            raise ValueError("assignment must name a user, a role, candidateUsers or candidateRoles")
+        strategy = v.get("strategy", "POOL")
+        if strategy not in ("POOL", "LOAD_BALANCED"):
+            raise ValueError("strategy must be POOL or LOAD_BALANCED")
+        if strategy == "LOAD_BALANCED" and not names("candidateUsers"):
+            raise ValueError("strategy LOAD_BALANCED needs candidateUsers")
+        return v
+
+    @field_validator("reminder_thresholds")
+    @classmethod
+    def _thresholds(cls, v: list[float] | None) -> list[float] | None:
+        if v is not None and not all(0 < f < 1 for f in v):
+            raise ValueError("each reminder threshold is a fraction of the deadline between 0 and 1")
+        return v
+
+    @field_validator("escalation")
+    @classmethod
+    def _escalation(cls, v: dict[str, Any] | None) -> dict[str, Any] | None:
+        if v is None:
+            return v
+        action = v.get("action")
+        if action not in ("NOTIFY_MANAGER", "REASSIGN", "AUTO_COMPLETE"):
+            raise ValueError("escalation.action must be NOTIFY_MANAGER, REASSIGN or AUTO_COMPLETE")
+        if action == "REASSIGN" and not (isinstance(v.get("to"), str) and v["to"].strip()):
+            raise ValueError("escalation REASSIGN needs `to` (a user, or role:<name>)")
+        if action == "AUTO_COMPLETE" and "output" not in v:
+            raise ValueError("escalation AUTO_COMPLETE needs `output`")
+        return v
+
 
 class IntegrationConfig(LooseModel):
     integration_id: str | None = None
@@ -179,6 +221,25 @@ class TaskOut(ApiModel):
     created_at: datetime
     updated_at: datetime
     version: int
+
+
+class CompleteIn(ApiModel):
+    output: Any = Field(description="the person's result, validated against the definition's outputSchema")
+
+
+class ReassignIn(ApiModel):
+    new_assignee: str = Field(max_length=256, description="user name (must not be empty)")
+    reason: str | None = Field(None, max_length=1024)
+
+
+class InboxItem(TaskOut):
+    task_name: str
+    claimed: bool
+
+
+class InboxPage(ApiModel):
+    items: list[InboxItem]
+    pagination: Pagination
 
 
 class CancelIn(ApiModel):

@@ -95,4 +95,16 @@ def validate_definition(body: DefinitionIn, settings: Settings) -> dict[str, Any
             "timeout exceeds operator limits",
             details=[{"field": "timeout", "message": f"above the ceiling of {settings.executor_max_timeout_s * 1000} ms"}],
         )
-    return validate_execution_config(body.type, body.execution_config, settings)
+    config = validate_execution_config(body.type, body.execution_config, settings)
+    if body.type is TaskType.MANUAL:
+        _check_manual(config, body.output_schema)
+    return config
+
+
+def _check_manual(config: dict[str, Any], output_schema: dict[str, Any]) -> None:
+    """formSchema is a JSON Schema; an AUTO_COMPLETE escalation's output must satisfy the outputSchema."""
+    if config.get("formSchema") is not None:
+        check_schema(config["formSchema"], "executionConfig.formSchema")
+    escalation = config.get("escalation") or {}
+    if escalation.get("action") == "AUTO_COMPLETE" and output_schema:
+        validate_instance(output_schema, escalation.get("output"), "executionConfig.escalation.output")

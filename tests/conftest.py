@@ -13,8 +13,10 @@ from tests import support
 
 
 @pytest.fixture(scope="session")
-def pg_template() -> None:
+def pg_template() -> Iterator[None]:
     support.create_template()
+    yield
+    support.drop_template()
 
 
 @pytest.fixture

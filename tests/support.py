@@ -22,7 +22,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("TEL_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:55432/postgres")
 REDIS_URL = os.environ.get("TEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
-TEMPLATE_DB = "taskexec_template"
+# One template per pytest process: concurrent sessions must not drop each other's template.
+TEMPLATE_DB = os.environ.get("TEL_TEST_TEMPLATE_DB") or f"taskexec_template_{os.getpid()}"
 
 
 def _libpq(url: str) -> str:
@@ -46,6 +47,11 @@ def create_template() -> None:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
         conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
     upgrade(db_url(TEMPLATE_DB))
+
+
+def drop_template() -> None:
+    with admin_conn() as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
 
 
 def clone_database() -> str:

@@ -18,15 +18,20 @@ SWEEPS: dict[str, tuple[float, str]] = {
     "dispatch": (5.0, "manual"),   # publish due retries and tasks stuck unpublished after a broker outage
     "outbox": (5.0, "manual"),     # deliver orchestrator events the router could not send yet
     "reap": (30.0, "automated"),   # remove sandbox containers past their deadline or of dead workers
+    "reminders": (15.0, "manual"),    # manual-task reminders (interval: TEL_MANUAL_SWEEP_INTERVAL)
+    "escalations": (15.0, "manual"),  # manual tasks past their deadline (interval: TEL_MANUAL_SWEEP_INTERVAL)
 }
+MANUAL_TIMER_SWEEPS = ("reminders", "escalations")
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
     queues = {"manual": settings.queue_manual, "automated": settings.queue_automated}
+    sweeps = {name: (settings.manual_sweep_interval_s if name in MANUAL_TIMER_SWEEPS else every, pool)
+              for name, (every, pool) in SWEEPS.items()}
     return {
         f"sweep-{name}": {"task": CELERY_TASK_SWEEP, "schedule": every, "args": (name,),
                           "options": {"queue": queues[pool], "expires": every * 2}}
-        for name, (every, pool) in SWEEPS.items()
+        for name, (every, pool) in sweeps.items()
     }
 
 

@@ -1,0 +1,145 @@
+"""Credentials on every endpoint: missing or bad is 401, not allowed is 403; API keys and revocation."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from taskexec.auth import create_api_key, revoke_api_key
+from taskexec.constants import ROLE_PERMISSIONS, Permission
+from taskexec.db import Database
+from tests.api_helpers import API, assert_envelope, create_definition, sql, submit
+from tests.conftest import auth, make_token
+
+SAMPLE_ID = "00000000-0000-0000-0000-000000000000"
+
+
+def protected(app: Any) -> list[tuple[str, str, str]]:
+    """(method, concrete path, permission) for every /api/v1 and /internal/v1 endpoint."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith(("/api/", "/internal/")):
+            continue
+        permission = getattr(app.view_functions[rule.endpoint], "permission", None)
+        assert permission is not None, f"{rule.rule} is not protected by @require"
+        path = re.sub(
+            r"<(?:[^:>]+:)?([^>]+)>", lambda m: "outbox" if m.group(1) == "name" else SAMPLE_ID, rule.rule
+        )
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            out.append((method, path, permission.value))
+    return out
+
+
+def call(client: Any, method: str, path: str, headers: dict[str, str] | None = None) -> Any:
+    return client.open(path, method=method, headers=headers or {}, json={} if method == "POST" else None)
+
+
+@pytest.fixture
+def db(env: dict[str, str]) -> Iterator[Database]:
+    d = Database(env["DATABASE_URL"])
+    yield d
+    d.dispose()
+
+
+def test_every_endpoint_needs_credentials(app: Any, client: Any) -> None:
+    endpoints = protected(app)
+    assert len(endpoints) >= 15
+    for method, path, _ in endpoints:
+        for headers in (
+            {},
+            {"Authorization": "Basic YWxpY2U6cHc="},
+            {"Authorization": "Bearer not-a-jwt"},
+            {"X-API-Key": "tel_unknown"},
+        ):
+            assert_envelope(call(client, method, path, headers), 401, "UNAUTHORIZED")
+
+
+def test_every_endpoint_refuses_a_principal_without_the_permission(app: Any, client: Any) -> None:
+    for method, path, permission in protected(app):
+        assert_envelope(call(client, method, path, auth("nobody", "no-such-role")), 403, "FORBIDDEN")
+        lacking = next(
+            (
+                r
+                for r in ("operator", "service", "submitter", "developer")
+                if Permission(permission) not in ROLE_PERMISSIONS[r]
+            ),
+            None,
+        )
+        if lacking is None:  # tasks:read: every role holds it
+            continue
+        err = assert_envelope(call(client, method, path, auth("eve", lacking)), 403, "FORBIDDEN")
+        assert err["details"] == {"permission": permission}, (method, path, lacking)
+
+
+def test_expired_and_foreign_tokens_are_401(client: Any) -> None:
+    expired = {"Authorization": f"Bearer {make_token('alice', ('admin',), ttl=-30)}"}
+    err = assert_envelope(client.get(f"{API}/tasks", headers=expired), 401, "UNAUTHORIZED")
+    assert "expired" in err["message"]
+    import jwt
+
+    forged = jwt.encode(
+        {"sub": "mallory", "roles": ["admin"], "iss": "auth-service", "exp": 9999999999},
+        "some-other-secret-0123456789abcdefghij",
+        algorithm="HS256",
+    )
+    assert_envelope(
+        client.get(f"{API}/tasks", headers={"Authorization": f"Bearer {forged}"}), 401, "UNAUTHORIZED"
+    )
+
+
+def test_api_key_works_until_revoked(client: Any, db: Database, database: str) -> None:
+    with db.session() as s:
+        row, key = create_api_key(s, "ci-bot", ["developer"])
+        key_id = row.id
+    assert key.startswith("tel_")
+    stored = sql(database, "SELECT key_hash, roles FROM api_keys WHERE id = %s", key_id)[0]
+    assert key not in stored[0] and stored[1] == ["developer"]  # only the hash is stored
+
+    headers = {"X-API-Key": key}
+    create_definition(client, headers)
+    task_id = submit(client, headers)
+    events = client.get(f"{API}/tasks/{task_id}/events", headers=headers).json["items"]
+    assert events[0]["actor"] == "apikey:ci-bot"
+
+    with db.session() as s:
+        revoke_api_key(s, key_id)
+    assert_envelope(client.get(f"{API}/tasks", headers=headers), 401, "UNAUTHORIZED")
+
+
+def test_api_key_roles_are_enforced(client: Any, db: Database) -> None:
+    with db.session() as s:
+        _, key = create_api_key(s, "reader", ["operator"])
+    assert_envelope(
+        client.post(f"{API}/tasks/definitions", json={}, headers={"X-API-Key": key}), 403, "FORBIDDEN"
+    )
+    with pytest.raises(ValueError), db.session() as s:
+        create_api_key(s, "bad", ["superuser"])
+
+
+def test_internal_endpoints_need_the_service_role(
+    client: Any, admin: dict[str, str], db: Database, database: str
+) -> None:
+    create_definition(client, admin)
+    task_id = submit(client, admin)
+    token = sql(database, "SELECT dispatch_token FROM task_instances WHERE id = %s", task_id)[0][0]
+    body = {"dispatchToken": token, "workerId": "w1"}
+    start = f"/internal/v1/tasks/{task_id}/start"
+    for role in ("submitter", "developer", "operator"):
+        assert_envelope(client.post(start, json=body, headers=auth("sam", role)), 403, "FORBIDDEN")
+    assert sql(database, "SELECT status FROM task_instances")[0][0] == "PENDING"
+    with db.session() as s:
+        _, key = create_api_key(s, "pool", ["service"])
+    r = client.post(start, json=body, headers={"X-API-Key": key})
+    assert r.status_code == 200 and r.json["run"] is True
+    assert (
+        client.get(f"/internal/v1/tasks/{task_id}/status", headers=auth("svc", "service")).json["status"]
+        == "RUNNING"
+    )
+
+
+def test_public_ops_endpoints_need_no_credentials(client: Any) -> None:
+    for path in ("/health", "/metrics", "/openapi.json", "/docs"):
+        assert client.get(path).status_code == 200, path

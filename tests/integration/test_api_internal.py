@@ -1,0 +1,203 @@
+"""The worker-facing internal API (router side only): start, finish, retries, optimistic versions."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy.orm import Session
+
+from taskexec.constants import Status
+from taskexec.db import Database
+from taskexec.exceptions import InvalidTransition, StaleVersion
+from taskexec.models import TaskInstance
+from taskexec.statemachine import transition
+from tests.api_helpers import API, assert_envelope, create_definition, definition, sql, submit
+from tests.conftest import auth
+
+SERVICE = auth("pool-1", "service")
+
+
+@pytest.fixture
+def app(env: dict[str, str]) -> Iterator[Any]:
+    """The router with an orchestrator configured, so every change also writes an outbox row."""
+    from api import create_app
+    from taskexec.config import Settings
+
+    s = Settings(
+        **{k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))},
+        WORKFLOW_ORCHESTRATOR_URL="http://127.0.0.1:9/unused",
+    )
+    app = create_app(s, start_dispatcher=False)
+    yield app
+    app.extensions["taskexec"].db.dispose()
+
+
+@pytest.fixture
+def task_id(client: Any, admin: dict[str, str]) -> str:
+    create_definition(client, admin)
+    return submit(client, admin)
+
+
+def token_of(database: str, task_id: str) -> str:
+    return str(sql(database, "SELECT dispatch_token FROM task_instances WHERE id = %s", task_id)[0][0])
+
+
+def start(client: Any, task_id: str, token: str, worker: str = "w1") -> Any:
+    r = client.post(
+        f"/internal/v1/tasks/{task_id}/start",
+        json={"dispatchToken": token, "workerId": worker},
+        headers=SERVICE,
+    )
+    assert r.status_code == 200, r.json
+    return r.json
+
+
+def finish(client: Any, task_id: str, **body: Any) -> Any:
+    return client.post(f"/internal/v1/tasks/{task_id}/finish", json={"attempt": 1, **body}, headers=SERVICE)
+
+
+def outbox_types(database: str, task_id: str) -> list[str]:
+    rows = sql(database, "SELECT body::json->>'type' FROM outbox WHERE task_id = %s ORDER BY id", task_id)
+    return [r[0] for r in rows]
+
+
+def test_start_then_complete(client: Any, admin: dict[str, str], task_id: str, database: str) -> None:
+    token = token_of(database, task_id)
+    got = start(client, task_id, token)
+    assert got["run"] is True and got["attempt"] == 1
+    assert (
+        got["task"]["input"] == {"name": "Ada"}
+        and got["definition"]["executionConfig"]["runtime"] == "python"
+    )
+    assert start(client, task_id, "stale-token")["run"] is False
+    detail = client.get(f"{API}/tasks/{task_id}", headers=admin).json
+    assert detail["status"] == "RUNNING" and detail["executionMetadata"]["workerId"] == "w1"
+
+    r = finish(client, task_id, status="COMPLETED", output={"hi": "Ada"}, stdout="hello\n")
+    assert r.status_code == 200 and r.json["status"] == "COMPLETED"
+    detail = client.get(f"{API}/tasks/{task_id}", headers=admin).json
+    assert detail["status"] == "COMPLETED" and detail["output"] == {"hi": "Ada"}
+    assert detail["executionMetadata"]["durationMs"] >= 0 and "endTime" in detail["executionMetadata"]
+    assert client.get(f"{API}/tasks/{task_id}/logs", headers=admin).json["stdout"] == "hello\n"
+
+    assert_envelope(finish(client, task_id, status="COMPLETED", output={"hi": "again"}), 409, "CONFLICT")
+    again = start(client, task_id, token)  # a redelivered message never runs a finished task twice
+    assert again["run"] is False and again["status"] == "COMPLETED"
+    assert client.get(f"{API}/tasks/{task_id}", headers=admin).json["output"] == {"hi": "Ada"}
+    assert outbox_types(database, task_id) == [
+        "task.instance.created",
+        "task.instance.started",
+        "task.instance.completed",
+    ]
+
+
+def test_result_of_a_stale_attempt_is_409(client: Any, task_id: str, database: str) -> None:
+    token = token_of(database, task_id)
+    start(client, task_id, token, "w1")
+    assert start(client, task_id, token, "w2")["attempt"] == 2  # redelivered after w1 was lost
+    assert_envelope(finish(client, task_id, status="COMPLETED", output={"hi": "x"}), 409, "CONFLICT")
+    assert finish(client, task_id, attempt=2, status="COMPLETED", output={"hi": "x"}).status_code == 200
+
+
+def test_output_failing_output_schema_fails_the_task(
+    client: Any, admin: dict[str, str], task_id: str, database: str
+) -> None:
+    start(client, task_id, token_of(database, task_id))
+    r = finish(client, task_id, status="COMPLETED", output={"hi": 42})
+    assert r.status_code == 200 and r.json["status"] == "FAILED"
+    detail = client.get(f"{API}/tasks/{task_id}", headers=admin).json
+    assert detail["error"]["code"] == "OUTPUT_VALIDATION_ERROR" and detail["output"] is None
+    assert any(d["field"] == "output.hi" for d in detail["error"]["details"])
+    assert outbox_types(database, task_id)[-1] == "task.instance.failed"
+
+
+def test_failed_with_retry_goes_back_to_pending(client: Any, admin: dict[str, str], database: str) -> None:
+    create_definition(client, admin, definition(retryPolicy={"maxRetries": 1, "retryInterval": 10}))
+    task_id = submit(client, admin)
+    first_token = token_of(database, task_id)
+    start(client, task_id, first_token)
+    err = {"code": "NON_ZERO_EXIT", "message": "exit 1"}
+    r = finish(client, task_id, status="FAILED", error=err, retry=True)
+    assert r.status_code == 200 and r.json == {"id": task_id, "status": "PENDING", "retryCount": 1}
+    assert outbox_types(database, task_id)[-1] == "task.instance.retry"
+    new_token = token_of(database, task_id)
+    assert new_token != first_token
+    assert start(client, task_id, first_token)["run"] is False  # the old message is superseded
+
+    second = start(client, task_id, new_token)
+    assert second["run"] is True and second["attempt"] == 2 and second["task"]["retryCount"] == 1
+    r = finish(client, task_id, attempt=2, status="FAILED", error=err, retry=True)  # retries spent
+    assert r.json["status"] == "FAILED"
+    detail = client.get(f"{API}/tasks/{task_id}", headers=admin).json
+    assert detail["error"]["code"] == "MAX_RETRIES_EXCEEDED"
+    assert detail["error"]["details"]["lastError"]["code"] == "NON_ZERO_EXIT"
+
+
+def test_start_of_cancelled_task_does_not_run(
+    client: Any, admin: dict[str, str], task_id: str, database: str
+) -> None:
+    client.post(f"{API}/tasks/{task_id}/cancel", headers=admin)
+    assert start(client, task_id, token_of(database, task_id))["run"] is False
+
+
+def test_bad_internal_bodies(client: Any, task_id: str, database: str) -> None:
+    start(client, task_id, token_of(database, task_id))
+    r = finish(client, task_id, status="DONE")
+    assert_envelope(r, r.status_code if r.status_code in (400, 422) else 400, "VALIDATION_ERROR", "status")
+    assert_envelope(
+        finish(client, task_id, attempt=0, status="COMPLETED"), 422, "VALIDATION_ERROR", "attempt"
+    )
+    r = client.post(f"/internal/v1/tasks/{task_id}/start", json={"workerId": "w"}, headers=SERVICE)
+    assert_envelope(r, 400, "VALIDATION_ERROR", "dispatchToken")
+    assert_envelope(client.post("/internal/v1/sweeps/nope", headers=SERVICE), 404, "NOT_FOUND")
+
+
+def load(session: Session, task_id: str) -> TaskInstance:
+    task = session.get(TaskInstance, task_id)
+    assert task is not None
+    return task
+
+
+def test_two_concurrent_writers_second_gets_stale_version(
+    env: dict[str, str], task_id: str, database: str
+) -> None:
+    db = Database(env["DATABASE_URL"])
+    try:
+        with db.session() as first, db.session() as second:
+            a, b = load(first, task_id), load(second, task_id)
+            assert a.version == b.version == 1
+            transition(first, a, Status.RUNNING, actor="w1")
+            first.commit()
+            with pytest.raises(StaleVersion):
+                transition(second, b, Status.CANCELLED, actor="user")
+            second.rollback()
+        assert sql(database, "SELECT status, version FROM task_instances WHERE id = %s", task_id) == [
+            ("RUNNING", 2)
+        ]
+        events = sql(database, "SELECT to_status FROM task_events WHERE task_id = %s ORDER BY id", task_id)
+        assert [e[0] for e in events] == ["PENDING", "RUNNING"]
+        with db.session() as s:
+            task = load(s, task_id)
+            transition(s, task, Status.COMPLETED, actor="w1")
+            with pytest.raises(InvalidTransition):
+                transition(s, task, Status.PENDING, actor="x")  # COMPLETED is final
+    finally:
+        db.dispose()
+
+
+def test_result_with_nul_bytes_is_still_recorded(
+    client: Any, admin: dict[str, str], task_id: str, database: str
+) -> None:
+    start(client, task_id, token_of(database, task_id))
+    r = finish(
+        client, task_id, status="COMPLETED", output={"hi": "a\u0000b"}, stdout="x\u0000y", stderr="\u0000"
+    )
+    assert r.status_code == 200 and r.json["status"] == "COMPLETED"
+    assert client.get(f"{API}/tasks/{task_id}", headers=admin).json["output"] == {"hi": "a\ufffdb"}
+    assert client.get(f"{API}/tasks/{task_id}/logs", headers=admin).json == {
+        "id": task_id,
+        "stdout": "x\ufffdy",
+        "stderr": "\ufffd",
+    }

@@ -1,0 +1,128 @@
+"""Outbox delivery to a real HTTP receiver: the contract envelope, its signature, outage recovery in order."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import requests
+
+from taskexec.config import Settings
+from taskexec.db import Database
+from taskexec.outbox import deliver_due
+from tests import support
+from tests.api_helpers import create_definition, sql, submit
+
+HOOK_SECRET = "hook-secret-for-tests"
+
+
+@pytest.fixture
+def settings(env: dict[str, str], receiver: support.Receiver) -> Settings:
+    values = {k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))}
+    return Settings(**values, WORKFLOW_ORCHESTRATOR_URL=receiver.url, TEL_WEBHOOK_SECRET=HOOK_SECRET)
+
+
+@pytest.fixture
+def db(settings: Settings) -> Iterator[Database]:
+    d = Database(settings.database_url)
+    yield d
+    d.dispose()
+
+
+def deliver(db: Database, settings: Settings) -> int:
+    with requests.Session() as http:
+        return deliver_due(db, settings, http)
+
+
+def test_created_event_has_the_contract_envelope_and_signature(
+    client: Any,
+    admin: dict[str, str],
+    db: Database,
+    settings: Settings,
+    receiver: support.Receiver,
+    database: str,
+) -> None:
+    create_definition(client, admin)
+    task_id = submit(client, admin, workflowInstanceId="wf-9", correlationId="corr-9")
+    assert deliver(db, settings) == 1
+    assert deliver(db, settings) == 0  # delivered once, not again
+
+    [event] = receiver.received
+    assert set(event) == {"type", "id", "timestamp", "data", "metadata"}
+    assert event["type"] == "task.instance.created"
+    assert event["data"]["taskId"] == task_id and event["data"]["status"] == "PENDING"
+    assert event["data"]["workflowInstanceId"] == "wf-9"
+    assert event["metadata"] == {"correlationId": "corr-9", "source": "task-execution-layer"}
+
+    headers = {k.lower(): v for k, v in receiver.headers[0].items()}
+    assert headers["x-tel-event-id"] == event["id"]
+    body = json.dumps(event, separators=(",", ":")).encode()
+    expected = "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
+    assert hmac.compare_digest(headers["x-tel-signature"], expected)
+    assert sql(database, "SELECT attempts, delivered_at IS NOT NULL FROM outbox") == [(1, True)]
+
+
+def test_outage_delays_delivery_then_everything_arrives_in_order(
+    client: Any,
+    admin: dict[str, str],
+    db: Database,
+    settings: Settings,
+    receiver: support.Receiver,
+    database: str,
+) -> None:
+    create_definition(client, admin)
+    first = submit(client, admin)
+    second = submit(client, admin)
+    client.post(f"/api/v1/tasks/{first}/cancel", json={"reason": "x"}, headers=admin)
+
+    receiver.healthy = False
+    assert deliver(db, settings) == 0
+    rows = sql(database, "SELECT task_id, attempts, delivered_at, last_error FROM outbox ORDER BY id")
+    assert len(rows) == 3
+    assert all(r[2] is None for r in rows)  # nothing marked delivered
+    # Only the head of each task's queue was tried: the cancel waits behind the undelivered create.
+    assert [(r[0], r[1]) for r in rows] == [(first, 1), (second, 1), (first, 0)]
+    assert rows[0][3] == "HTTP 503"
+    assert deliver(db, settings) == 0  # backing off: not due yet, still nothing delivered
+    assert receiver.received == []
+
+    receiver.healthy = True
+    sql(database, "UPDATE outbox SET next_attempt_at = now() - interval '1 second'")
+    delivered = deliver(db, settings)
+    delivered += deliver(db, settings)  # the cancel becomes the head once the create is through
+    assert delivered == 3
+    assert receiver.events_for(first) == ["task.instance.created", "task.instance.cancelled"]
+    assert receiver.events_for(second) == ["task.instance.created"]
+    assert sql(database, "SELECT count(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)]
+
+
+def test_unreachable_receiver_is_retried_later(
+    client: Any, admin: dict[str, str], env: dict[str, str], receiver: support.Receiver, database: str
+) -> None:
+    values = {k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))}
+    closed = Settings(**values, WORKFLOW_ORCHESTRATOR_URL=f"http://127.0.0.1:{support.free_port()}")
+    db = Database(closed.database_url)
+    try:
+        with db.session() as s:
+            from taskexec.auth import Principal
+            from taskexec.manager import TaskManager
+            from taskexec.schemas import SubmitIn
+
+            create_definition(client, admin)
+            TaskManager(closed).submit(
+                s,
+                SubmitIn(task_definition_id="greet", input={"name": "x"}),
+                Principal("bob", ("submitter",)),
+                None,
+            )
+        assert deliver(db, closed) == 0
+        [(attempts, error, due_later)] = sql(
+            database, "SELECT attempts, last_error, next_attempt_at > now() FROM outbox"
+        )
+        assert attempts == 1 and error == "ConnectionError" and due_later
+    finally:
+        db.dispose()
