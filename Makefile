@@ -62,11 +62,8 @@ lint: bootstrap
 	$(BIN)/mypy taskexec api workers sandbox
 
 bench: setup
-	@if [ -f bench/run.py ]; then \
-	  mkdir -p '$(BENCH_OUT)'; \
-	  BENCH_OUT='$(BENCH_OUT)' TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' \
-	  TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)' $(PYTHON) bench/run.py --out '$(BENCH_OUT)'; \
-	else echo "no bench/run.py yet"; fi
+	mkdir -p '$(BENCH_OUT)'
+	$(PYTHON) bench/sandbox_latency.py -n 30 --pool 2 | tee '$(BENCH_OUT)/sandbox_latency.txt'
 
 clean: services-stop
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache *.egg-info '$(BENCH_OUT)'

@@ -11,7 +11,8 @@ from taskexec.constants import INTERNAL_PREFIX, Permission
 from taskexec.dispatch import dispatch_due
 from taskexec.exceptions import NotFound
 from taskexec.outbox import deliver_due
-from taskexec.schemas import FinishIn, StartIn
+from taskexec.recovery import Recovery
+from taskexec.schemas import FinishIn, LostIn, StartIn
 
 bp = Blueprint("internal", __name__, url_prefix=INTERNAL_PREFIX)
 
@@ -47,6 +48,19 @@ def finish(task_id: str):  # type: ignore[no-untyped-def]
     return jsonify({"id": task.id, "status": task.status, "retryCount": task.retry_count})
 
 
+@bp.post("/tasks/<task_id>/lost")
+@require(Permission.INTERNAL)
+def lost(task_id: str):  # type: ignore[no-untyped-def]
+    """The reaper removed this attempt's container because its worker is gone."""
+    body = parse_body(LostIn)
+    rt = runtime()
+    with rt.db.session() as s:
+        task = Recovery(rt.manager).lost(s, task_id, body.attempt, body.reason, actor=current().sub)
+        result = {"id": task_id, "changed": task is not None, "status": task.status if task else None}
+    _wake()
+    return jsonify(result)
+
+
 @bp.get("/tasks/<task_id>/status")
 @require(Permission.INTERNAL)
 def status(task_id: str):  # type: ignore[no-untyped-def]
@@ -67,6 +81,11 @@ def sweep(name: str):  # type: ignore[no-untyped-def]
         import requests
 
         return jsonify({"delivered": deliver_due(rt.db, rt.settings, http or requests.Session())})
+    if name == "stale":
+        with rt.db.session() as s:
+            failed = Recovery(rt.manager).stale(s)
+        _wake()
+        return jsonify({"stale": failed})
     if name in ("reminders", "escalations"):
         from taskexec.manual_timers import TimerSweeps
 

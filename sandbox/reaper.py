@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import docker.errors
@@ -73,9 +74,12 @@ def kill_task(api: Any, task_id: str) -> int:
 
 
 def reap(api: Any, live_worker_ids: set[str] | None = None, now: float | None = None,
-         grace_s: float = 30.0, labels: dict[str, str] | None = None) -> list[dict[str, Any]]:
-    """Remove containers past deadline + grace, or owned by a worker not in ``live_worker_ids``.
+         grace_s: float = 30.0, labels: dict[str, str] | None = None,
+         worker_gone: Callable[[str], bool] | None = None) -> list[dict[str, Any]]:
+    """Remove containers past deadline + grace, or whose worker is gone.
 
+    A worker is gone when it is not in ``live_worker_ids`` (when given) or when
+    ``worker_gone(worker_id)`` says so (e.g. a local process that no longer exists).
     Containers with an empty worker id are only reaped by deadline. ``labels`` narrows the
     scan (e.g. to one deployment or a test).
     """
@@ -86,7 +90,9 @@ def reap(api: Any, live_worker_ids: set[str] | None = None, now: float | None = 
         reason = None
         if info["deadline"] is not None and now > info["deadline"] + grace_s:
             reason = "deadline"
-        elif live_worker_ids is not None and info["workerId"] and info["workerId"] not in live_worker_ids:
+        elif info["workerId"] and (
+                (live_worker_ids is not None and info["workerId"] not in live_worker_ids)
+                or (worker_gone is not None and worker_gone(info["workerId"]))):
             reason = "worker_gone"
         if reason is None:
             continue

@@ -19,6 +19,7 @@ import secrets
 import socket
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import docker
@@ -55,7 +56,7 @@ class DockerRunner:
         self.allow_network = allow_network
         self.reap_grace_s = reap_grace_s
         if pool_size is None:
-            pool_size = int(os.environ.get("TASKEXEC_SANDBOX_POOL_SIZE", "0") or 0)
+            pool_size = int(os.environ.get("TASKEXEC_SANDBOX_POOL_SIZE", "0") or 0)  # library default: no pool
         self.pool = ContainerPool(self._start_pooled, self._discard, size=pool_size,
                                   idle_ttl=pool_idle_ttl_s)
         self._killed: dict[str, set[threading.Event]] = {}
@@ -287,9 +288,10 @@ class DockerRunner:
         except _ENGINE_ERRORS as exc:
             raise SandboxUnavailable(f"cannot list sandbox containers: {exc}") from exc
 
-    def reap(self, live_worker_ids: set[str] | None = None, now: float | None = None) -> list[dict]:
-        """Remove expired containers and those of workers not in ``live_worker_ids``."""
+    def reap(self, live_worker_ids: set[str] | None = None, now: float | None = None,
+             worker_gone: Callable[[str], bool] | None = None) -> list[dict]:
+        """Remove expired containers and those of gone workers (see :func:`sandbox.reaper.reap`)."""
         try:
-            return reaper_mod.reap(self.api, live_worker_ids, now, self.reap_grace_s)
+            return reaper_mod.reap(self.api, live_worker_ids, now, self.reap_grace_s, worker_gone=worker_gone)
         except _ENGINE_ERRORS as exc:
             raise SandboxUnavailable(f"cannot list sandbox containers: {exc}") from exc

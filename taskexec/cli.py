@@ -53,9 +53,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
         "integration": settings.integration_concurrency,
     }[args.pool]
     if args.pool == "automated":
-        from workers.automated import runner
+        from workers.automated import reap_and_report
 
-        runner(settings).reap()  # a restart must not leave an earlier life's containers behind
+        try:  # a restart must not leave an earlier life's containers (or RUNNING tasks) behind
+            reap_and_report(settings)
+        except Exception as exc:  # noqa: BLE001 - the engine may be starting; beat's reap retries
+            print(f"taskexec: start-up reap skipped: {exc}", file=sys.stderr)
     argv = ["worker", "-Q", queue, "-P", "threads", "-c", str(concurrency), "-n", f"{args.pool}@%h",
             "-E", "--loglevel", settings.log_level, "--without-mingle"]
     app.worker_main(argv)
@@ -112,6 +115,23 @@ def cmd_sandbox(args: argparse.Namespace) -> None:
     build_images({"python": settings.sandbox_image_python, "shell": settings.sandbox_image_shell}, force=args.force)
 
 
+def cmd_db(args: argparse.Namespace) -> None:
+    from taskexec.backup import BackupError, backup, restore
+
+    settings = get_settings()
+    try:
+        if args.action == "backup":
+            days = settings.backup_retention_days if args.retention_days is None else args.retention_days
+            res = backup(settings.database_url, args.dir or settings.backup_dir, retention_days=days)
+            print(json.dumps({"backup": str(res.path), "sizeBytes": res.size_bytes,
+                              "pruned": [str(p) for p in res.pruned]}))
+        else:
+            restore(settings.database_url, args.file)
+            print(f"restored {args.file}")
+    except BackupError as exc:
+        raise SystemExit(f"error: {exc}") from None
+
+
 def cmd_config(_: argparse.Namespace) -> None:
     print(json.dumps(get_settings().redacted(), indent=2, default=str))
 
@@ -164,6 +184,15 @@ def build_parser() -> argparse.ArgumentParser:
     bi = sbsub.add_parser("build-image", help="build the runtime images (offline, via debootstrap)")
     bi.add_argument("--force", action="store_true")
     sb.set_defaults(func=cmd_sandbox)
+    db = sub.add_parser("db", help="back up or restore the task database (pg_dump / pg_restore)")
+    dbsub = db.add_subparsers(dest="action", required=True)
+    dbb = dbsub.add_parser("backup", help="pg_dump -Fc into a directory, then prune old backups")
+    dbb.add_argument("--dir", default=None, help="target directory (default TEL_BACKUP_DIR)")
+    dbb.add_argument("--retention-days", type=int, default=None,
+                     help="delete backups older than this (default TEL_BACKUP_RETENTION_DAYS, 0 keeps all)")
+    dbr = dbsub.add_parser("restore", help="pg_restore a backup file (stop the router and pools first)")
+    dbr.add_argument("file")
+    db.set_defaults(func=cmd_db)
     return p
 
 

@@ -51,17 +51,22 @@ class Settings(BaseSettings):
     manual_concurrency: int = Field(4, ge=1, le=256, validation_alias="TEL_MANUAL_CONCURRENCY")
     integration_concurrency: int = Field(16, ge=1, le=256, validation_alias="TEL_INTEGRATION_CONCURRENCY")
     queued_timeout_s: int = Field(86400, ge=1, validation_alias="TEL_QUEUED_TIMEOUT")
+    stale_running_grace_s: float = Field(60.0, ge=0, validation_alias="TEL_STALE_RUNNING_GRACE")
     # --- manual tasks
     manual_max_open_tasks: int = Field(10, ge=1, le=10_000, validation_alias="TEL_MANUAL_MAX_OPEN_TASKS")
     manual_rebalance_s: float = Field(30.0, gt=0, validation_alias="TEL_MANUAL_REBALANCE_INTERVAL")
     manual_sweep_interval_s: float = Field(15.0, gt=0, validation_alias="TEL_MANUAL_SWEEP_INTERVAL")
+
+    # --- backups (`taskexec db backup`)
+    backup_dir: str = Field("backups", min_length=1, validation_alias="TEL_BACKUP_DIR")
+    backup_retention_days: int = Field(30, ge=0, validation_alias="TEL_BACKUP_RETENTION_DAYS")
 
     # --- sandbox (automated pool)
     sandbox_image_python: str = Field("taskexec-sandbox-python:1", validation_alias="TEL_SANDBOX_IMAGE_PYTHON")
     sandbox_image_shell: str = Field("taskexec-sandbox-shell:1", validation_alias="TEL_SANDBOX_IMAGE_SHELL")
     sandbox_runtime: str | None = Field(None, validation_alias="TEL_SANDBOX_RUNTIME")
     sandbox_allow_network: bool = Field(False, validation_alias="TEL_SANDBOX_ALLOW_NETWORK")
-    sandbox_pool_size: int = Field(0, ge=0, le=32, validation_alias="TEL_SANDBOX_POOL_SIZE")
+    sandbox_pool_size: int = Field(2, ge=0, le=32, validation_alias="TEL_SANDBOX_POOL_SIZE")
     sandbox_default_cpu: float = Field(1.0, gt=0, validation_alias="TEL_SANDBOX_DEFAULT_CPU")
     sandbox_max_cpu: float = Field(2.0, gt=0, validation_alias="TEL_SANDBOX_MAX_CPU")
     sandbox_default_memory: str = Field("128Mi", validation_alias="TEL_SANDBOX_DEFAULT_MEMORY")

@@ -7,7 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, String, cast, create_engine, event, exists, func, literal, select, text
+from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.exc import InterfaceError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -69,3 +70,14 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
+
+
+def json_has_any(s: Session, column: Any, values: list[str]) -> Any:
+    """`column` (a JSON list) contains any of `values`, on PostgreSQL and on SQLite."""
+    values = list(dict.fromkeys(values))
+    if not values:
+        return literal(False)
+    if s.get_bind().dialect.name == "postgresql":
+        return cast(column, JSONB).has_any(array(values, type_=String))
+    each = func.json_each(column).table_valued("value")
+    return exists(select(literal(1)).select_from(each).where(each.c.value.in_(values)))

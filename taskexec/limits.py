@@ -44,3 +44,12 @@ class Ceilings:
     max_cpu: float
     max_memory_bytes: int
     max_timeout_s: float
+
+
+def attempt_timeout_s(definition_timeout_ms: int | None, execution_config: dict | None,
+                      default_s: float, max_s: float) -> float:
+    """Wall time of one attempt: resourceRequirements.timeoutSeconds, else the definition's
+    `timeout` (ms), else the default; never above the operator's ceiling."""
+    res = (execution_config or {}).get("resourceRequirements") or {}
+    timeout = res.get("timeoutSeconds") or (definition_timeout_ms or 0) / 1000 or default_s
+    return min(float(timeout), float(max_s))

@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 
 from taskexec.auth import Principal
 from taskexec.config import Settings
+from taskexec.db import json_has_any
 from taskexec.constants import TERMINAL_STATUSES, Status, TaskErrorCode, TaskType
 from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound, ValidationFailed
@@ -151,8 +152,15 @@ class TaskManager:
             raise NotFound(f"task {task_id} not found")
         return task
 
-    def list_tasks(self, s: Session, q: TaskListQuery, owner: str | None = None) -> tuple[list[TaskInstance], int]:
+    def list_tasks(self, s: Session, q: TaskListQuery, owner: str | None = None,
+                   viewer: Principal | None = None) -> tuple[list[TaskInstance], int]:
+        """A filtered page; with ``viewer``, only tasks assigned or offered to that person (in SQL,
+        so counts and pages are right)."""
         stmt = select(TaskInstance)
+        if viewer is not None:
+            stmt = stmt.where(or_(TaskInstance.assignee == viewer.sub,
+                                  json_has_any(s, TaskInstance.candidate_users, [viewer.sub]),
+                                  json_has_any(s, TaskInstance.candidate_roles, list(viewer.roles))))
         for column, value in (
             (TaskInstance.status, q.status.value if q.status else None),
             (TaskInstance.type, q.type.value if q.type else None),

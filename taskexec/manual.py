@@ -13,19 +13,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import String, and_, case, cast, exists, func, literal, or_, select, text, update
-from sqlalchemy.dialects.postgresql import JSONB, array
+from sqlalchemy import and_, case, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from taskexec.assignment import DEFAULT_DEADLINE_S, Assignment
 from taskexec.assignment import resolve as resolve_assignment
 from taskexec.auth import Principal
 from taskexec.constants import EventType, Permission, Priority, Status, TaskType
+from taskexec.db import json_has_any
 from taskexec.events import enqueue_event
 from taskexec.exceptions import BadRequest, Conflict, Forbidden, NotFound, TaskexecError, ValidationFailed
 from taskexec.manual_timers import next_timer, output_errors, task_config
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
-from taskexec.notifications import NotificationType, current_recipients, notify, unique
+from taskexec.notifications import NotificationType, current_recipients, notify
 from taskexec.statemachine import transition
 
 if TYPE_CHECKING:
@@ -232,8 +232,8 @@ class ManualTasks:
         offered = or_(
             TaskInstance.assignee == who.sub,
             and_(TaskInstance.assignee.is_(None),
-                 or_(_json_has_any(s, TaskInstance.candidate_users, [who.sub]),
-                     _json_has_any(s, TaskInstance.candidate_roles, list(who.roles)))),
+                 or_(json_has_any(s, TaskInstance.candidate_users, [who.sub]),
+                     json_has_any(s, TaskInstance.candidate_roles, list(who.roles)))),
         )
         where = and_(TaskInstance.type == TaskType.MANUAL.value, TaskInstance.status == Status.ASSIGNED.value,
                      offered)
@@ -264,14 +264,3 @@ def _require_open_manual(task: TaskInstance) -> None:
         raise Conflict(f"task {task.id} is a {task.type} task, not MANUAL", details={"type": task.type})
     if task.status != Status.ASSIGNED.value:
         raise Conflict(f"task {task.id} is {task.status}, not open for people", details={"status": task.status})
-
-
-def _json_has_any(s: Session, column: Any, values: list[str]) -> Any:
-    """`column` (a JSON list) contains any of `values`, on PostgreSQL and on SQLite."""
-    values = unique(values)
-    if not values:
-        return literal(False)
-    if s.get_bind().dialect.name == "postgresql":
-        return cast(column, JSONB).has_any(array(values, type_=String))
-    each = func.json_each(column).table_valued("value")
-    return exists(select(literal(1)).select_from(each).where(each.c.value.in_(values)))

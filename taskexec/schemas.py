@@ -323,6 +323,11 @@ class StartIn(ApiModel):
     worker_id: str = Field(max_length=256)
 
 
+class LostIn(ApiModel):
+    attempt: int | None = Field(None, ge=1, description="the attempt whose worker is gone (None: current)")
+    reason: str = Field("worker gone", max_length=500)
+
+
 class FinishIn(ApiModel):
     attempt: int = Field(ge=1)
     status: Literal["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]

@@ -3,15 +3,16 @@
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
 from typing import Any
 
 from sandbox import DockerRunner, Limits, RunResult, RunSpec, SandboxUnavailable
 from taskexec.client import RouterClient
 from taskexec.config import Settings, get_settings
-from taskexec.constants import Status, TaskErrorCode
-from taskexec.limits import parse_cpu, parse_memory
-from taskexec.constants import CELERY_TASK_EXECUTE, TaskType
+from taskexec.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskType
+from taskexec.limits import attempt_timeout_s, parse_cpu, parse_memory
 from workers.base import ExecuteTask, Outcome, worker_id
 
 log = logging.getLogger(__name__)
@@ -42,8 +43,8 @@ def build_spec(job: dict[str, Any], settings: Settings) -> RunSpec:
     definition, task = job["definition"], job["task"]
     cfg = definition["executionConfig"]
     res = cfg.get("resourceRequirements") or {}
-    timeout_s = res.get("timeoutSeconds") or (definition.get("timeout") or 0) / 1000 or settings.default_timeout_s
-    timeout_s = min(float(timeout_s), float(settings.executor_max_timeout_s))
+    timeout_s = attempt_timeout_s(definition.get("timeout"), cfg, settings.default_timeout_s,
+                                  settings.executor_max_timeout_s)
     limits = Limits(
         cpu=min(parse_cpu(res.get("cpu", settings.sandbox_default_cpu)), settings.sandbox_max_cpu),
         memory_bytes=min(parse_memory(res.get("memory", settings.sandbox_default_memory)),
@@ -97,6 +98,41 @@ def watch_cancel(client: RouterClient, task_id: str, cancel: threading.Event, do
                 return
         except Exception:  # router briefly unreachable: keep running, try again
             continue
+
+
+def local_worker_gone(worker: str) -> bool:
+    """True for a worker id ``host:pid`` of this host whose process no longer exists.
+
+    Workers on other hosts sharing the engine are left to the deadline rule.
+    """
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def reap_and_report(settings: Settings | None = None) -> int:
+    """Remove expired or orphaned containers and fail their attempts (WORKER_LOST) via the router."""
+    settings = settings or get_settings()
+    removed = runner(settings).reap(worker_gone=local_worker_gone)
+    client = RouterClient(settings, retry_for_s=10)
+    for item in removed:
+        if item["idlePool"] or not item["taskId"]:
+            continue
+        log.warning("reaped sandbox container", extra={"taskId": item["taskId"], "attempt": item["attempt"],
+                                                         "reason": item["reason"]})
+        try:
+            client.post(f"/tasks/{item['taskId']}/lost",
+                        {"attempt": item["attempt"] or None, "reason": f"sandbox container reaped: {item['reason']}"})
+        except Exception as exc:  # noqa: BLE001 - the stale sweep catches it later
+            log.warning("cannot report lost task", extra={"taskId": item["taskId"], "error": str(exc)})
+    return len(removed)
 
 
 class AutomatedTask(ExecuteTask):

@@ -18,6 +18,7 @@ SWEEPS: dict[str, tuple[float, str]] = {
     "dispatch": (5.0, "manual"),   # publish due retries and tasks stuck unpublished after a broker outage
     "outbox": (5.0, "manual"),     # deliver orchestrator events the router could not send yet
     "reap": (30.0, "automated"),   # remove sandbox containers past their deadline or of dead workers
+    "stale": (30.0, "manual"),     # RUNNING tasks past their deadline + grace whose worker is gone
     "reminders": (15.0, "manual"),    # manual-task reminders (interval: TEL_MANUAL_SWEEP_INTERVAL)
     "escalations": (15.0, "manual"),  # manual tasks past their deadline (interval: TEL_MANUAL_SWEEP_INTERVAL)
 }
@@ -41,10 +42,7 @@ def configure_beat(app: Celery, settings: Settings) -> None:
 
 def run_sweep(name: str) -> Any:
     if name == "reap":
-        from workers.automated import runner
+        from workers.automated import reap_and_report
 
-        removed = runner().reap()
-        if removed:
-            log.info("reaped containers", extra={"count": len(removed)})
-        return len(removed)
+        return reap_and_report()
     return RouterClient(get_settings(), retry_for_s=10).post(f"/sweeps/{name}")

@@ -275,3 +275,17 @@ def test_inbox_page_is_served_without_credentials(client: Any) -> None:
     assert "default-src 'self'" in r.headers["Content-Security-Policy"]
     assert client.get("/inbox/static/inbox.js").status_code == 200
     assert client.get("/inbox/static/inbox.css").status_code == 200
+
+
+def test_task_list_for_an_operator_holds_what_is_offered_to_them_with_right_totals(client: Any, app: Any) -> None:
+    define(client, manual_def(assignment={"candidateRoles": ["reviewers"]}))
+    define(client, manual_def("other", assignment={"candidateRoles": ["auditors"]}))
+    mine = {submit_assigned(client, app) for _ in range(3)}
+    submit_assigned(client, app, "other")
+    r = client.get("/api/v1/tasks?limit=2", headers=operator("olga", "reviewers"))
+    assert r.status_code == 200, r.json
+    assert r.json["pagination"]["totalItems"] == 3 and r.json["pagination"]["totalPages"] == 2
+    assert len(r.json["items"]) == 2
+    second = client.get("/api/v1/tasks?limit=2&page=2", headers=operator("olga", "reviewers")).json
+    assert {t["id"] for t in r.json["items"] + second["items"]} == mine
+    assert client.get("/api/v1/tasks", headers=operator("nobody", "guests")).json["pagination"]["totalItems"] == 0
