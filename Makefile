@@ -12,6 +12,7 @@ PYTHON  := $(BIN)/python
 # Test services (see scripts/services.sh); override on the command line if needed.
 TEL_TEST_DATABASE_URL ?= postgresql+psycopg://postgres@127.0.0.1:55432/postgres
 TEL_TEST_REDIS_URL    ?= redis://127.0.0.1:6379/0
+TEL_TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 
 PYTEST_ARGS ?=
 BENCH_OUT   ?= bench/results
@@ -52,7 +53,8 @@ run: setup
 
 # pytest exits 5 when it collects no test: reported, not treated as a failure.
 test: setup
-	@export TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)'; \
+	@export TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)' \
+	  TEL_TEST_AMQP_URL='$(TEL_TEST_AMQP_URL)'; \
 	rc=0; $(BIN)/pytest $(PYTEST_ARGS) || rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest: no tests collected"; rc=0; fi; \
 	exit $$rc

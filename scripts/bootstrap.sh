@@ -4,7 +4,7 @@
 #   bash scripts/bootstrap.sh
 #
 # - apt packages (only the missing ones; `apt-get update` runs once, only if something is missing):
-#   redis-server, docker.io, debootstrap, postgresql-15 (only if no initdb is found),
+#   redis-server, rabbitmq-server, docker.io, docker-compose, debootstrap, postgresql-15 (only if no initdb is found),
 #   chromium + chromium-driver (browser tests)
 # - the virtualenv .venv with `pip install -e '.[dev]'`, re-run only when pyproject.toml changed
 #   (stamp: .run/venv.stamp)
@@ -13,6 +13,7 @@
 # Knobs (environment):
 #   TEL_SKIP_APT=1       never call apt-get (print what is missing and go on)
 #   TEL_SKIP_BROWSER=1   do not install chromium/chromium-driver
+#   TEL_SKIP_RABBITMQ=1  do not install rabbitmq-server
 #   TEL_FORCE_PIP=1      re-run pip even if pyproject.toml did not change
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -34,6 +35,13 @@ fi
 have docker || [[ " ${missing[*]} " == *" docker.io "* ]] || missing+=(docker.io)
 
 have debootstrap || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+# compose.yaml is checked with `docker-compose config` (tests/integration/test_compose.py).
+have docker-compose || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
+
+# RabbitMQ: the second supported broker, exercised by tests/e2e/test_rabbitmq.py.
+if [[ "${TEL_SKIP_RABBITMQ:-0}" != 1 ]]; then
+  [[ -x /usr/lib/rabbitmq/bin/rabbitmq-server ]] || missing+=(rabbitmq-server)
+fi
 
 if [[ -z "$(pg_bindir)" ]]; then
   missing+=(postgresql-15)

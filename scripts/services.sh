@@ -8,6 +8,8 @@
 # Services:
 #   redis      127.0.0.1:6379, daemonized, no persistence      (pid/log in .run/)
 #   postgres   test cluster in .run/pg, 127.0.0.1:55432, trust auth, superuser `postgres`
+#   rabbitmq   127.0.0.1:5672 (guest/guest, localhost only), node taskexec@localhost, data in .run/rabbitmq;
+#              only when rabbitmq-server is installed (tests of the AMQP broker; TEL_SKIP_RABBITMQ=1 skips)
 #   docker     a reachable engine; if `docker info` fails, `dockerd` is started (log .run/dockerd.log)
 #   images     sandbox images taskexec-sandbox-{python,shell}:1, built by
 #              `.venv/bin/taskexec sandbox build-image` when missing (~40 s, debootstrap)
@@ -17,7 +19,7 @@
 # `bash scripts/services.sh stop-docker`.
 #
 # Knobs (environment):
-#   TEL_REDIS_PORT (6379), TEL_PG_PORT (55432), TEL_PG_DIR (.run/pg)
+#   TEL_REDIS_PORT (6379), TEL_PG_PORT (55432), TEL_PG_DIR (.run/pg), TEL_RABBITMQ_PORT (5672)
 #   TEL_SKIP_DOCKER=1          do not start dockerd and do not build images
 #   TEL_SKIP_SANDBOX_IMAGES=1  do not build the sandbox images
 #   TEL_SANDBOX_IMAGE_PYTHON / TEL_SANDBOX_IMAGE_SHELL  image names to check
@@ -33,6 +35,9 @@ PG_DIR="${TEL_PG_DIR:-$RUN_DIR/pg}"
 IMG_PY="${TEL_SANDBOX_IMAGE_PYTHON:-taskexec-sandbox-python:1}"
 IMG_SH="${TEL_SANDBOX_IMAGE_SHELL:-taskexec-sandbox-shell:1}"
 
+RABBIT_PORT="${TEL_RABBITMQ_PORT:-5672}"
+RABBIT_DIR="$RUN_DIR/rabbitmq"
+RABBIT_BIN=/usr/lib/rabbitmq/bin/rabbitmq-server
 REDIS_PID="$RUN_DIR/redis.pid"
 DOCKERD_PID="$RUN_DIR/dockerd.pid"
 
@@ -131,6 +136,47 @@ pg_stop() {
   fi
 }
 
+# ---------------------------------------------------------------- rabbitmq
+rabbit_up() {
+  # A broker that answers the AMQP 0-9-1 protocol header with a frame is up.
+  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$RABBIT_PORT && printf 'AMQP\x00\x00\x09\x01' >&3 \
+    && head -c 1 <&3 | od -An -tx1 | grep -q 01" 2>/dev/null
+}
+
+rabbit_env() {
+  export RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log" \
+    RABBITMQ_NODENAME=taskexec@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
+    RABBITMQ_NODE_PORT="$RABBIT_PORT" RABBITMQ_DIST_PORT=$((RABBIT_PORT + 20000)) \
+    RABBITMQ_PID_FILE="$RABBIT_DIR/rabbitmq.pid" RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins"
+}
+
+rabbit_start() {
+  [[ "${TEL_SKIP_RABBITMQ:-0}" == 1 ]] && { info "rabbitmq: skipped (TEL_SKIP_RABBITMQ=1)"; return 0; }
+  if rabbit_up; then info "rabbitmq: already answering on 127.0.0.1:$RABBIT_PORT"; return 0; fi
+  [[ -x "$RABBIT_BIN" ]] || { info "rabbitmq: not installed; AMQP tests need it (scripts/bootstrap.sh)"; return 0; }
+  mkdir -p "$RABBIT_DIR/mnesia" "$RABBIT_DIR/log"
+  [[ -f "$RABBIT_DIR/enabled_plugins" ]] || echo '[].' >"$RABBIT_DIR/enabled_plugins"
+  log "starting rabbitmq on 127.0.0.1:$RABBIT_PORT (log: .run/rabbitmq/log)"
+  rabbit_env
+  setsid nohup "$RABBIT_BIN" >"$RABBIT_DIR/server.out" 2>&1 </dev/null 9>&- &
+  echo $! >"$RABBIT_DIR/launcher.pid"
+  if ! wait_for 90 rabbitmq rabbit_up; then
+    tail -n 20 "$RABBIT_DIR/server.out" >&2
+    die "rabbitmq did not answer within 90 s (log: $RABBIT_DIR/log)"
+  fi
+}
+
+rabbit_stop() {
+  if [[ -f "$RABBIT_DIR/rabbitmq.pid" ]] && kill -0 "$(cat "$RABBIT_DIR/rabbitmq.pid")" 2>/dev/null; then
+    log "stopping rabbitmq"
+    rabbit_env
+    rabbitmqctl -n taskexec@localhost stop >/dev/null 2>&1 || kill "$(cat "$RABBIT_DIR/rabbitmq.pid")" || true
+    rm -f "$RABBIT_DIR/rabbitmq.pid"
+  elif rabbit_up; then
+    info "rabbitmq: answering on :$RABBIT_PORT but not started by this script; left alone"
+  fi
+}
+
 # ---------------------------------------------------------------- docker
 docker_up() { docker info >/dev/null 2>&1; }
 
@@ -187,6 +233,7 @@ status() {
   local ok=0
   if redis_up; then echo "redis     up    127.0.0.1:$REDIS_PORT"; else echo "redis     down"; ok=1; fi
   if pg_up; then echo "postgres  up    127.0.0.1:$PG_PORT"; else echo "postgres  down"; ok=1; fi
+  if rabbit_up; then echo "rabbitmq  up    127.0.0.1:$RABBIT_PORT"; else echo "rabbitmq  down"; fi
   if docker_up; then
     echo "docker    up    $(docker version -f '{{.Server.Version}}' 2>/dev/null)"
     if images_present; then echo "images    up    $IMG_PY $IMG_SH"; else echo "images    missing"; ok=1; fi
@@ -205,6 +252,7 @@ case "$cmd" in
     flock -w 300 9 || die "another services.sh start holds .run/services.lock"
     redis_start
     pg_start
+    rabbit_start
     docker_start
     if docker_up; then images_build; fi
     ;;
@@ -213,6 +261,7 @@ case "$cmd" in
     flock -w 300 9 || die "another services.sh holds .run/services.lock"
     pg_stop
     redis_stop
+    rabbit_stop
     ;;
   stop-docker) docker_stop ;;
   status) status ;;

@@ -21,6 +21,7 @@ import requests
 ROOT = Path(__file__).resolve().parent.parent
 PG_URL = os.environ.get("TEL_TEST_DATABASE_URL", "postgresql+psycopg://postgres@127.0.0.1:55432/postgres")
 REDIS_URL = os.environ.get("TEL_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+AMQP_URL = os.environ.get("TEL_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 JWT_SECRET = "test-secret-0123456789abcdef-0123456789"
 # One template per pytest process: concurrent sessions must not drop each other's template.
 TEMPLATE_DB = os.environ.get("TEL_TEST_TEMPLATE_DB") or f"taskexec_template_{os.getpid()}"

@@ -108,3 +108,37 @@ def test_cancel_running_task_kills_its_container(automated: Stack) -> None:
              interval=0.1, what="container removed")
     assert time.monotonic() - t0 < 3
     assert get(automated, task_id)["status"] == "CANCELLED"
+
+
+def test_user_mistakes_fail_with_actionable_codes_never_sandbox_error(automated: Stack) -> None:
+    cases = {
+        "syntax": ("x = 1\ndef main(input)\n    return 1\n", None, "NON_ZERO_EXIT", "line 2"),
+        "nomain": ("print('no entry point')\nresult = 42\n", {"type": "object"}, "OUTPUT_VALIDATION_ERROR", ""),
+        "badout": ("def main(input):\n    return {'n': 'x'}\n",
+                   {"type": "object", "properties": {"n": {"type": "integer"}}, "required": ["n"]},
+                   "OUTPUT_VALIDATION_ERROR", "n"),
+    }
+    ids = {}
+    for name, (code, out_schema, _, _) in cases.items():
+        definition = python_def(f"mistake-{name}", code)
+        if out_schema:
+            definition["outputSchema"] = out_schema
+        define(automated, definition)
+        ids[name] = submit(automated, f"mistake-{name}").json()["id"]
+    for name, (_, _, code, hint) in cases.items():
+        task = wait_status(automated, ids[name])
+        assert task["status"] == "FAILED", (name, task)
+        assert task["error"]["code"] == code, (name, task["error"])
+        assert hint in task["error"]["message"], (name, task["error"])
+        assert task["retryCount"] == 0  # the user's fault: not retried
+
+
+def test_missing_image_is_sandbox_error_and_retried(stack: Stack) -> None:
+    stack.start_worker("automated", concurrency=1, TEL_SANDBOX_IMAGE_PYTHON="taskexec-sandbox-absent:0")
+    definition = python_def("no-image", HELLO)
+    definition["retryPolicy"] = {"maxRetries": 1, "retryInterval": 100}
+    define(stack, definition)
+    task = wait_status(stack, submit(stack, "no-image", {"name": "x"}).json()["id"], timeout=60)
+    assert task["status"] == "FAILED" and task["retryCount"] == 1, task
+    assert task["error"]["code"] == "MAX_RETRIES_EXCEEDED"
+    assert task["error"]["details"]["lastError"]["code"] == "SANDBOX_ERROR"

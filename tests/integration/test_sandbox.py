@@ -11,7 +11,7 @@ import uuid
 import docker
 import pytest
 
-from sandbox import DockerRunner, Limits, RunResult, RunSpec, build_images
+from sandbox import DockerRunner, Limits, RunResult, RunSpec, SandboxUnavailable, build_images
 from sandbox import containers as c
 from sandbox import reaper as reaper_mod
 
@@ -344,3 +344,19 @@ def test_concurrent_runs(runner: DockerRunner) -> None:
         t.join()
     assert sorted(r.output for r in results) == [0, 2, 4, 6]
 
+
+
+def test_container_runtime_is_selectable(images: dict) -> None:
+    """TEL_SANDBOX_RUNTIME picks the OCI runtime (e.g. runsc when installed); a wrong one is our fault."""
+    explicit = DockerRunner(images=images, container_runtime="runc", pool_size=0)
+    try:
+        res = run(explicit, "def main(i):\n    return 1\n")
+        assert res.ok and res.environment["containerRuntime"] == "runc"
+    finally:
+        explicit.close()
+    wrong = DockerRunner(images=images, container_runtime="no-such-runtime", pool_size=0)
+    try:
+        with pytest.raises(SandboxUnavailable):
+            run(wrong, "def main(i):\n    return 1\n")
+    finally:
+        wrong.close()
