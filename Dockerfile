@@ -30,16 +30,17 @@ RUN /opt/venv/bin/pip install --quiet --no-deps . \
 # ---------------------------------------------------------------- runtime stage
 FROM ${BASE_IMAGE}
 # Extra Debian packages, e.g. EXTRA_APT_PACKAGES=debootstrap for a one-shot that builds the
-# sandbox images without a registry. Empty by default: the image stays slim.
+# sandbox images without a registry. Empty by default.
 ARG EXTRA_APT_PACKAGES=""
-RUN if [ -n "$EXTRA_APT_PACKAGES" ]; then \
-      apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        $EXTRA_APT_PACKAGES && rm -rf /var/lib/apt/lists/*; \
-    fi \
+# postgresql-client: pg_dump / pg_restore for `taskexec db backup|restore` (Debian bookworm: 15; the
+# client must be at least the server's major version).
+RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
+      postgresql-client $EXTRA_APT_PACKAGES && rm -rf /var/lib/apt/lists/* \
  && groupadd --system --gid 10001 taskexec \
  && useradd --system --uid 10001 --gid taskexec --home-dir /var/lib/taskexec --create-home \
       --shell /usr/sbin/nologin taskexec \
- && mkdir -p /var/lib/taskexec/sandbox && chown -R taskexec:taskexec /var/lib/taskexec
+ && mkdir -p /var/lib/taskexec/sandbox /var/lib/taskexec/backups \
+ && chown -R taskexec:taskexec /var/lib/taskexec
 COPY --from=build /opt/venv /opt/venv
 COPY scripts/healthcheck.py /opt/taskexec/healthcheck.py
 

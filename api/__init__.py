@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import definitions, inbox_page, internal, manual, ops, tasks
+from api import dashboard, definitions, inbox_page, internal, manual, metrics, ops, tasks
+from api.deadletters import bp as deadletters_bp
 from api.errors import register_error_handlers
 from api.io import reject_nul_in_url
 from api.openapi import register_openapi
@@ -13,13 +14,13 @@ from taskexec.celery_app import make_celery
 from taskexec.config import Settings, get_settings
 from taskexec.db import Database
 from taskexec.dispatch import Dispatcher, Publisher
-from taskexec.logs import configure_logging
+from taskexec.logs import configure_logging, secrets_of
 from taskexec.manager import TaskManager
 
 
 def create_app(settings: Settings | None = None, *, start_dispatcher: bool | None = None) -> Flask:
     settings = settings or get_settings()
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets_of(settings))
     app = Flask("taskexec")
     app.config["MAX_CONTENT_LENGTH"] = settings.max_body_bytes
     app.json.sort_keys = False  # type: ignore[attr-defined]
@@ -30,8 +31,9 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool | Non
         rt.dispatcher = Dispatcher(db, settings, publisher)
         rt.dispatcher.start()
     app.extensions["taskexec"] = rt
-    for bp in (ops.bp, definitions.bp, tasks.bp, manual.bp, inbox_page.bp, internal.bp):
+    for bp in (ops.bp, metrics.bp, definitions.bp, tasks.bp, manual.bp, inbox_page.bp, dashboard.bp, internal.bp):
         app.register_blueprint(bp)
+    app.register_blueprint(deadletters_bp)
     app.before_request(reject_nul_in_url)
     register_openapi(app)
     register_error_handlers(app)

@@ -42,7 +42,8 @@ def get(def_id: str):  # type: ignore[no-untyped-def]
     version = None
     if raw is not None:
         if not raw.isdigit() or int(raw) < 1:
-            raise BadRequest("version must be a positive integer", details=[{"field": "version", "message": "not a positive integer"}])
+            raise BadRequest("version must be a positive integer",
+                             details=[{"field": "version", "message": "not a positive integer"}])
         version = int(raw)
     rt = runtime()
     with rt.db.session() as s:

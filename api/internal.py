@@ -12,7 +12,7 @@ from taskexec.dispatch import dispatch_due
 from taskexec.exceptions import NotFound
 from taskexec.outbox import deliver_due
 from taskexec.recovery import Recovery
-from taskexec.schemas import FinishIn, LostIn, StartIn
+from taskexec.schemas import DeferIn, FinishIn, LostIn, StartIn
 
 bp = Blueprint("internal", __name__, url_prefix=INTERNAL_PREFIX)
 
@@ -46,6 +46,19 @@ def finish(task_id: str):  # type: ignore[no-untyped-def]
         task = rt.manager.finish(s, task_id, body, current().sub)
     _wake()
     return jsonify({"id": task.id, "status": task.status, "retryCount": task.retry_count})
+
+
+@bp.post("/tasks/<task_id>/defer")
+@require(Permission.INTERNAL)
+def defer(task_id: str):  # type: ignore[no-untyped-def]
+    """Put a running attempt back to wait (e.g. its target's rate limit); not counted as a retry."""
+    body = parse_body(DeferIn)
+    rt = runtime()
+    with rt.db.session() as s:
+        task = rt.manager.defer(s, task_id, body.attempt, body.delay_ms / 1000.0, body.reason, current().sub)
+        result = {"id": task.id, "status": task.status, "retryCount": task.retry_count}
+    _wake()
+    return jsonify(result)
 
 
 @bp.post("/tasks/<task_id>/lost")

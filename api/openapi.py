@@ -8,11 +8,13 @@ from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
+from api.dashboard import OverviewQuery
 from taskexec import __version__, schemas
 
 # (method, path, summary, request model, response model, success status, permission)
 ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, int]] = [
-    ("post", "/api/v1/tasks/definitions", "Register a definition or a new version", schemas.DefinitionIn, schemas.DefinitionOut, 201),
+    ("post", "/api/v1/tasks/definitions", "Register a definition or a new version", schemas.DefinitionIn,
+     schemas.DefinitionOut, 201),
     ("get", "/api/v1/tasks/definitions", "List definitions (latest versions)", None, schemas.DefinitionPage, 200),
     ("get", "/api/v1/tasks/definitions/{id}", "Get a definition (?version=)", None, schemas.DefinitionOut, 200),
     ("post", "/api/v1/tasks", "Submit a task (Idempotency-Key header)", schemas.SubmitIn, schemas.SubmitOut, 201),
@@ -27,12 +29,18 @@ ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None
     ("post", "/api/v1/tasks/{id}/reassign", "Reassign a manual task", schemas.ReassignIn, None, 200),
     ("get", "/api/v1/inbox", "Your open manual tasks, by priority then due date", None, schemas.InboxPage, 200),
     ("get", "/api/v1/inbox/{id}", "One inbox task with its form", None, None, 200),
+    ("get", "/api/v1/deadletters", "Tasks whose retries are spent", None, schemas.DeadLetterPage, 200),
+    ("post", "/api/v1/deadletters/{id}/redrive", "Re-drive a dead letter (admin)", None, schemas.RedriveOut, 200),
+    ("get", "/api/v1/stats/overview", "Dashboard data: counts, timeline, pools, failures (tasks:monitor)", None, None,
+     200),
 ]
 
 _QUERY: dict[str, type[BaseModel]] = {
     "/api/v1/tasks": schemas.TaskListQuery,
     "/api/v1/tasks/definitions": schemas.DefinitionListQuery,
     "/api/v1/inbox": schemas.PageQuery,
+    "/api/v1/deadletters": schemas.DeadLetterQuery,
+    "/api/v1/stats/overview": OverviewQuery,
 }
 
 
@@ -44,16 +52,18 @@ def build_spec() -> dict[str, Any]:
         ref_template="#/components/schemas/{model}",
     )
     components = defs.get("$defs", {})
-    error = {"description": "error", "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorEnvelope"}}}}
+    error = {"description": "error", "content": _json_ref("ErrorEnvelope")}
     paths: dict[str, Any] = {}
     for method, path, summary, req, resp, status in ROUTES:
-        op: dict[str, Any] = {"summary": summary, "responses": {"4XX": error}, "security": [{"bearer": []}, {"apiKey": []}]}
+        op: dict[str, Any] = {"summary": summary, "responses": {"4XX": error},
+                              "security": [{"bearer": []}, {"apiKey": []}]}
         if req:
-            op["requestBody"] = {"required": True, "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{req.__name__}"}}}}
+            op["requestBody"] = {"required": True, "content": _json_ref(req.__name__)}
         op["responses"][str(status)] = {"description": "success"} | (
-            {"content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{resp.__name__}"}}}} if resp else {}
+            {"content": _json_ref(resp.__name__)} if resp else {}
         )
-        params = [{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}] if "{id}" in path else []
+        params = ([{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
+                  if "{id}" in path else [])
         if method == "get" and path in _QUERY:
             for name, fld in _QUERY[path].model_fields.items():
                 params.append({"name": fld.alias or name, "in": "query", "required": False, "schema": {}})
@@ -61,7 +71,8 @@ def build_spec() -> dict[str, Any]:
             op["parameters"] = params
         paths.setdefault(path, {})[method] = op
     for op_path in ("/health", "/ready", "/health/readiness", "/metrics"):
-        paths[op_path] = {"get": {"summary": op_path.strip("/"), "security": [], "responses": {"200": {"description": "ok"}}}}
+        paths[op_path] = {"get": {"summary": op_path.strip("/"), "security": [],
+                                  "responses": {"200": {"description": "ok"}}}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "taskexec Task Execution Layer", "version": __version__},
@@ -83,7 +94,8 @@ code{background:#f3f3f3;padding:2px 4px}li{margin:.3rem 0}.m{display:inline-bloc
 <ul id="ops"></ul><script>
 fetch('/openapi.json').then(r=>r.json()).then(s=>{const ul=document.getElementById('ops');
 for(const [p,ops] of Object.entries(s.paths)) for(const [m,o] of Object.entries(ops)){
-const li=document.createElement('li');li.innerHTML='<span class="m">'+m.toUpperCase()+'</span><code>'+p+'</code> '+(o.summary||'');ul.appendChild(li);}});
+const li=document.createElement('li');
+li.innerHTML='<span class="m">'+m.toUpperCase()+'</span><code>'+p+'</code> '+(o.summary||'');ul.appendChild(li);}});
 </script></body></html>"""
 
 
@@ -97,3 +109,7 @@ def register_openapi(app: Flask) -> None:
     @app.get("/docs")
     def docs():  # type: ignore[no-untyped-def]
         return DOCS_HTML
+
+
+def _json_ref(name: str) -> dict[str, Any]:
+    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}

@@ -1,9 +1,8 @@
-"""Liveness, readiness and Prometheus metrics: no credentials needed."""
+"""Liveness and readiness: no credentials needed (`/metrics` is in `api.metrics`)."""
 
 from __future__ import annotations
 
-from flask import Blueprint, Response, jsonify
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from flask import Blueprint, jsonify
 
 from api.runtime import runtime
 
@@ -25,8 +24,3 @@ def ready():  # type: ignore[no-untyped-def]
     if not ok:
         body["error"] = {"code": "UNAVAILABLE", "message": "a dependency is unreachable", "details": body["checks"]}
     return jsonify(body), (200 if ok else 503)
-
-
-@bp.get("/metrics")
-def metrics():  # type: ignore[no-untyped-def]
-    return Response(generate_latest(), mimetype=CONTENT_TYPE_LATEST)

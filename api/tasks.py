@@ -21,7 +21,7 @@ MAX_IDEMPOTENCY_KEY = 255
 
 def _visible(task: TaskInstance, who: Principal) -> bool:
     """Submitters see all tasks they may read; operators only what is theirs or offered to their roles."""
-    if who.is_admin or who.has(Permission.EXECUTE) or who.has(Permission.INTERNAL):
+    if who.is_admin or who.has(Permission.EXECUTE) or who.has(Permission.INTERNAL) or who.has(Permission.MONITOR):
         return True
     roles = set(task.candidate_roles or [])
     return task.assignee == who.sub or bool(roles & set(who.roles)) or who.sub in (task.candidate_users or [])
@@ -58,7 +58,8 @@ def list_():  # type: ignore[no-untyped-def]
     q = parse_query(TaskListQuery)
     who = current()
     rt = runtime()
-    privileged = who.is_admin or who.has(Permission.EXECUTE) or who.has(Permission.INTERNAL)
+    privileged = (who.is_admin or who.has(Permission.EXECUTE) or who.has(Permission.INTERNAL)
+                  or who.has(Permission.MONITOR))
     with rt.db.session() as s:
         rows, total = rt.manager.list_tasks(s, q, viewer=None if privileged else who)
         return jsonify(page([task_out(t) for t in rows], q.page, q.limit, total))

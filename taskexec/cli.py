@@ -8,12 +8,15 @@ import os
 import sys
 from typing import Any
 
-from taskexec.config import ConfigError, get_settings
+from taskexec.config import ConfigError, get_settings, reset_settings
 
 POOLS = ("automated", "manual", "integration")
 
 
 def cmd_router(args: argparse.Namespace) -> None:
+    from taskexec.metrics_export import mark_process_dead, prepare_multiprocess_dir
+
+    prepare_multiprocess_dir()  # before prometheus_client is imported: gunicorn's processes share /metrics
     from gunicorn.app.base import BaseApplication
 
     settings = get_settings()
@@ -33,6 +36,7 @@ def cmd_router(args: argparse.Namespace) -> None:
             self.cfg.set("timeout", 60)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("accesslog", None)
+            self.cfg.set("child_exit", lambda _server, worker: mark_process_dead(worker.pid))
 
         def load(self) -> Any:
             from api import create_app
@@ -43,6 +47,9 @@ def cmd_router(args: argparse.Namespace) -> None:
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
+    if args.metrics_port is not None:  # the option sets TEL_METRICS_PORT for this worker
+        os.environ["TEL_METRICS_PORT"] = str(args.metrics_port)
+        reset_settings()
     settings = get_settings()
     from workers.app import app
 
@@ -161,6 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
     w = sub.add_parser("worker", help="a worker pool")
     w.add_argument("pool", choices=POOLS)
     w.add_argument("--concurrency", type=int, default=None)
+    w.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (TEL_METRICS_PORT; 0: none)")
     w.set_defaults(func=cmd_worker)
     sub.add_parser("beat", help="the scheduler of periodic jobs").set_defaults(func=cmd_beat)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

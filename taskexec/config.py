@@ -51,6 +51,7 @@ class Settings(BaseSettings):
     manual_concurrency: int = Field(4, ge=1, le=256, validation_alias="TEL_MANUAL_CONCURRENCY")
     integration_concurrency: int = Field(16, ge=1, le=256, validation_alias="TEL_INTEGRATION_CONCURRENCY")
     queued_timeout_s: int = Field(86400, ge=1, validation_alias="TEL_QUEUED_TIMEOUT")
+    metrics_port: int = Field(9540, ge=0, le=65535, validation_alias="TEL_METRICS_PORT")  # worker /metrics; 0: none
     stale_running_grace_s: float = Field(60.0, ge=0, validation_alias="TEL_STALE_RUNNING_GRACE")
     # --- manual tasks
     manual_max_open_tasks: int = Field(10, ge=1, le=10_000, validation_alias="TEL_MANUAL_MAX_OPEN_TASKS")
@@ -76,6 +77,21 @@ class Settings(BaseSettings):
     sandbox_tmp_bytes: int = Field(64 * 1024 * 1024, ge=1024 * 1024, validation_alias="TEL_SANDBOX_TMP_BYTES")
     sandbox_log_tail_bytes: int = Field(64 * 1024, ge=1024, validation_alias="TEL_SANDBOX_LOG_TAIL_BYTES")
 
+    # --- integration pool (docs/integration-tasks.md)
+    redis_url: str | None = Field(None, validation_alias="TEL_REDIS_URL")  # breaker/rate state; default: broker
+    integration_key_prefix: str = Field("tel:integration", min_length=1, validation_alias="TEL_INTEGRATION_KEY_PREFIX")
+    integration_connect_timeout_ms: int = Field(5000, gt=0, validation_alias="TEL_INTEGRATION_CONNECT_TIMEOUT_MS")
+    integration_read_timeout_ms: int = Field(30000, gt=0, validation_alias="TEL_INTEGRATION_READ_TIMEOUT_MS")
+    integration_max_response_bytes: int = Field(10 * 1024 * 1024, ge=1024,
+                                                validation_alias="TEL_INTEGRATION_MAX_RESPONSE_BYTES")
+    circuit_failure_threshold: int = Field(5, ge=1, validation_alias="TEL_CIRCUIT_FAILURE_THRESHOLD")
+    circuit_open_s: float = Field(30.0, gt=0, validation_alias="TEL_CIRCUIT_OPEN_SECONDS")
+    rate_limit_default: str = Field("100/min", validation_alias="TEL_RATE_LIMIT_DEFAULT")
+    rate_limit_hosts: str = Field("", validation_alias="TEL_RATE_LIMIT_HOSTS")  # host[:port]=60/min,...
+    rate_limit_burst: int = Field(1, ge=1, validation_alias="TEL_RATE_LIMIT_BURST")
+    rate_limit_max_wait_s: float = Field(2.0, ge=0, validation_alias="TEL_RATE_LIMIT_MAX_WAIT")
+    secrets_kv_mount: str = Field("secret", min_length=1, validation_alias="TEL_SECRETS_KV_MOUNT")
+
     @field_validator("log_level")
     @classmethod
     def _level(cls, value: str) -> str:
@@ -93,6 +109,22 @@ class Settings(BaseSettings):
             value = "postgresql+psycopg://" + value[len("postgresql://") :]
         if not value.startswith(("postgresql+psycopg://", "sqlite:")):
             raise ValueError("must be a postgresql:// or sqlite:/// URL")
+        return value
+
+    @field_validator("rate_limit_default")
+    @classmethod
+    def _rate(cls, value: str) -> str:
+        from taskexec.integration_spec import parse_rate
+
+        parse_rate(value)
+        return value
+
+    @field_validator("rate_limit_hosts")
+    @classmethod
+    def _rate_hosts(cls, value: str) -> str:
+        from taskexec.integration_spec import parse_rate_overrides
+
+        parse_rate_overrides(value)
         return value
 
     @field_validator("broker_url")

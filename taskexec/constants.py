@@ -105,6 +105,8 @@ STATUS_EVENT: dict[Status, EventType] = {
 }
 
 EVENT_SOURCE = "task-execution-layer"
+# Audit-only event (never sent out): a task put back to wait, e.g. for its target's rate limit.
+DEFERRED_EVENT = "task.instance.deferred"
 
 
 class Permission(StrEnum):
@@ -120,6 +122,7 @@ class Permission(StrEnum):
     DEFINITIONS_WRITE = "tasks:definitions:write"
     INTERNAL = "tasks:internal"
     ADMIN = "admin"
+    MONITOR = "tasks:monitor"  # not in the contract's list: the dashboard and its stats (docs/monitoring.md)
 
 
 _SUBMITTER = frozenset(
@@ -139,6 +142,9 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
     "submitter": _SUBMITTER,
     "operator": frozenset({Permission.READ, Permission.LIST, Permission.CLAIM, Permission.COMPLETE}),
     "service": frozenset({Permission.INTERNAL, Permission.READ, Permission.DEFINITIONS_READ}),
+    # read-only operations staff (not the contract's `operator`, who works manual tasks): sees every task
+    "monitor": frozenset({Permission.MONITOR, Permission.READ, Permission.LIST, Permission.DEFINITIONS_LIST,
+                          Permission.DEFINITIONS_READ}),
 }
 
 # Default queue names (overridable through TEL_QUEUE_<TYPE>_NAME).

@@ -57,6 +57,7 @@ def enqueue_event(
         targets.append(("callback", task.callback_url))
     for target, url in targets:
         session.add(
-            OutboxMessage(event_id=env["id"], task_id=task.id, target=target, url=url, body=body, next_attempt_at=utcnow())
+            OutboxMessage(event_id=env["id"], task_id=task.id, target=target, url=url, body=body,
+                          next_attempt_at=utcnow())
         )
     return str(env["id"])

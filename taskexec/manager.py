@@ -13,8 +13,9 @@ from sqlalchemy.orm import Session
 
 from taskexec.auth import Principal
 from taskexec.config import Settings
+from taskexec.constants import DEFERRED_EVENT, TERMINAL_STATUSES, Status, TaskErrorCode, TaskType
 from taskexec.db import json_has_any
-from taskexec.constants import TERMINAL_STATUSES, Status, TaskErrorCode, TaskType
+from taskexec.deadletters import record_dead_letter, resolve_dead_letters
 from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound, ValidationFailed
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
@@ -26,6 +27,8 @@ from taskexec.validation import validate_definition, validate_execution_config, 
 PUBLISH_GRACE = timedelta(seconds=5)
 # Attempts allowed for our own faults (SANDBOX_ERROR, worker lost) when the definition has no retryPolicy.
 DEFAULT_INFRA_RETRIES = 3
+# A target's Retry-After is honoured up to this many seconds.
+MAX_RETRY_AFTER_S = 3600.0
 
 
 class TaskManager:
@@ -195,6 +198,7 @@ class TaskManager:
         if task.status not in (Status.FAILED.value, Status.TIMED_OUT.value):
             raise Conflict(f"only FAILED or TIMED_OUT tasks can be retried; task is {task.status}")
         self._requeue(s, task, actor=actor, delay_s=0.0, details={"manual": True})
+        resolve_dead_letters(s, task.id, actor)
         return task
 
     # ------------------------------------------------------------ internal API (worker pools)
@@ -222,6 +226,7 @@ class TaskManager:
         return {
             "run": True,
             "attempt": task.attempt,
+            "dispatchToken": task.dispatch_token,
             "previousWorker": previous,
             "task": {"id": task.id, "type": task.type, "input": task.input, "priority": task.priority,
                      "workflowInstanceId": task.workflow_instance_id, "correlationId": task.correlation_id,
@@ -253,7 +258,8 @@ class TaskManager:
         if "durationMs" not in (body.execution_metadata or {}) and meta.get("startTime"):
             start = _parse_time(meta["startTime"])
             meta["durationMs"] = int((now - start).total_seconds() * 1000) if start else None
-        logs = {"stdout": body.stdout, "stderr": body.stderr} if body.stdout is not None or body.stderr is not None else {}
+        has_logs = body.stdout is not None or body.stderr is not None
+        logs = {"stdout": body.stdout, "stderr": body.stderr} if has_logs else {}
         output = body.output
         error = body.error.model_dump() if body.error else None
         target = Status(body.status)
@@ -266,26 +272,53 @@ class TaskManager:
                 target, output = Status.FAILED, None
                 error = {"code": TaskErrorCode.OUTPUT_VALIDATION_ERROR.value, "message": exc.message,
                          "details": exc.details}
+        dead = False
         if target is Status.FAILED and body.retry:
-            delay = self.retry_delay(s, task)
+            delay = self.retry_delay(s, task, error)
             if delay is not None:
                 meta["lastError"] = error
                 task.execution_metadata = meta
                 self._requeue(s, task, actor=worker, delay_s=delay, details={"error": error}, **logs)
                 return task
+            dead = True
             if error is not None and task.retry_count > 0:
                 error = {"code": TaskErrorCode.MAX_RETRIES_EXCEEDED.value,
                          "message": f"gave up after {task.retry_count} retries: {error.get('message')}",
-                         "details": {"lastError": error}}
+                         "details": {"lastError": error, "cause": error.get("code")}}
         self._move(s, task, target, actor=worker, output=output, error=error, execution_metadata=meta, **logs)
+        if dead:
+            record_dead_letter(s, task, self.settings.queues[TaskType(task.type)], error)
         return task
 
-    def retry_delay(self, s: Session, task: TaskInstance) -> float | None:
-        """Seconds before the next retry, or None when retries are spent (contract section 5)."""
+    def retry_delay(self, s: Session, task: TaskInstance, error: dict[str, Any] | None = None) -> float | None:
+        """Seconds before the next retry, or None when retries are spent or the error is not in the
+        policy's `retryableErrors` (contract section 5). A `details.retryAfterMs` (e.g. a 429's
+        Retry-After) is a floor on the delay."""
         policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
         if task.retry_count >= policy.get("maxRetries", DEFAULT_INFRA_RETRIES):
             return None
-        return backoff_delay(policy, task.retry_count)
+        allowed = policy.get("retryableErrors")
+        if allowed and error is not None and error.get("code") not in allowed:
+            return None
+        delay = backoff_delay(policy, task.retry_count)
+        details = (error or {}).get("details")
+        floor = details.get("retryAfterMs") if isinstance(details, dict) else None
+        if isinstance(floor, int | float) and floor > 0:
+            delay = max(delay, min(float(floor) / 1000.0, MAX_RETRY_AFTER_S))
+        return delay
+
+    def defer(self, s: Session, task_id: str, attempt: int, delay_s: float, reason: str, actor: str) -> TaskInstance:
+        """Put a RUNNING attempt back to PENDING for `delay_s` without counting a retry (rate limit);
+        audited as `task.instance.deferred`, not sent to the orchestrator."""
+        task = self.get_task(s, task_id, for_update=True)
+        if task.status != Status.RUNNING.value or task.attempt != attempt:
+            raise Conflict(f"task {task_id} is {task.status} at attempt {task.attempt}; cannot defer attempt {attempt}",
+                           details={"status": task.status, "attempt": task.attempt})
+        available = utcnow() + timedelta(seconds=max(0.0, delay_s))
+        transition(s, task, Status.PENDING, actor=actor, event_type=DEFERRED_EVENT,
+                   details={"reason": reason, "nextAttemptAt": available.isoformat()},
+                   dispatch_token=new_id(), enqueued_at=None, available_at=available, worker_id=None)
+        return task
 
     # ------------------------------------------------------------ helpers
 
@@ -295,7 +328,8 @@ class TaskManager:
         self._move(
             s, task, Status.PENDING, actor=actor, dispatch_token=new_id(), enqueued_at=None, available_at=available,
             retry_count=task.retry_count + 1, worker_id=None, output=None, error=None,
-            extra={"nextAttemptAt": available.isoformat()}, **fields,
+            extra={"nextAttemptAt": available.isoformat()},
+            details={**(fields.pop("details", None) or {}), "nextAttemptAt": available.isoformat()}, **fields,
         )
 
     def _move(self, s: Session, task: TaskInstance, target: Status, *, actor: str | None,

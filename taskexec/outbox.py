@@ -13,6 +13,7 @@ from sqlalchemy.orm import aliased
 from taskexec.config import Settings
 from taskexec.db import Database
 from taskexec.events import sign
+from taskexec.metrics import record_outbox_delivery
 from taskexec.models import OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
@@ -62,6 +63,7 @@ def deliver_due(db: Database, settings: Settings, http: requests.Session, batch:
                 error = None if ok else f"HTTP {resp.status_code}"
             except requests.RequestException as exc:
                 ok, error = False, type(exc).__name__
+            record_outbox_delivery(row.target, ok)
             if ok:
                 row.delivered_at = utcnow()
                 row.last_error = None

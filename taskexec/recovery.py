@@ -74,9 +74,9 @@ class Recovery:
         ).all()
         done = []
         for task in rows:
-            if now > self.deadline(s, task) + grace:
-                if self.lost(s, task.id, task.attempt, "no result before the attempt's deadline"):
-                    done.append(task.id)
+            past = now > self.deadline(s, task) + grace
+            if past and self.lost(s, task.id, task.attempt, "no result before the attempt's deadline"):
+                done.append(task.id)
         return done
 
     def deadline(self, s: Session, task: TaskInstance) -> datetime:

@@ -337,3 +337,44 @@ class FinishIn(ApiModel):
     stdout: str | None = None
     stderr: str | None = None
     retry: bool = Field(False, description="ask for another attempt (our fault or retryable error)")
+
+
+class DeferIn(ApiModel):
+    attempt: int = Field(ge=1)
+    delay_ms: int = Field(ge=0, le=3_600_000, description="how long the task waits before it is queued again")
+    reason: str = Field("deferred", max_length=500)
+
+
+# ---------------------------------------------------------------- dead letters
+
+
+class DeadLetterQuery(PageQuery):
+    resolved: bool | None = Field(None, description="true: already re-driven; false: still open")
+    task_definition_id: str | None = None
+    task_id: str | None = None
+
+
+class DeadLetterOut(ApiModel):
+    id: str
+    task_id: str
+    task_definition_id: str
+    type: TaskType
+    queue: str
+    error: TaskError | None
+    created_at: datetime
+    redriven_at: datetime | None
+    redriven_by: str | None
+    task_status: Status
+    retry_count: int
+
+
+class DeadLetterPage(ApiModel):
+    items: list[DeadLetterOut]
+    pagination: Pagination
+
+
+class RedriveOut(ApiModel):
+    id: str
+    task_id: str
+    status: Status
+    redriven_at: datetime

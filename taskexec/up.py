@@ -60,8 +60,10 @@ def run_stack(port: int | None = None) -> None:
     worker_env["TEL_SERVICE_TOKEN"] = service_key
     exe = [sys.executable, "-m", "taskexec.cli"]
     procs = [subprocess.Popen([*exe, "router"], env=env)]
-    for pool in ("automated", "manual", "integration"):
-        procs.append(subprocess.Popen([*exe, "worker", pool, "--concurrency", "4"], env=worker_env))
+    for i, pool in enumerate(("automated", "manual", "integration")):
+        metrics_port = str(settings.metrics_port + i if settings.metrics_port else 0)  # one port per worker
+        procs.append(subprocess.Popen([*exe, "worker", pool, "--concurrency", "4", "--metrics-port", metrics_port],
+                                      env=worker_env))
     procs.append(subprocess.Popen([*exe, "beat"], env=worker_env))
 
     def stop(*_: object) -> None:

@@ -11,6 +11,7 @@ from pydantic import ValidationError
 from taskexec.config import Settings
 from taskexec.constants import TaskType
 from taskexec.exceptions import ValidationFailed
+from taskexec.integration_spec import check_integration
 from taskexec.limits import parse_cpu, parse_memory
 from taskexec.schemas import CONFIG_MODELS, AutomatedConfig, DefinitionIn
 
@@ -61,7 +62,10 @@ def validate_execution_config(
         raise ValidationFailed("invalid executionConfig", details=pydantic_details(exc, field)) from None
     if isinstance(parsed, AutomatedConfig):
         _check_ceilings(parsed, settings, field)
-    return parsed.model_dump(by_alias=True, exclude_none=True)
+    dumped = parsed.model_dump(by_alias=True, exclude_none=True)
+    if task_type is TaskType.INTEGRATION:
+        check_integration(dumped, field)
+    return dumped
 
 
 def _check_ceilings(cfg: AutomatedConfig, settings: Settings, field: str) -> None:
@@ -93,7 +97,8 @@ def validate_definition(body: DefinitionIn, settings: Settings) -> dict[str, Any
     if body.timeout is not None and body.timeout > settings.executor_max_timeout_s * 1000:
         raise ValidationFailed(
             "timeout exceeds operator limits",
-            details=[{"field": "timeout", "message": f"above the ceiling of {settings.executor_max_timeout_s * 1000} ms"}],
+            details=[{"field": "timeout",
+                      "message": f"above the ceiling of {settings.executor_max_timeout_s * 1000} ms"}],
         )
     config = validate_execution_config(body.type, body.execution_config, settings)
     if body.type is TaskType.MANUAL:

@@ -10,7 +10,8 @@ from celery import signals
 from taskexec.celery_app import make_celery
 from taskexec.config import get_settings
 from taskexec.constants import CELERY_TASK_SWEEP
-from taskexec.logs import configure_logging
+from taskexec.logs import configure_logging, secrets_of
+from workers import metrics_hooks  # noqa: F401 - Celery signal hooks: metrics and log context
 from workers.automated import AutomatedTask
 from workers.integration import IntegrationTask
 from workers.manual import ManualTask
@@ -33,4 +34,4 @@ def sweep(name: str) -> Any:
 
 @signals.setup_logging.connect
 def _logging(**_: Any) -> None:
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, secrets_of(settings))

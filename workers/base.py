@@ -9,10 +9,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
+from celery.worker import state as worker_state
 
 from taskexec.client import RouterClient
 from taskexec.config import get_settings
 from taskexec.exceptions import Conflict, NotFound
+from workers.signals import attempt_finished, attempt_started
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +42,12 @@ def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def shutting_down() -> bool:
+    """True once this worker process received SIGTERM/SIGINT/SIGQUIT (Celery sets these on the signal)."""
+    return any(flag is not None and flag is not False
+               for flag in (worker_state.should_stop, worker_state.should_terminate))
+
+
 class ExecuteTask(Task):  # type: ignore[misc]
     """Subclasses implement `execute(job)`; the router decides if a (re)delivered message runs at all."""
 
@@ -54,6 +63,11 @@ class ExecuteTask(Task):  # type: ignore[misc]
         return self._client
 
     def run(self, task_id: str, dispatch_token: str) -> str:
+        if shutting_down():
+            # SIGTERM (warm shutdown): Celery may still hand over a message it fetched during its last
+            # loop turn. Give it back untouched (the task stays PENDING) for another worker to run.
+            log.info("worker shutting down: message handed back", extra={"taskId": task_id})
+            raise Reject("worker shutting down", requeue=True)
         wid = worker_id()
         try:
             job = self.router.start(task_id, dispatch_token, wid)
@@ -65,6 +79,7 @@ class ExecuteTask(Task):  # type: ignore[misc]
             return "skipped"
         ctx = {"taskId": task_id, "attempt": job["attempt"], "definition": job["definition"]["id"],
                "correlationId": job["task"].get("correlationId")}
+        attempt_started.send(sender=self, job=job, context=ctx)
         log.info("task started", extra=ctx)
         try:
             outcome = self.execute(job)
@@ -72,6 +87,7 @@ class ExecuteTask(Task):  # type: ignore[misc]
             log.exception("executor crashed", extra=ctx)
             outcome = Outcome.failed("SANDBOX_ERROR" if self.task_type == "AUTOMATED" else "INTEGRATION_ERROR",
                                      f"executor error: {type(exc).__name__}", retry=True)
+        attempt_finished.send(sender=self, job=job, outcome=outcome, context=ctx)
         if outcome.report:
             self._report(task_id, job["attempt"], outcome, ctx)
         log.info("task finished", extra={**ctx, "status": outcome.status})

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskexec.exceptions import NotFound
 from taskexec.constants import CELERY_TASK_EXECUTE, TaskType
+from taskexec.exceptions import NotFound
 from workers.base import ExecuteTask, worker_id
 
 

@@ -1,16 +1,22 @@
-"""`${input.x}` / `${secrets.ref}` templates and the small response-mapping language."""
+"""`${input.x}` / `${secrets.ref}` templates (the syntax lives in `taskexec.integration_spec`)."""
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable
 from typing import Any
 
-_PLACEHOLDER = re.compile(r"\$\{\s*(input|secrets)\.([A-Za-z0-9_.\-/\[\]]+)\s*\}")
+from taskexec.integration_spec import ANY_PLACEHOLDER, PLACEHOLDER
 
 
 class TemplateError(ValueError):
-    pass
+    """A placeholder that cannot be filled; `reason` is MISSING_INPUT or BAD_PLACEHOLDER, `field` names it."""
+
+    def __init__(self, message: str, reason: str, field: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.field = field
 
 
 def lookup(data: Any, path: str) -> Any:
@@ -29,10 +35,16 @@ def lookup(data: Any, path: str) -> Any:
     return cur
 
 
+def _as_text(value: Any) -> str:
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, separators=(",", ":"))
+
+
 def render(value: Any, inputs: Any, secret: Callable[[str], str]) -> Any:
-    """Fill placeholders in strings (recursively); a whole-string `${input.x}` keeps x's JSON type."""
+    """Fill placeholders in strings (recursively, keys too); a whole-string `${input.x}` keeps x's JSON type."""
     if isinstance(value, dict):
-        return {k: render(v, inputs, secret) for k, v in value.items()}
+        return {render(k, inputs, secret): render(v, inputs, secret) for k, v in value.items()}
     if isinstance(value, list):
         return [render(v, inputs, secret) for v in value]
     if not isinstance(value, str):
@@ -44,26 +56,13 @@ def render(value: Any, inputs: Any, secret: Callable[[str], str]) -> Any:
         try:
             return lookup(inputs, path)
         except KeyError:
-            raise TemplateError(f"template names missing input field 'input.{path}'") from None
+            raise TemplateError(f"template names missing input field 'input.{path}'", "MISSING_INPUT",
+                                f"input.{path}") from None
 
-    whole = _PLACEHOLDER.fullmatch(value.strip())
+    for m in ANY_PLACEHOLDER.finditer(value):
+        if not PLACEHOLDER.fullmatch(m.group(0)):
+            raise TemplateError(f"unknown placeholder {m.group(0)!r}", "BAD_PLACEHOLDER", m.group(0))
+    whole = PLACEHOLDER.fullmatch(value.strip())
     if whole:
         return resolve(whole.group(1), whole.group(2))
-    return _PLACEHOLDER.sub(lambda m: str(resolve(m.group(1), m.group(2))), value)
-
-
-def map_response(mapping: dict[str, Any] | None, body: Any) -> Any:
-    """`{"out": "$.data.id"}` -> `{"out": body.data.id}`; no mapping returns the body as is."""
-    if not mapping:
-        return body
-    out = {}
-    for key, expr in mapping.items():
-        if isinstance(expr, str) and expr.startswith("$"):
-            path = expr[1:].lstrip(".")
-            try:
-                out[key] = lookup(body, path) if path else body
-            except KeyError:
-                raise TemplateError(f"responseMapping {key!r}: path {expr!r} not in response") from None
-        else:
-            out[key] = expr
-    return out
+    return PLACEHOLDER.sub(lambda m: _as_text(resolve(m.group(1), m.group(2))), value)

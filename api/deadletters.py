@@ -1,0 +1,46 @@
+"""Dead letters: `GET /api/v1/deadletters` (operations staff) and `POST .../{id}/redrive` (admin)."""
+
+from __future__ import annotations
+
+from flask import Blueprint, jsonify
+
+from api.io import page, parse_query
+from api.runtime import runtime
+from api.security import current, require
+from taskexec.constants import API_PREFIX, Permission
+from taskexec.deadletters import DeadLetters, dead_letter_out
+from taskexec.exceptions import Forbidden
+from taskexec.schemas import DeadLetterQuery
+
+bp = Blueprint("deadletters", __name__, url_prefix=f"{API_PREFIX}/deadletters")
+
+# Who may list: admins and principals who see every task (submitters, developers, monitors).
+# The contract's `operator` role works manual tasks and sees only its own, so it is refused.
+_LIST_ANY = (Permission.EXECUTE, Permission.MONITOR)
+
+
+@bp.get("")
+@require(Permission.LIST)
+def list_():  # type: ignore[no-untyped-def]
+    who = current()
+    if not (who.is_admin or any(who.has(p) for p in _LIST_ANY)):
+        raise Forbidden("listing dead letters needs admin, tasks:execute or tasks:monitor",
+                        details={"permission": Permission.ADMIN.value})
+    q = parse_query(DeadLetterQuery)
+    rt = runtime()
+    with rt.db.session() as s:
+        rows, total = DeadLetters(rt.settings).list(s, q)
+        return jsonify(page([dead_letter_out(r, t) for r, t in rows], q.page, q.limit, total))
+
+
+@bp.post("/<dead_letter_id>/redrive")
+@require(Permission.ADMIN)
+def redrive(dead_letter_id: str):  # type: ignore[no-untyped-def]
+    rt = runtime()
+    with rt.db.session() as s:
+        row, task = DeadLetters(rt.settings).redrive(s, dead_letter_id, current().sub)
+        body = {"id": row.id, "taskId": task.id, "status": task.status,
+                "redrivenAt": row.redriven_at.isoformat() if row.redriven_at else None}
+    if rt.dispatcher:
+        rt.dispatcher.wake.set()
+    return jsonify(body)

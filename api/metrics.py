@@ -1,0 +1,29 @@
+"""`GET /metrics` on the router (no credentials, contract section 3), and the state-change metrics hook."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response, current_app
+
+from api.runtime import runtime
+from taskexec import task_metrics
+from taskexec.broker_stats import BrokerStats
+from taskexec.metrics_collector import StateCollector
+from taskexec.metrics_export import render
+
+bp = Blueprint("metrics", __name__)
+bp.record_once(lambda _state: task_metrics.install())
+
+
+def broker_stats() -> BrokerStats:
+    """The router process's broker view (its worker list is cached between calls)."""
+    ext = current_app.extensions
+    if "taskexec.broker_stats" not in ext:
+        rt = runtime()
+        ext["taskexec.broker_stats"] = BrokerStats(rt.settings, rt.publisher.app)
+    return ext["taskexec.broker_stats"]  # type: ignore[no-any-return]
+
+
+@bp.get("/metrics")
+def metrics() -> Response:
+    body, content_type = render([StateCollector(runtime().db, broker_stats())])
+    return Response(body, content_type=content_type)

@@ -1,0 +1,109 @@
+"""Prometheus metrics: every metric name lives here, with the small helpers that record them.
+
+Where each family is recorded:
+
+* router, on committed state changes (`taskexec.task_metrics`): tasks submitted, finished, retried,
+  `task_queue_time_seconds`, `task_execution_time_seconds`; and outbox deliveries (`taskexec.outbox`).
+  The router runs several gunicorn processes, so these use Prometheus' multiprocess mode
+  (`taskexec.metrics_export`).
+* router, computed at scrape time (`taskexec.metrics_collector`): queue lengths, workers per queue,
+  open tasks, outbox backlog. The names are listed below as constants.
+* worker processes, from Celery signals (`workers.metrics_hooks`): worker online, executing tasks,
+  task runtime, attempt outcomes (sandbox outcomes by error code); integration requests and circuit
+  state through `record_integration_request` / `set_circuit_state`.
+
+Flower's and celery-exporter's names are kept where the thing measured is the same.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+# ------------------------------------------------------------------ buckets
+
+QUEUE_TIME_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 3600)
+EXECUTION_TIME_BUCKETS = (0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 900, 1800, 3600, 14400, 86400)
+REQUEST_TIME_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+# ------------------------------------------------------------------ router: state changes (multiprocess)
+
+TASKS_SUBMITTED = Counter(
+    "taskexec_tasks_submitted_total", "Tasks accepted by the router.", ["type", "definition"])
+TASKS_FINISHED = Counter(
+    "taskexec_tasks_finished_total",
+    "Tasks that reached a final status (COMPLETED, FAILED, CANCELLED, TIMED_OUT).",
+    ["type", "definition", "status"])
+TASK_RETRIES = Counter(
+    "taskexec_task_retries_total", "Tasks put back in the queue for another attempt.", ["type", "definition"])
+TASK_QUEUE_TIME = Histogram(
+    "task_queue_time_seconds",
+    "Seconds from ready (submitted, or a retry due) to leaving the queue (RUNNING, or ASSIGNED for manual tasks).",
+    ["type"], buckets=QUEUE_TIME_BUCKETS)
+TASK_EXECUTION_TIME = Histogram(
+    "task_execution_time_seconds",
+    "Seconds an attempt ran (RUNNING to its result); manual tasks: claim to completion.",
+    ["type", "definition"], buckets=EXECUTION_TIME_BUCKETS)
+OUTBOX_DELIVERIES = Counter(
+    "taskexec_outbox_deliveries_total", "Outbound event deliveries by target and result (ok, failed).",
+    ["target", "result"])
+
+# ------------------------------------------------------------------ router: computed at scrape time
+
+CELERY_QUEUE_LENGTH = "celery_queue_length"  # {queue_name} messages waiting on the broker (celery-exporter)
+CELERY_ACTIVE_WORKER_COUNT = "celery_active_worker_count"  # {queue_name} workers consuming the queue
+CELERY_ACTIVE_PROCESS_COUNT = "celery_active_process_count"  # {queue_name} their summed concurrency
+TASKS_OPEN = "taskexec_tasks_open"  # {type, status} PENDING / ASSIGNED / RUNNING tasks in the database
+OUTBOX_BACKLOG = "taskexec_outbox_backlog"  # {target} events not delivered yet
+OUTBOX_OLDEST_AGE = "taskexec_outbox_oldest_age_seconds"  # {target} age of the oldest undelivered event
+
+# ------------------------------------------------------------------ workers (one process per worker)
+
+WORKER_ONLINE = Gauge(
+    "flower_worker_online", "Worker online status (1 from worker_ready until shutdown).", ["worker", "pool"],
+    multiprocess_mode="livemax")
+WORKER_EXECUTING = Gauge(
+    "flower_worker_number_of_currently_executing_tasks", "Number of tasks currently executing at a worker.",
+    ["worker", "pool"], multiprocess_mode="livesum")
+TASK_RUNTIME = Histogram(
+    "flower_task_runtime_seconds", "Task runtime (Celery task, as seen by the worker).", ["worker", "task"],
+    buckets=EXECUTION_TIME_BUCKETS)
+ATTEMPTS = Counter(
+    "taskexec_attempts_total",
+    "Attempts run by a pool, by outcome: COMPLETED or the error code (sandbox outcomes: pool=automated).",
+    ["pool", "outcome"])
+INTEGRATION_REQUESTS = Counter(
+    "taskexec_integration_requests_total",
+    "Outbound integration requests by target (host or integrationId) and outcome (success or error code).",
+    ["target", "outcome"])
+INTEGRATION_REQUEST_TIME = Histogram(
+    "taskexec_integration_request_duration_seconds", "Duration of outbound integration requests.", ["target"],
+    buckets=REQUEST_TIME_BUCKETS)
+INTEGRATION_CIRCUIT_STATE = Gauge(
+    "taskexec_integration_circuit_state", "Circuit breaker state per target: 0 closed, 1 half-open, 2 open.",
+    ["target"], multiprocess_mode="livemax")
+
+SUCCESS = "success"
+CIRCUIT_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
+
+
+# ------------------------------------------------------------------ recording helpers
+
+def record_integration_request(target: str, outcome: str, duration_s: float | None = None) -> None:
+    """One outbound integration request: `outcome` is "success" or a task error code (e.g. TIMEOUT_ERROR)."""
+    INTEGRATION_REQUESTS.labels(target=target or "unknown", outcome=outcome or "unknown").inc()
+    if duration_s is not None:
+        INTEGRATION_REQUEST_TIME.labels(target=target or "unknown").observe(max(0.0, duration_s))
+
+
+def set_circuit_state(target: str, state: str) -> None:
+    """The circuit breaker of `target` moved to `state`: "closed", "half_open" or "open"."""
+    INTEGRATION_CIRCUIT_STATE.labels(target=target or "unknown").set(CIRCUIT_STATES[state.lower()])
+
+
+def record_attempt(pool: str, outcome: str) -> None:
+    """An attempt finished in a worker: `outcome` is COMPLETED, CANCELLED or the error code."""
+    ATTEMPTS.labels(pool=pool, outcome=outcome).inc()
+
+
+def record_outbox_delivery(target: str, ok: bool) -> None:
+    OUTBOX_DELIVERIES.labels(target=target, result="ok" if ok else "failed").inc()

@@ -1,0 +1,88 @@
+"""Gauges computed when the router is scraped: queue lengths, workers per queue, open tasks, outbox backlog.
+
+They describe the current state, read from the broker and the database at scrape time, so every router
+process reports the same values (no multiprocess bookkeeping) and a router restart loses nothing.
+A source that cannot be read (broker or database down) is left out of that scrape and logged.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client.core import GaugeMetricFamily
+
+from taskexec import metrics, stats
+from taskexec.broker_stats import BrokerStats
+from taskexec.db import Database
+
+log = logging.getLogger(__name__)
+
+
+class StateCollector:
+    """A prometheus_client custom collector over the broker and the database."""
+
+    def __init__(self, db: Database, broker: BrokerStats) -> None:
+        self.db = db
+        self.broker = broker
+
+    def collect(self) -> Iterator[Any]:
+        yield from self._broker_families()
+        yield from self._database_families()
+
+    def _broker_families(self) -> Iterator[Any]:
+        try:
+            lengths = self.broker.queue_lengths()
+        except Exception as exc:
+            log.warning("scrape: queue lengths unavailable", extra={"error": str(exc)})
+        else:
+            family = GaugeMetricFamily(metrics.CELERY_QUEUE_LENGTH, "The number of messages in broker queue.",
+                                       labels=["queue_name"])
+            for queue, n in lengths.items():
+                family.add_metric([queue], n)
+            yield family
+        workers, ok = self.broker.workers()
+        if not ok:
+            return
+        count = GaugeMetricFamily(metrics.CELERY_ACTIVE_WORKER_COUNT, "The number of active workers in broker queue.",
+                                  labels=["queue_name"])
+        procs = GaugeMetricFamily(metrics.CELERY_ACTIVE_PROCESS_COUNT,
+                                  "The number of active processes (summed concurrency) in broker queue.",
+                                  labels=["queue_name"])
+        for pool, queue in self.broker.queue_names.items():
+            if pool == "deadletter":
+                continue
+            consuming = [w for w in workers if queue in w.queues]
+            count.add_metric([queue], len(consuming))
+            procs.add_metric([queue], sum(w.concurrency for w in consuming))
+        yield count
+        yield procs
+
+    def _database_families(self) -> Iterator[Any]:
+        try:
+            with self.db.session() as s:
+                open_now = stats.open_counts(s)
+                backlog = stats.outbox_backlog(s)
+        except Exception as exc:
+            log.warning("scrape: database unavailable", extra={"error": str(exc)})
+            return
+        tasks = GaugeMetricFamily(metrics.TASKS_OPEN, "Open tasks in the database by type and status.",
+                                  labels=["type", "status"])
+        for kind, per_status in open_now.items():
+            for status in ("PENDING", "ASSIGNED", "RUNNING"):
+                tasks.add_metric([kind, status], per_status.get(status, 0))
+        yield tasks
+        size = GaugeMetricFamily(metrics.OUTBOX_BACKLOG, "Outbound events not delivered yet.", labels=["target"])
+        age = GaugeMetricFamily(metrics.OUTBOX_OLDEST_AGE, "Age of the oldest undelivered outbound event.",
+                                labels=["target"])
+        for target in ("orchestrator", "callback", "notification"):
+            row = next((b for b in backlog if b["target"] == target), None)
+            size.add_metric([target], row["count"] if row else 0)
+            age.add_metric([target], (row["oldestAgeSeconds"] or 0.0) if row else 0.0)
+        for row in backlog:
+            if row["target"] not in ("orchestrator", "callback", "notification"):
+                size.add_metric([row["target"]], row["count"])
+                age.add_metric([row["target"]], row["oldestAgeSeconds"] or 0.0)
+        yield size
+        yield age

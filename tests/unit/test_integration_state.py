@@ -1,0 +1,59 @@
+"""Circuit breaker and token bucket against the real Redis (keys under a unique prefix, never flushed)."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+
+import pytest
+import redis
+
+from taskexec.config import Settings
+from tests.support import REDIS_URL
+from workers.integration.breaker import CircuitBreaker
+from workers.integration.ratelimit import RateLimiter
+
+
+@pytest.fixture
+def settings() -> Iterator[Settings]:
+    prefix = f"tel:unit:{uuid.uuid4().hex[:8]}"
+    yield Settings(TEL_REDIS_URL=REDIS_URL, TEL_INTEGRATION_KEY_PREFIX=prefix,  # type: ignore[call-arg]
+                   TEL_CIRCUIT_FAILURE_THRESHOLD="3", TEL_CIRCUIT_OPEN_SECONDS="0.5",
+                   TEL_RATE_LIMIT_BURST="2", TEL_RATE_LIMIT_MAX_WAIT="1.0")
+    client = redis.Redis.from_url(REDIS_URL)
+    for key in client.scan_iter(f"{prefix}:*"):
+        client.delete(key)
+
+
+def test_breaker_opens_after_consecutive_failures_then_half_opens_once(settings: Settings) -> None:
+    cb = CircuitBreaker(settings)
+    host = "h:1"
+    cb.record(host, ok=False)
+    cb.record(host, ok=True)  # a success resets the count: failures must be consecutive
+    assert cb.record(host, ok=False) == "closed" and cb.record(host, ok=False) == "closed"
+    assert cb.record(host, ok=False) == "open"
+    refused = cb.acquire(host, 1000)
+    assert not refused.allowed and 0 < refused.wait_ms <= 500 and cb.open_for_ms(host) > 0
+    time.sleep(0.55)
+    assert cb.open_for_ms(host) == 0
+    trial = cb.acquire(host, 5000)
+    assert trial.allowed and trial.trial
+    assert not cb.acquire(host, 5000).allowed, "only one trial while half-open"
+    assert cb.record(host, ok=False) == "open"  # the trial failed: open again
+    time.sleep(0.55)
+    assert cb.acquire(host, 5000).trial
+    assert cb.record(host, ok=True) == "closed"
+    assert cb.acquire(host, 5000).allowed and not cb.acquire(host, 5000).trial
+
+
+def test_token_bucket_burst_refill_and_deferral(settings: Settings) -> None:
+    rl = RateLimiter(settings)
+    host = "h:2"
+    assert rl.try_take(host, 2, 1.0)[0] and rl.try_take(host, 2, 1.0)[0]  # burst of 2
+    granted, wait = rl.try_take(host, 2, 1.0)
+    assert not granted and 0 < wait <= 0.5
+    assert rl.acquire(host, 2, 1.0) == 0.0  # waits in-thread (< TEL_RATE_LIMIT_MAX_WAIT) for the next token
+    assert rl.acquire(host, 1, 60.0) == 0.0  # another limit is another bucket (burst 2)
+    assert rl.acquire(host, 1, 60.0) == 0.0
+    assert rl.acquire(host, 1, 60.0) > 50  # a minute away: defer instead of waiting

@@ -1,0 +1,38 @@
+"""The Redis that holds state shared by every integration worker (circuit breakers, rate-limit buckets).
+
+`TEL_REDIS_URL`, else the broker URL when it is Redis. Without one (an AMQP broker and no
+`TEL_REDIS_URL`) breakers and rate limits are off, with a warning at first use. Keys live under
+`TEL_INTEGRATION_KEY_PREFIX` and expire on their own.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import redis
+
+from taskexec.config import Settings
+
+log = logging.getLogger(__name__)
+_clients: dict[str, redis.Redis | None] = {}
+_lock = threading.Lock()
+
+
+def redis_client(settings: Settings) -> redis.Redis | None:
+    url = settings.redis_url or (settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://"))
+                                 else None)
+    key = url or ""
+    with _lock:
+        if key not in _clients:
+            if url is None:
+                log.warning("no Redis for integration state: circuit breakers and rate limits are disabled")
+                _clients[key] = None
+            else:
+                _clients[key] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,
+                                                     health_check_interval=30)
+        return _clients[key]
+
+
+def state_key(settings: Settings, kind: str, host: str) -> str:
+    return f"{settings.integration_key_prefix}:{kind}:{host}"

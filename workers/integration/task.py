@@ -1,0 +1,156 @@
+"""One attempt of an INTEGRATION task: prepare, wait for the rate limit, pass the breaker, call, map, validate."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from taskexec.config import Settings, get_settings
+from taskexec.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskType
+from taskexec.exceptions import Conflict, ValidationFailed
+from taskexec.mapping import MappingError, Response, apply, needs_json
+from taskexec.validation import validate_instance
+from workers.base import ExecuteTask, Outcome, worker_id
+from workers.integration.auth import Authenticator
+from workers.integration.breaker import CircuitBreaker
+from workers.integration.failure import CallFailure
+from workers.integration.http import Reply, SessionPool, classify
+from workers.integration.ratelimit import RateLimiter, rate_for
+from workers.integration.redact import Redactor
+from workers.integration.request import Call, guarded, prepare
+from workers.integration.secrets import SecretResolver
+
+log = logging.getLogger(__name__)
+E = TaskErrorCode
+_pool: SessionPool | None = None
+
+
+def session_pool(settings: Settings) -> SessionPool:
+    global _pool
+    if _pool is None:
+        _pool = SessionPool(settings.integration_concurrency)
+    return _pool
+
+
+@dataclass
+class Deferred(Outcome):
+    """The target's rate limit is exhausted: re-queue the task after `delay_s` (not a failure, not a retry)."""
+
+    delay_s: float = 0.0
+
+
+class Attempt:
+    """Everything one attempt needs; `run()` returns its Outcome and never raises for bad input."""
+
+    def __init__(self, job: dict[str, Any], settings: Settings) -> None:
+        self.job = job
+        self.settings = settings
+        self.cfg: dict[str, Any] = job["definition"]["executionConfig"]
+        self.redactor = Redactor()
+        self.secret = SecretResolver(settings, self.redactor)
+        self.pool = session_pool(settings)
+        self.meta: dict[str, Any] = {"executionEnvironment": {"pool": "integration", "worker": worker_id()}}
+
+    def run(self) -> Outcome:
+        try:
+            return self._run()
+        except CallFailure as f:
+            return self._failed(f)
+        except Exception as exc:  # our own bug: report without the exception text (it may carry a URL)
+            log.error("integration attempt crashed", extra={"taskId": self.job["task"]["id"],
+                                                            "error": type(exc).__name__})
+            return Outcome.failed(E.INTEGRATION_ERROR.value, f"executor error: {type(exc).__name__}",
+                                  metadata=self.meta, retry=True)
+
+    def _run(self) -> Outcome:
+        call = prepare(self.job, self.settings, self.secret)
+        shown = self.redactor.url(call.request.url)  # messages name the endpoint without its query
+        self.meta.update({"endpoint": shown, "method": call.request.method, "callKind": call.kind,
+                          "targetHost": call.host, "idempotencyKey": call.request.headers["Idempotency-Key"]})
+        breaker = CircuitBreaker(self.settings)
+        blocked = breaker.open_for_ms(call.host)  # fail fast before waiting for a rate-limit token
+        if blocked:
+            raise self._circuit_open(call, shown, blocked)
+        count, window = rate_for(call.host, self.cfg, self.settings)
+        wait = RateLimiter(self.settings).acquire(call.host, count, window)
+        if wait > 0:
+            self.meta["rateLimit"] = {"limit": count, "windowSeconds": window, "deferredSeconds": round(wait, 3)}
+            return Deferred(Status.PENDING.value, metadata=self.meta, delay_s=wait)
+        trial_ms = int(sum(call.timeout) * 1000) + 5000
+        permit = breaker.acquire(call.host, trial_ms)
+        if not permit.allowed:
+            raise self._circuit_open(call, shown, permit.wait_ms)
+        try:
+            reply = self._send(call, shown)
+        except CallFailure as f:
+            breaker.record(call.host, ok=not f.breaker)
+            raise
+        failure = classify(reply, shown, self.redactor.text(reply.text()[:1000]) if reply.status >= 400 else "")
+        breaker.record(call.host, ok=failure is None or not failure.breaker)
+        if failure is not None:
+            raise failure
+        return self._complete(reply)
+
+    @staticmethod
+    def _circuit_open(call: Call, shown: str, wait_ms: int) -> CallFailure:
+        return CallFailure(E.CIRCUIT_OPEN, f"circuit open for {call.host}: failing fast without calling {shown}",
+                           retryable=True, details={"host": call.host}, retry_after_ms=wait_ms)
+
+    def _send(self, call: Call, shown: str) -> Reply:
+        auth = Authenticator(self.cfg.get("auth"), self.secret, self.redactor, self.pool, call.timeout)
+        guarded(lambda: auth.apply(call.request), "auth")
+        self.meta["endpoint"] = self.redactor.url(call.request.url, call.request.params)
+        reply = self.pool.send(call.request, call.timeout, self.settings.integration_max_response_bytes, shown)
+        if reply.status == 401 and guarded(lambda: auth.refresh(call.request), "auth"):
+            self.meta["tokenRefreshed"] = True
+            reply = self.pool.send(call.request, call.timeout, self.settings.integration_max_response_bytes, shown)
+        self.meta.update({"httpStatus": reply.status, "responseTimeMs": reply.elapsed_ms})
+        return reply
+
+    def _complete(self, reply: Reply) -> Outcome:
+        mapping = self.cfg.get("responseMapping")
+        try:
+            body, is_json = (json.loads(reply.content), True) if reply.content.strip() else (None, True)
+        except ValueError:
+            body, is_json = reply.text(), False
+        ctype = next((v for k, v in reply.headers.items() if k.lower() == "content-type"), "")
+        try:
+            output = apply(mapping, Response(body, is_json, reply.status, reply.headers))
+        except MappingError as exc:
+            reason = "RESPONSE_NOT_JSON" if mapping is not None and needs_json(mapping) and not is_json else "MAPPING"
+            raise CallFailure(E.INTEGRATION_ERROR, str(exc),
+                              details={"reason": reason, "contentType": ctype, "httpStatus": reply.status}) from None
+        output = self.redactor.deep(output)
+        schema = self.job["definition"].get("outputSchema")
+        if schema:
+            try:
+                validate_instance(schema, output, "output")
+            except ValidationFailed as exc:
+                raise CallFailure(E.OUTPUT_VALIDATION_ERROR, f"mapped {exc.message}",
+                                  details={"reason": "OUTPUT_SCHEMA", "errors": exc.details}) from None
+        return Outcome(Status.COMPLETED.value, output=output, metadata=self.meta)
+
+    def _failed(self, f: CallFailure) -> Outcome:
+        message = self.redactor.text(f.message)
+        details = self.redactor.deep(f.details) or None
+        return Outcome.failed(f.code.value, message, details, metadata=self.meta, retry=f.retryable)
+
+
+class IntegrationTask(ExecuteTask):
+    task_type = "INTEGRATION"
+    name = CELERY_TASK_EXECUTE[TaskType.INTEGRATION]
+
+    def execute(self, job: dict[str, Any]) -> Outcome:
+        return Attempt(job, get_settings()).run()
+
+    def _report(self, task_id: str, attempt: int, outcome: Outcome, ctx: dict[str, Any]) -> None:
+        if isinstance(outcome, Deferred):
+            body = {"attempt": attempt, "delayMs": int(outcome.delay_s * 1000), "reason": "rate limit of the target"}
+            try:
+                self.router.post(f"/tasks/{task_id}/defer", body)
+            except Conflict as exc:
+                log.info("deferral not recorded", extra={**ctx, "reason": exc.message})
+            return
+        super()._report(task_id, attempt, outcome, ctx)
