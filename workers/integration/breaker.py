@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import redis
 
 from taskexec.config import Settings
-from workers.integration.shared import redis_client, state_key
+from workers.integration.shared import redis_client, run_script, state_key
 
 log = logging.getLogger(__name__)
 
@@ -95,7 +95,7 @@ class CircuitBreaker:
         if self.client is None:
             return 0
         try:
-            return int(self.client.eval(_BLOCKED, 1, state_key(self.settings, "cb", host), self.open_ms))
+            return int(run_script(self.client, _BLOCKED, state_key(self.settings, "cb", host), self.open_ms))
         except redis.RedisError:
             return 0
 
@@ -104,7 +104,7 @@ class CircuitBreaker:
         if self.client is None:
             return Permit(True)
         try:
-            decision, wait = self.client.eval(_ACQUIRE, 1, state_key(self.settings, "cb", host), self.open_ms,
+            decision, wait = run_script(self.client, _ACQUIRE, state_key(self.settings, "cb", host), self.open_ms,
                                               max(1000, trial_ms))
         except redis.RedisError as exc:
             log.warning("circuit breaker state unavailable; letting the call through", extra={"error": str(exc)})
@@ -116,7 +116,7 @@ class CircuitBreaker:
         if self.client is None:
             return "closed"
         try:
-            state = self.client.eval(_RECORD, 1, state_key(self.settings, "cb", host), 1 if ok else 0,
+            state = run_script(self.client, _RECORD, state_key(self.settings, "cb", host), 1 if ok else 0,
                                      self.settings.circuit_failure_threshold, self.ttl_s)
         except redis.RedisError as exc:
             log.warning("circuit breaker state unavailable", extra={"error": str(exc)})

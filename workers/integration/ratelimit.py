@@ -20,7 +20,7 @@ import redis
 
 from taskexec.config import Settings
 from taskexec.integration_spec import parse_rate, parse_rate_overrides
-from workers.integration.shared import redis_client, state_key
+from workers.integration.shared import redis_client, run_script, state_key
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,7 @@ class RateLimiter:
         burst = self.settings.rate_limit_burst
         ttl_ms = int(window * 1000 * 2) + 1000
         try:
-            granted, wait_ms = self.client.eval(_TAKE, 1, key, burst, count / (window * 1000.0), ttl_ms)
+            granted, wait_ms = run_script(self.client, _TAKE, key, burst, count / (window * 1000.0), ttl_ms)
         except redis.RedisError as exc:
             log.warning("rate-limit state unavailable; letting the call through", extra={"error": str(exc)})
             return True, 0.0

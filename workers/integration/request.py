@@ -72,9 +72,9 @@ def prepare(job: dict[str, Any], settings: Settings, secret: Callable[[str], str
         if not base:
             raise CallFailure.bad_input("NOT_CONFIGURED", "INTEGRATION_SERVICE_URL is not configured")
         url = f"{base}/api/integrations/{quote(str(cfg['integrationId']), safe='')}/invoke"
-        body = {"operation": cfg.get("operation"), "params": _fill(cfg.get("params") or {}, inputs, secret, "params"),
-                "taskId": task["id"]}
-        req = Request("POST", url, headers=headers, json=body)
+        invoke = {"operation": cfg.get("operation"), "params": _fill(cfg.get("params") or {}, inputs, secret, "params"),
+                  "taskId": task["id"]}
+        req = Request("POST", url, headers=headers, json=invoke)
         kind = "integration-service"
     else:
         spec = cfg.get("request") or {}

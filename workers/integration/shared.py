@@ -9,13 +9,16 @@ from __future__ import annotations
 
 import logging
 import threading
+from typing import Any
 
 import redis
+from redis.commands.core import Script
 
 from taskexec.config import Settings
 
 log = logging.getLogger(__name__)
 _clients: dict[str, redis.Redis | None] = {}
+_scripts: dict[tuple[int, str], Script] = {}
 _lock = threading.Lock()
 
 
@@ -36,3 +39,12 @@ def redis_client(settings: Settings) -> redis.Redis | None:
 
 def state_key(settings: Settings, kind: str, host: str) -> str:
     return f"{settings.integration_key_prefix}:{kind}:{host}"
+
+
+def run_script(client: redis.Redis, source: str, key: str, *args: Any) -> Any:
+    """Run a Lua script on one key (EVALSHA, loading it on first use)."""
+    with _lock:
+        script = _scripts.get((id(client), source))
+        if script is None:
+            script = _scripts[(id(client), source)] = client.register_script(source)
+    return script(keys=[key], args=[str(a) for a in args])
