@@ -7,24 +7,20 @@ plus the broker (`taskexec.broker_stats`: queue lengths, workers). Needs `tasks:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, send_from_directory
+from flask import jsonify
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.io import parse_query
 from api.metrics import broker_stats
+from api.pages import page_blueprint
 from api.runtime import runtime
 from api.security import require
 from taskexec import stats
 from taskexec.constants import API_PREFIX, Permission
 
-STATIC = Path(__file__).resolve().parent / "static" / "dashboard"
-CSP = ("default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
-       "connect-src 'self'; frame-ancestors 'none'; base-uri 'none'; form-action 'none'")
-
-bp = Blueprint("dashboard", __name__, static_folder=str(STATIC), static_url_path="/dashboard/static")
+bp = page_blueprint("dashboard", "dashboard", "/dashboard")
 
 
 class OverviewQuery(BaseModel):
@@ -40,19 +36,9 @@ class OverviewQuery(BaseModel):
         return value
 
 
-@bp.get("/dashboard")
-@bp.get("/dashboard/")
-def page() -> Response:
-    resp = send_from_directory(STATIC, "index.html", mimetype="text/html", max_age=0)
-    resp.headers["Content-Security-Policy"] = CSP
-    resp.headers["X-Content-Type-Options"] = "nosniff"
-    resp.headers["Referrer-Policy"] = "no-referrer"
-    return resp
-
-
 @bp.get(f"{API_PREFIX}/stats/overview")
 @require(Permission.MONITOR)
-def overview():  # type: ignore[no-untyped-def]
+def overview():
     q = parse_query(OverviewQuery)
     rt = runtime()
     with rt.db.session() as s:

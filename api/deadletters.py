@@ -21,7 +21,7 @@ _LIST_ANY = (Permission.EXECUTE, Permission.MONITOR)
 
 @bp.get("")
 @require(Permission.LIST)
-def list_():  # type: ignore[no-untyped-def]
+def list_():
     who = current()
     if not (who.is_admin or any(who.has(p) for p in _LIST_ANY)):
         raise Forbidden("listing dead letters needs admin, tasks:execute or tasks:monitor",
@@ -35,7 +35,7 @@ def list_():  # type: ignore[no-untyped-def]
 
 @bp.post("/<dead_letter_id>/redrive")
 @require(Permission.ADMIN)
-def redrive(dead_letter_id: str):  # type: ignore[no-untyped-def]
+def redrive(dead_letter_id: str):
     rt = runtime()
     with rt.db.session() as s:
         row, task = DeadLetters(rt.settings).redrive(s, dead_letter_id, current().sub)

@@ -16,7 +16,7 @@ bp = Blueprint("definitions", __name__, url_prefix=f"{API_PREFIX}/tasks/definiti
 
 @bp.post("")
 @require(Permission.DEFINITIONS_WRITE)
-def create():  # type: ignore[no-untyped-def]
+def create():
     body = parse_body(DefinitionIn)
     rt = runtime()
     with rt.db.session() as s:
@@ -27,7 +27,7 @@ def create():  # type: ignore[no-untyped-def]
 
 @bp.get("")
 @require(Permission.DEFINITIONS_LIST)
-def list_():  # type: ignore[no-untyped-def]
+def list_():
     q = parse_query(DefinitionListQuery)
     rt = runtime()
     with rt.db.session() as s:
@@ -37,7 +37,7 @@ def list_():  # type: ignore[no-untyped-def]
 
 @bp.get("/<def_id>")
 @require(Permission.DEFINITIONS_READ)
-def get(def_id: str):  # type: ignore[no-untyped-def]
+def get(def_id: str):
     raw = request.args.get("version")
     version = None
     if raw is not None:

@@ -19,7 +19,7 @@ bp = Blueprint("internal", __name__, url_prefix=INTERNAL_PREFIX)
 
 @bp.post("/tasks/<task_id>/start")
 @require(Permission.INTERNAL)
-def start(task_id: str):  # type: ignore[no-untyped-def]
+def start(task_id: str):
     body = parse_body(StartIn)
     rt = runtime()
     with rt.db.session() as s:
@@ -28,7 +28,7 @@ def start(task_id: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/tasks/<task_id>/assign")
 @require(Permission.INTERNAL)
-def assign(task_id: str):  # type: ignore[no-untyped-def]
+def assign(task_id: str):
     body = parse_body(StartIn)
     rt = runtime()
     with rt.db.session() as s:
@@ -39,7 +39,7 @@ def assign(task_id: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/tasks/<task_id>/finish")
 @require(Permission.INTERNAL)
-def finish(task_id: str):  # type: ignore[no-untyped-def]
+def finish(task_id: str):
     body = parse_body(FinishIn, scrub_nul=True)  # user code may print NUL bytes; keep its result
     rt = runtime()
     with rt.db.session() as s:
@@ -50,7 +50,7 @@ def finish(task_id: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/tasks/<task_id>/defer")
 @require(Permission.INTERNAL)
-def defer(task_id: str):  # type: ignore[no-untyped-def]
+def defer(task_id: str):
     """Put a running attempt back to wait (e.g. its target's rate limit); not counted as a retry."""
     body = parse_body(DeferIn)
     rt = runtime()
@@ -63,7 +63,7 @@ def defer(task_id: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/tasks/<task_id>/lost")
 @require(Permission.INTERNAL)
-def lost(task_id: str):  # type: ignore[no-untyped-def]
+def lost(task_id: str):
     """The reaper removed this attempt's container because its worker is gone."""
     body = parse_body(LostIn)
     rt = runtime()
@@ -76,7 +76,7 @@ def lost(task_id: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/tasks/<task_id>/status")
 @require(Permission.INTERNAL)
-def status(task_id: str):  # type: ignore[no-untyped-def]
+def status(task_id: str):
     rt = runtime()
     with rt.db.session() as s:
         task = rt.manager.get_task(s, task_id)
@@ -85,7 +85,7 @@ def status(task_id: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/sweeps/<name>")
 @require(Permission.INTERNAL)
-def sweep(name: str):  # type: ignore[no-untyped-def]
+def sweep(name: str):
     rt = runtime()
     if name == "dispatch":
         return jsonify({"published": dispatch_due(rt.db, rt.publisher)})

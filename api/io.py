@@ -101,24 +101,24 @@ def dump(model: BaseModel) -> dict[str, Any]:
 
 def task_out(t: TaskInstance) -> dict[str, Any]:
     return dump(
-        TaskOut(
+        TaskOut.model_validate(dict(
             id=t.id, task_definition_id=t.definition_id, definition_version=t.definition_version, type=t.type,
             status=t.status, priority=t.priority, input=t.input, output=t.output, error=t.error,
             assignee=t.assignee, candidate_roles=t.candidate_roles, due_date=t.due_date,
             retry_count=t.retry_count, workflow_instance_id=t.workflow_instance_id,
             correlation_id=t.correlation_id, execution_metadata=t.execution_metadata,
             created_at=t.created_at, updated_at=t.updated_at, version=t.version,
-        )  # type: ignore[arg-type]
+        ))
     )
 
 
 def definition_out(d: TaskDefinition) -> dict[str, Any]:
     return dump(
-        DefinitionOut(
+        DefinitionOut.model_validate(dict(
             id=d.id, name=d.name, description=d.description, type=d.type, version=d.version,
             input_schema=d.input_schema, output_schema=d.output_schema, timeout=d.timeout_ms,
             retry_policy=d.retry_policy, execution_config=d.execution_config, created_at=d.created_at,
-        )  # type: ignore[arg-type]
+        ))
     )
 
 

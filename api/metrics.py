@@ -20,7 +20,7 @@ def broker_stats() -> BrokerStats:
     if "taskexec.broker_stats" not in ext:
         rt = runtime()
         ext["taskexec.broker_stats"] = BrokerStats(rt.settings, rt.publisher.app)
-    return ext["taskexec.broker_stats"]  # type: ignore[no-any-return]
+    return ext["taskexec.broker_stats"]
 
 
 @bp.get("/metrics")

@@ -22,4 +22,4 @@ class Runtime:
 
 
 def runtime() -> Runtime:
-    return current_app.extensions["taskexec"]  # type: ignore[no-any-return]
+    return current_app.extensions["taskexec"]

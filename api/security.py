@@ -33,7 +33,7 @@ def authenticate() -> Principal:
 
 
 def current() -> Principal:
-    return g.principal  # type: ignore[no-any-return]
+    return g.principal
 
 
 def require(permission: Permission) -> Callable[[F], F]:

@@ -27,7 +27,7 @@ def _visible(task: TaskInstance, who: Principal) -> bool:
     return task.assignee == who.sub or bool(roles & set(who.roles)) or who.sub in (task.candidate_users or [])
 
 
-def load_visible(s, task_id: str) -> TaskInstance:  # type: ignore[no-untyped-def]
+def load_visible(s, task_id: str) -> TaskInstance:
     task = runtime().manager.get_task(s, task_id)
     if not _visible(task, current()):
         raise NotFound(f"task {task_id} not found")
@@ -36,7 +36,7 @@ def load_visible(s, task_id: str) -> TaskInstance:  # type: ignore[no-untyped-de
 
 @bp.post("")
 @require(Permission.EXECUTE)
-def submit():  # type: ignore[no-untyped-def]
+def submit():
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
         raise BadRequest("Idempotency-Key must be 1-255 characters",
@@ -54,7 +54,7 @@ def submit():  # type: ignore[no-untyped-def]
 
 @bp.get("")
 @require(Permission.LIST)
-def list_():  # type: ignore[no-untyped-def]
+def list_():
     q = parse_query(TaskListQuery)
     who = current()
     rt = runtime()
@@ -67,7 +67,7 @@ def list_():  # type: ignore[no-untyped-def]
 
 @bp.get("/<task_id>")
 @require(Permission.READ)
-def get(task_id: str):  # type: ignore[no-untyped-def]
+def get(task_id: str):
     rt = runtime()
     with rt.db.session() as s:
         task = load_visible(s, task_id)
@@ -78,7 +78,7 @@ def get(task_id: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/<task_id>/logs")
 @require(Permission.READ)
-def logs(task_id: str):  # type: ignore[no-untyped-def]
+def logs(task_id: str):
     with runtime().db.session() as s:
         task = load_visible(s, task_id)
         return jsonify({"id": task.id, "stdout": task.stdout or "", "stderr": task.stderr or ""})
@@ -86,7 +86,7 @@ def logs(task_id: str):  # type: ignore[no-untyped-def]
 
 @bp.get("/<task_id>/events")
 @require(Permission.READ)
-def events(task_id: str):  # type: ignore[no-untyped-def]
+def events(task_id: str):
     rt = runtime()
     with rt.db.session() as s:
         load_visible(s, task_id)
@@ -95,22 +95,24 @@ def events(task_id: str):  # type: ignore[no-untyped-def]
 
 @bp.post("/<task_id>/cancel")
 @require(Permission.CANCEL)
-def cancel(task_id: str):  # type: ignore[no-untyped-def]
-    body = parse_body(CancelIn) if request.data else CancelIn()
+def cancel(task_id: str):
+    body = parse_body(CancelIn) if request.data else CancelIn(reason=None)
     rt = runtime()
     with rt.db.session() as s:
         load_visible(s, task_id)
         task = rt.manager.cancel(s, task_id, body.reason, current().sub, **audit_fields())
-    rt.dispatcher and rt.dispatcher.wake.set()
+    if rt.dispatcher:
+        rt.dispatcher.wake.set()
     return jsonify({"id": task.id, "status": task.status})
 
 
 @bp.post("/<task_id>/retry")
 @require(Permission.EXECUTE)
-def retry(task_id: str):  # type: ignore[no-untyped-def]
+def retry(task_id: str):
     rt = runtime()
     with rt.db.session() as s:
         load_visible(s, task_id)
         task = rt.manager.retry(s, task_id, current().sub)
-    rt.dispatcher and rt.dispatcher.wake.set()
+    if rt.dispatcher:
+        rt.dispatcher.wake.set()
     return jsonify({"id": task.id, "status": task.status})

@@ -27,7 +27,7 @@ def cmd_router(args: argparse.Namespace) -> None:
 
         upgrade(settings.database_url)
 
-    class Router(BaseApplication):  # type: ignore[misc]
+    class Router(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{settings.host}:{args.port or settings.port}")
             self.cfg.set("workers", 1 if sqlite else settings.router_workers)
@@ -53,7 +53,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
     settings = get_settings()
     from workers.app import app
 
-    queue = settings.queues[args.pool.upper()]  # type: ignore[index]
+    queue = settings.queues[args.pool.upper()]
     concurrency = args.concurrency or {
         "automated": settings.max_concurrent_tasks,
         "manual": settings.manual_concurrency,

@@ -40,7 +40,7 @@ class RouterClient:
                 log.warning("router unreachable; retrying", extra={"path": path, "error": type(exc).__name__})
             else:
                 if resp.status_code < 300:
-                    return resp.json()  # type: ignore[no-any-return]
+                    return resp.json()
                 if resp.status_code == 404:
                     raise NotFound(_message(resp))
                 if resp.status_code == 409:

@@ -259,7 +259,7 @@ class TaskManager:
             start = _parse_time(meta["startTime"])
             meta["durationMs"] = int((now - start).total_seconds() * 1000) if start else None
         has_logs = body.stdout is not None or body.stderr is not None
-        logs = {"stdout": body.stdout, "stderr": body.stderr} if has_logs else {}
+        logs: dict[str, Any] = {"stdout": body.stdout, "stderr": body.stderr} if has_logs else {}
         output = body.output
         error = body.error.model_dump() if body.error else None
         target = Status(body.status)

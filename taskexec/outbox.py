@@ -20,7 +20,7 @@ log = logging.getLogger(__name__)
 DELIVERY_TIMEOUT = (3.05, 10)
 
 
-def _heads(limit: int):  # type: ignore[no-untyped-def]
+def _heads(limit: int):
     """Undelivered rows with no earlier undelivered row for the same task and target."""
     earlier = aliased(OutboxMessage)
     blocked = exists().where(

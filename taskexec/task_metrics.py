@@ -66,7 +66,7 @@ def _discard(session: Session) -> None:
 def observations(evt: TaskEvent, task: TaskInstance) -> list[Observation]:
     """What a state change means for the metrics, computed now (the task may change again before commit)."""
     source = Status(evt.from_status) if evt.from_status else None
-    target = Status(evt.to_status)
+    target = Status(evt.to_status or "")
     at = _aware(evt.created_at) or datetime.now(UTC)
     kind, definition = task.type, task.definition_id
     out: list[Observation] = []

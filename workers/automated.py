@@ -77,7 +77,7 @@ def outcome_of(result: RunResult) -> Outcome:
         "peakMemoryBytes": result.peak_memory_bytes,
         "executionEnvironment": result.environment,
     }
-    logs = {"stdout": result.stdout_tail, "stderr": result.stderr_tail, "metadata": meta}
+    logs: dict[str, Any] = {"stdout": result.stdout_tail, "stderr": result.stderr_tail, "metadata": meta}
     if result.ok:
         return Outcome(Status.COMPLETED.value, output=result.output, **logs)
     code = result.error_code or TaskErrorCode.SANDBOX_ERROR.value

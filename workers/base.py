@@ -48,7 +48,7 @@ def shutting_down() -> bool:
                for flag in (worker_state.should_stop, worker_state.should_terminate))
 
 
-class ExecuteTask(Task):  # type: ignore[misc]
+class ExecuteTask(Task):
     """Subclasses implement `execute(job)`; the router decides if a (re)delivered message runs at all."""
 
     abstract = True

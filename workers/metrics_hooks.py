@@ -40,6 +40,8 @@ def outcome_label(outcome: Any) -> str:
     """COMPLETED, CANCELLED, or the error code of a failed or timed-out attempt."""
     if outcome.status in (Status.COMPLETED.value, Status.CANCELLED.value):
         return str(outcome.status)
+    if outcome.status == Status.PENDING.value:  # handed back to wait (e.g. a target's rate limit)
+        return "DEFERRED"
     return str((outcome.error or {}).get("code") or outcome.status)
 
 

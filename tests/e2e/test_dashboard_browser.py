@@ -7,7 +7,6 @@ Screenshots are saved to the test's tmp dir; the test fails if the page does not
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -21,22 +20,6 @@ from tests.manual_support import manual_def
 from tests.support import Stack, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.docker, pytest.mark.slow]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-
-
-@pytest.fixture
-def browser_page() -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1440, "height": 1000})
-        yield page
-        browser.close()
 
 
 @pytest.fixture

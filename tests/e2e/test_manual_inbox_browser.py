@@ -6,8 +6,6 @@ A person signs in with a token, opens a task, claims it, gets 422 errors inline,
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -18,9 +16,6 @@ from tests.manual_support import OUTPUT_SCHEMA, manual_def
 from tests.support import Receiver, Stack, wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
 
 FORM = {**OUTPUT_SCHEMA, "x-order": ["decision", "score", "approved", "comment"], "properties": {
     "approved": {"type": "boolean", "title": "I approve this document"},
@@ -29,19 +24,6 @@ FORM = {**OUTPUT_SCHEMA, "x-order": ["decision", "score", "approved", "comment"]
     "decision": {"title": "Decision", "enum": ["accept", "reject", "defer"]},
     "comment": {"type": "string", "title": "Comment", "format": "textarea"},
 }}
-
-
-@pytest.fixture
-def browser_page() -> Iterator[Any]:
-    if not shutil.which(CHROMIUM):
-        pytest.skip("Debian's chromium is not installed")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page()
-        yield page
-        browser.close()
 
 
 @pytest.fixture

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from taskexec.config import Settings
+from taskexec.logs import register_secret
 from workers.integration.redact import Redactor
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")
@@ -119,4 +120,5 @@ class SecretResolver:
     def __call__(self, ref: str) -> str:
         value = store_for(self.settings).read(ref)
         self.redactor.add(value)
+        register_secret(value)  # and mask it in every log line of this process
         return value

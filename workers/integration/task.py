@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
+from taskexec import metrics
 from taskexec.config import Settings, get_settings
 from taskexec.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskType
 from taskexec.exceptions import Conflict, ValidationFailed
@@ -72,6 +74,7 @@ class Attempt:
         breaker = CircuitBreaker(self.settings)
         blocked = breaker.open_for_ms(call.host)  # fail fast before waiting for a rate-limit token
         if blocked:
+            metrics.record_integration_request(call.host, E.CIRCUIT_OPEN.value)
             raise self._circuit_open(call, shown, blocked)
         count, window = rate_for(call.host, self.cfg, self.settings)
         wait = RateLimiter(self.settings).acquire(call.host, count, window)
@@ -82,16 +85,26 @@ class Attempt:
         permit = breaker.acquire(call.host, trial_ms)
         if not permit.allowed:
             raise self._circuit_open(call, shown, permit.wait_ms)
+        started = time.monotonic()
         try:
             reply = self._send(call, shown)
         except CallFailure as f:
-            breaker.record(call.host, ok=not f.breaker)
+            self._observe(breaker, call.host, ok=not f.breaker, outcome=f.code.value, started=started)
             raise
         failure = classify(reply, shown, self.redactor.text(reply.text()[:1000]) if reply.status >= 400 else "")
-        breaker.record(call.host, ok=failure is None or not failure.breaker)
+        self._observe(breaker, call.host, ok=failure is None or not failure.breaker,
+                      outcome="success" if failure is None else failure.code.value, started=started)
         if failure is not None:
             raise failure
         return self._complete(reply)
+
+    @staticmethod
+    def _observe(breaker: CircuitBreaker, host: str, *, ok: bool, outcome: str, started: float) -> None:
+        """Feed the breaker and the metrics with one request's result."""
+        state = breaker.record(host, ok=ok)
+        metrics.record_integration_request(host, outcome, time.monotonic() - started)
+        if state in ("closed", "open", "half_open"):
+            metrics.set_circuit_state(host, state)
 
     @staticmethod
     def _circuit_open(call: Call, shown: str, wait_ms: int) -> CallFailure:
