@@ -9,9 +9,10 @@ Two faster paths end that wait:
 * the ``stale`` sweep finds RUNNING automated and integration tasks whose attempt is past its
   wall time plus a grace period (``TEL_STALE_RUNNING_GRACE``).
 
-Either way the attempt fails with ``WORKER_LOST`` through the normal retry path: another
-attempt when the retry policy allows it (with a new dispatch token, so the old message is
-ignored if it is redelivered), else FAILED.
+Either way the attempt fails through the normal retry path with the contract's "our fault" code
+(``SANDBOX_ERROR`` for automated, ``INTEGRATION_ERROR`` for integration tasks) and
+``details.reason = "WORKER_LOST"``: another attempt when the retry policy allows it (with a new
+dispatch token, so the old message is ignored if it is redelivered), else FAILED.
 """
 
 from __future__ import annotations
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 WATCHED_TYPES = (TaskType.AUTOMATED.value, TaskType.INTEGRATION.value)
+OUR_FAULT = {TaskType.AUTOMATED.value: TaskErrorCode.SANDBOX_ERROR,
+             TaskType.INTEGRATION.value: TaskErrorCode.INTEGRATION_ERROR}
 SWEEP_BATCH = 100
 
 
@@ -45,16 +48,17 @@ class Recovery:
 
     def lost(self, s: Session, task_id: str, attempt: int | None, reason: str,
              actor: str = "system:recovery") -> TaskInstance | None:
-        """End attempt ``attempt`` (None: the current one) with WORKER_LOST; None if not RUNNING there."""
+        """End attempt ``attempt`` (None: the current one) as lost; None if the task is not RUNNING there."""
         task = self.manager.get_task(s, task_id, for_update=True)
         if task.status != Status.RUNNING.value or (attempt is not None and task.attempt != attempt):
             return None
         body = FinishIn.model_validate({
             "attempt": task.attempt,
             "status": Status.FAILED.value,
-            "error": {"code": TaskErrorCode.WORKER_LOST.value,
+            "error": {"code": OUR_FAULT.get(task.type, TaskErrorCode.SANDBOX_ERROR).value,
                       "message": f"the worker running attempt {task.attempt} is gone ({reason})",
-                      "details": {"workerId": task.worker_id, "reason": reason}},
+                      "details": {"reason": TaskErrorCode.WORKER_LOST.value, "workerId": task.worker_id,
+                                  "cause": reason}},
             "retry": True,
         })
         log.warning("worker lost", extra={"taskId": task_id, "attempt": task.attempt, "reason": reason})

@@ -37,6 +37,7 @@ def test_killed_worker_leaves_no_container_and_the_task_fails_cleanly(stack: Sta
     stack.start_worker("automated", name="rescuer", concurrency=1)
     wait_for(lambda: not _containers(task_id), 30, what="orphaned container removed")
     task = wait_status(stack, task_id, {"FAILED"}, timeout=30)
-    assert task["error"]["code"] == "WORKER_LOST", task["error"]
+    assert task["error"]["code"] == "SANDBOX_ERROR", task["error"]  # our fault, not the user's
+    assert task["error"]["details"]["reason"] == "WORKER_LOST"
     assert "reaped" in task["error"]["message"]
     assert get(stack, task_id)["status"] == "FAILED"

@@ -51,7 +51,8 @@ def test_lost_attempt_is_retried_with_a_new_dispatch_token(client: Any, database
     assert r.status_code == 200 and r.json["changed"] is True and r.json["status"] == "PENDING"
     task = _task(client, task_id, admin)
     assert task["status"] == "PENDING" and task["retryCount"] == 1
-    assert task["executionMetadata"]["lastError"]["code"] == "WORKER_LOST"
+    assert task["executionMetadata"]["lastError"]["code"] == "SANDBOX_ERROR"  # our fault, per the contract
+    assert task["executionMetadata"]["lastError"]["details"]["reason"] == "WORKER_LOST"
     # the message still sitting in the broker is now stale: a redelivery of it does not run
     r = client.post(f"/internal/v1/tasks/{task_id}/start", json={"dispatchToken": old_token, "workerId": "w2"},
                     headers=SERVICE)
@@ -83,7 +84,8 @@ def test_stale_sweep_fails_attempts_past_deadline_when_retries_are_spent(
     r = client.post("/internal/v1/sweeps/stale", headers=SERVICE)
     assert r.status_code == 200 and r.json["stale"] == [task_id]
     task = _task(client, task_id, admin)
-    assert task["status"] == "FAILED" and task["error"]["code"] == "WORKER_LOST"
+    assert task["status"] == "FAILED" and task["error"]["code"] == "SANDBOX_ERROR"
+    assert task["error"]["details"]["reason"] == "WORKER_LOST"
     assert _task(client, fresh, admin)["status"] == "RUNNING"  # within its 600 s: left alone
     events = [e["type"] for e in client.get(f"{API}/tasks/{task_id}/events", headers=admin).json["items"]]
     assert events[-1] == "task.instance.failed"
