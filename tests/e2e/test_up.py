@@ -43,6 +43,13 @@ def test_up_prints_a_working_curl_line(tmp_path: Path) -> None:
         assert task["status"] == "COMPLETED", task
         assert task["output"] == {"greeting": "Hello, world!"}
         assert (tmp_path / "state" / "taskexec.sqlite").exists()
+        # the operator's views work on the embedded database too
+        stats = requests.get(f"http://127.0.0.1:{port}/api/v1/stats/overview?window=1h", headers=headers, timeout=10)
+        assert stats.status_code == 200, stats.text
+        assert stats.json()["totals"]["byStatus"].get("COMPLETED") == 1, stats.json()["totals"]
+        metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
+        assert "taskexec_tasks_finished_total" in metrics
+        assert requests.get(f"http://127.0.0.1:{port}/dashboard", timeout=10).status_code == 200
     finally:
         os.killpg(proc.pid, 2)  # Ctrl-C
         proc.wait(timeout=40)
