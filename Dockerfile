@@ -54,8 +54,9 @@ USER taskexec:taskexec
 WORKDIR /var/lib/taskexec
 EXPOSE 8081
 
-# Checks the router's /health by default; other roles set TEL_HEALTHCHECK_URL=none
-# (compose.yaml does), or another URL (flower: http://127.0.0.1:5555/healthcheck).
+# Checks the router's /health by default; other roles set TEL_HEALTHCHECK_URL (pools:
+# http://127.0.0.1:9540/health, flower: http://127.0.0.1:5555/healthcheck, one-shots: none) or
+# TEL_HEALTHCHECK_FILE (scheduler: its beat schedule file); compose.yaml does.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=30s --retries=3 \
   CMD ["python3", "/opt/taskexec/healthcheck.py"]
 

@@ -66,6 +66,8 @@ lint: bootstrap
 bench: setup
 	mkdir -p '$(BENCH_OUT)'
 	$(PYTHON) bench/sandbox_latency.py -n 30 --pool 2 | tee '$(BENCH_OUT)/sandbox_latency.txt'
+	TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)' \
+	  $(PYTHON) bench/e2e_latency.py -n 20 -m 20 | tee '$(BENCH_OUT)/e2e_latency.txt'
 
 clean: services-stop
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache *.egg-info '$(BENCH_OUT)'

@@ -51,7 +51,8 @@ class Settings(BaseSettings):
     manual_concurrency: int = Field(4, ge=1, le=256, validation_alias="TEL_MANUAL_CONCURRENCY")
     integration_concurrency: int = Field(16, ge=1, le=256, validation_alias="TEL_INTEGRATION_CONCURRENCY")
     queued_timeout_s: int = Field(86400, ge=1, validation_alias="TEL_QUEUED_TIMEOUT")
-    metrics_port: int = Field(9540, ge=0, le=65535, validation_alias="TEL_METRICS_PORT")  # worker /metrics; 0: none
+    metrics_port: int = Field(9540, ge=0, le=65535, validation_alias="TEL_METRICS_PORT")  # worker HTTP; 0: none
+    health_stale_s: float = Field(30.0, gt=0, validation_alias="TEL_HEALTH_STALE_SECONDS")  # worker /health
     stale_running_grace_s: float = Field(60.0, ge=0, validation_alias="TEL_STALE_RUNNING_GRACE")
     # --- manual tasks
     manual_max_open_tasks: int = Field(10, ge=1, le=10_000, validation_alias="TEL_MANUAL_MAX_OPEN_TASKS")

@@ -6,7 +6,8 @@ uses Prometheus' multiprocess mode: `prepare_multiprocess_dir()` runs in the gun
 hook calls `mark_process_dead(pid)`, and `/metrics` merges the per-process files.
 
 Worker pools run Celery's thread pool (one process per worker), so a worker serves its own default
-registry on `TEL_METRICS_PORT` (`serve()`); no multiprocess mode is needed there. If
+registry on `TEL_METRICS_PORT` (`serve()`, a stdlib WSGI server dispatching `/health` and `/ready`
+to `workers/health.py`); no multiprocess mode is needed there. If
 `PROMETHEUS_MULTIPROC_DIR` is set anyway, both paths read the merged files instead.
 
 This module imports `prometheus_client` lazily, so calling `prepare_multiprocess_dir` is safe first.
@@ -18,8 +19,11 @@ import glob
 import logging
 import os
 import tempfile
-from collections.abc import Iterable
+import threading
+from collections.abc import Iterable, Mapping
+from socketserver import ThreadingMixIn
 from typing import Any
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 log = logging.getLogger(__name__)
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -65,17 +69,40 @@ def render(collectors: Iterable[Any] = ()) -> tuple[bytes, str]:
     return body + generate_latest(extra), CONTENT_TYPE_LATEST
 
 
-def serve(port: int, addr: str = "0.0.0.0") -> bool:
-    """Serve this process's metrics on `port` (0 disables); False (logged, not fatal) if the port is taken."""
+def metrics_app(routes: Mapping[str, Any] | None = None) -> Any:
+    """WSGI app: the exact paths in `routes` (WSGI apps, e.g. a worker's `/health`), everything else
+    Prometheus' exposition of this process's metrics (as `start_http_server` serves it)."""
+    from prometheus_client import make_wsgi_app
+
+    fallback = make_wsgi_app(base_registry())
+    table = dict(routes or {})
+
+    def app(environ: dict[str, Any], start_response: Any) -> Any:
+        return table.get(environ.get("PATH_INFO") or "/", fallback)(environ, start_response)
+
+    return app
+
+
+class _ThreadingServer(ThreadingMixIn, WSGIServer):
+    daemon_threads = True  # a slow scrape never holds up the process's exit
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's signature
+        """No access log line per probe or scrape."""
+
+
+def serve(port: int, addr: str = "0.0.0.0", routes: Mapping[str, Any] | None = None) -> bool:
+    """Serve this process's metrics (plus `routes`) on `port` from a daemon thread (0 disables);
+    False (logged, not fatal) if the port is taken."""
     if not port:
         return False
-    from prometheus_client import start_http_server
-
     try:
-        start_http_server(port, addr=addr, registry=base_registry())
+        httpd = make_server(addr, port, metrics_app(routes), _ThreadingServer, handler_class=_QuietHandler)
     except OSError as exc:
         log.error("metrics port unavailable; this worker exposes no metrics",
                   extra={"port": port, "error": str(exc)})
         return False
-    log.info("metrics served", extra={"port": port})
+    threading.Thread(target=httpd.serve_forever, name="metrics-http", daemon=True).start()
+    log.info("metrics served", extra={"port": port, "paths": ["/metrics", *sorted(routes or {})]})
     return True

@@ -13,12 +13,14 @@ from taskexec.constants import CELERY_TASK_SWEEP
 from taskexec.logs import configure_logging, secrets_of
 from workers import metrics_hooks  # noqa: F401 - Celery signal hooks: metrics and log context
 from workers.automated import AutomatedTask
+from workers.health import ConsumerHeartbeat
 from workers.integration import IntegrationTask
 from workers.manual import ManualTask
 
 log = logging.getLogger(__name__)
 settings = get_settings()
 app = make_celery(settings, name="taskexec-workers")
+app.steps["consumer"].add(ConsumerHeartbeat)  # liveness/readiness of /health and /ready
 
 for _cls in (AutomatedTask, ManualTask, IntegrationTask):
     app.register_task(_cls())

@@ -1,7 +1,8 @@
 """Celery signal hooks of a worker process: its Prometheus metrics, and the log context of each task.
 
 Pools run Celery's thread pool, so a worker is one process: it serves its own registry on
-`TEL_METRICS_PORT` (`taskexec worker <pool> --metrics-port N`; 0 disables) from `worker_ready`.
+`TEL_METRICS_PORT` (`taskexec worker <pool> --metrics-port N`; 0 disables) from `worker_init`,
+with the probes `/health` and `/ready` (`workers/health.py`).
 The pool is the node-name prefix `taskexec worker` gives (`automated@host`).
 """
 
@@ -20,6 +21,7 @@ from taskexec.config import get_settings
 from taskexec.constants import CELERY_TASK_EXECUTE, Status
 from taskexec.logs import bind_task, clear_task
 from taskexec.metrics_export import serve
+from workers import health
 from workers.signals import attempt_finished, attempt_started
 
 log = logging.getLogger(__name__)
@@ -49,11 +51,18 @@ def _labels() -> dict[str, str]:
     return {"worker": _node["worker"], "pool": _node["pool"]}
 
 
+@signals.worker_init.connect
+def _on_init(**_: Any) -> None:
+    """Serve /metrics, /health and /ready from the start: liveness answers while the worker connects."""
+    settings = get_settings()
+    health.STATE.stale_after_s = settings.health_stale_s
+    serve(settings.metrics_port, routes=health.routes())
+
+
 @signals.worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
     hostname = getattr(sender, "hostname", None) or _node["worker"]
     _node.update(worker=hostname, pool=pool_of(hostname))
-    serve(get_settings().metrics_port)
     metrics.WORKER_ONLINE.labels(**_labels()).set(1)
     metrics.WORKER_EXECUTING.labels(**_labels()).set(0)
 

@@ -91,3 +91,19 @@ def test_no_docker_socket_and_database_credentials_only_where_needed(rendered: d
     assert automated["environment"]["DOCKER_HOST"].startswith("tcp://dind:")  # the sidecar engine, over TLS
     holders = {n for n, s in rendered["services"].items() if "DATABASE_URL" in s.get("environment", {})}
     assert holders <= {"task-router", "migrate", "backup"} and "task-router" in holders
+
+
+def test_worker_and_scheduler_healthchecks(rendered: dict[str, Any]) -> None:
+    """Pools check their own /health on TEL_METRICS_PORT (9540) with scripts/healthcheck.py (the image's
+    HEALTHCHECK); the scheduler checks its schedule file is being rewritten."""
+    services = rendered["services"]
+    for name in ("automated-task-executor", "manual-task-handler", "integration-task-executor"):
+        service = services[name]
+        assert service["environment"]["TEL_HEALTHCHECK_URL"] == "http://127.0.0.1:9540/health", name
+        assert "TEL_METRICS_PORT" not in service["environment"], name
+        assert service["healthcheck"]["test"] == ["CMD", "python3", "/opt/taskexec/healthcheck.py"], name
+    scheduler = services["scheduler"]
+    assert scheduler["environment"]["TEL_HEALTHCHECK_FILE"].startswith(
+        scheduler["environment"]["TEL_STATE_DIR"] + "/celerybeat-schedule")
+    assert scheduler["healthcheck"]["test"][-1] == "/opt/taskexec/healthcheck.py"
+    assert services["flower"]["environment"]["TEL_HEALTHCHECK_URL"].endswith(":5555/healthcheck")

@@ -243,3 +243,28 @@ def test_backup_cronjob_runs_taskexec_db_backup() -> None:
     claim = next(v for v in pod_spec(cron)["volumes"] if v["name"] == "backups")["persistentVolumeClaim"]
     assert claim["claimName"] in by_kind(docs, "PersistentVolumeClaim")
     assert by_kind(docs, "ConfigMap")["task-execution-config"]["data"]["backup_retention_days"] == "30"
+
+
+def test_every_long_running_service_has_probes() -> None:
+    """Pools: HTTP /health (liveness) and /ready (readiness) on the named metrics port (TEL_METRICS_PORT,
+    default 9540); Flower: /healthcheck; the scheduler (no HTTP port): an exec probe on its schedule file."""
+    deployments = by_kind(render("overlays/production"), "Deployment")
+    default_port = Settings.model_fields["metrics_port"].default
+    for pool in POOLS:
+        container = next(c for c in pod_spec(deployments[pool])["containers"] if c["name"] == pool)
+        assert {"name": "metrics", "containerPort": default_port} in container["ports"], pool
+        assert container["livenessProbe"]["httpGet"] == {"path": "/health", "port": "metrics"}, pool
+        assert container["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "metrics"}, pool
+        assert "TEL_METRICS_PORT" not in {e["name"] for e in container["env"]}, "the probes assume the default"
+        # a brief stall (CPU throttling at the limit) must not restart a worker with running tasks
+        live = container["livenessProbe"]
+        assert live["periodSeconds"] * live["failureThreshold"] >= 30
+    flower = pod_spec(deployments["flower"])["containers"][0]
+    for probe in ("livenessProbe", "readinessProbe"):
+        assert flower[probe]["httpGet"] == {"path": "/healthcheck", "port": 5555}, probe
+    scheduler = pod_spec(deployments["scheduler"])["containers"][0]
+    assert scheduler["livenessProbe"]["exec"]["command"] == ["python3", "/opt/taskexec/healthcheck.py"]
+    env = {e["name"]: e.get("value") for e in scheduler["env"]}
+    assert env["TEL_HEALTHCHECK_FILE"].startswith(env["TEL_STATE_DIR"] + "/celerybeat-schedule")
+    assert int(env["TEL_HEALTHCHECK_MAX_AGE"]) > 180  # beat rewrites the file every 3 minutes
+    assert any(m["mountPath"] == "/var/lib/taskexec" for m in scheduler["volumeMounts"])  # writable
