@@ -98,13 +98,14 @@ def test_cancel_running_task_kills_its_container(automated: Stack) -> None:
     task_id = submit(automated, "sleepy").json()["id"]
     wait_status(automated, task_id, {"RUNNING"})
     client = docker.from_env()
-    wait_for(lambda: client.containers.list(filters={"label": f"taskexec.task_id={task_id}"}), 20,
+    wait_for(lambda: client.containers.list(sparse=True, filters={"label": f"taskexec.task_id={task_id}"}), 20,
              what="container running")
     r = requests.post(f"{automated.url}/api/v1/tasks/{task_id}/cancel", json={"reason": "changed my mind"},
                       headers=ADMIN, timeout=10)
     assert r.status_code == 200 and r.json()["status"] == "CANCELLED"
     t0 = time.monotonic()
-    wait_for(lambda: not client.containers.list(all=True, filters={"label": f"taskexec.task_id={task_id}"}), 10,
+    wait_for(lambda: not client.containers.list(
+        all=True, sparse=True, filters={"label": f"taskexec.task_id={task_id}"}), 10,
              interval=0.1, what="container removed")
     assert time.monotonic() - t0 < 3
     assert get(automated, task_id)["status"] == "CANCELLED"

@@ -38,7 +38,8 @@ def test_worker_killed_mid_task_is_redelivered_and_finishes_once(stack: Stack, r
     wait_for(lambda: "task.instance.completed" in receiver.events_for(task_id), 15, what="completed event")
     assert receiver.events_for(task_id).count("task.instance.completed") == 1
     client = docker.from_env()
-    wait_for(lambda: not client.containers.list(all=True, filters={"label": f"taskexec.task_id={task_id}"}), 20,
+    wait_for(lambda: not client.containers.list(
+        all=True, sparse=True, filters={"label": f"taskexec.task_id={task_id}"}), 20,
              what="no container left")
 
 

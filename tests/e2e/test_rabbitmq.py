@@ -67,4 +67,5 @@ def test_worker_killed_mid_task_finishes_exactly_once(amqp_stack: Stack) -> None
     assert events.count("task.instance.completed") == 1
     assert events.count("task.instance.started") == 2
     client = docker.from_env()
-    wait_for(lambda: not client.containers.list(all=True, filters={"name": task_id}), 20, what="no container left")
+    wait_for(lambda: not client.containers.list(
+        all=True, sparse=True, filters={"name": task_id}), 20, what="no container left")

@@ -17,8 +17,10 @@ SLEEPER = "import time\ndef main(input):\n    time.sleep(120)\n    return {'ok':
 
 def _containers(task_id: str) -> list[object]:
     client = docker.from_env()
-    by_label = client.containers.list(all=True, filters={"label": f"taskexec.task_id={task_id}"})
-    by_name = client.containers.list(all=True, filters={"name": task_id})  # pooled containers carry it in the name
+    by_label = client.containers.list(
+        all=True, sparse=True, filters={"label": f"taskexec.task_id={task_id}"})
+    by_name = client.containers.list(
+        all=True, sparse=True, filters={"name": task_id})  # pooled containers carry it in the name
     return by_label + by_name
 
 

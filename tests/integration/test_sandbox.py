@@ -44,7 +44,7 @@ def managed(client: docker.DockerClient) -> list:
     """Containers of THIS test module (other users may share the engine)."""
     mine = client.containers.list(
         all=True, filters={"label": ["taskexec.managed=1", "taskexec.worker_id=w-test"]})
-    tagged = client.containers.list(all=True, filters={"label": ["taskexec.managed=1", TEST_LABEL]})
+    tagged = client.containers.list(all=True, sparse=True, filters={"label": ["taskexec.managed=1", TEST_LABEL]})
     return list({x.id: x for x in mine + tagged}.values())
 
 

@@ -25,7 +25,7 @@ def client() -> docker.DockerClient:
 
 
 def mine(client: docker.DockerClient, worker: str) -> list:
-    return client.containers.list(all=True, filters={"label": ["taskexec.managed=1",
+    return client.containers.list(all=True, sparse=True, filters={"label": ["taskexec.managed=1",
                                                                f"taskexec.worker_id={worker}"]})
 
 
