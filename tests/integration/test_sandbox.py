@@ -43,7 +43,7 @@ TEST_LABEL = "taskexec.test"
 def managed(client: docker.DockerClient) -> list:
     """Containers of THIS test module (other users may share the engine)."""
     mine = client.containers.list(
-        all=True, filters={"label": ["taskexec.managed=1", "taskexec.worker_id=w-test"]})
+        all=True, ignore_removed=True, filters={"label": ["taskexec.managed=1", "taskexec.worker_id=w-test"]})
     tagged = client.containers.list(all=True, sparse=True, filters={"label": ["taskexec.managed=1", TEST_LABEL]})
     return list({x.id: x for x in mine + tagged}.values())
 
@@ -53,7 +53,7 @@ def no_leftovers(docker_client: docker.DockerClient, runner: DockerRunner):
     yield
     assert runner.drain(), "background removals did not finish"
     left = managed(docker_client)
-    assert not left, f"sandbox containers left behind: {[x.name for x in left]}"
+    assert not left, f"sandbox containers left behind: {[x.attrs.get('Names') or x.name for x in left]}"
 
 
 def run(runner: DockerRunner, code: str, runtime: str = "python", input=None, **kw) -> RunResult:

@@ -61,7 +61,8 @@ def test_pool_runs_once_and_refills(runner: DockerRunner, client: docker.DockerC
     idle = mine(client, worker)
     assert len(idle) == 2
     for cont in idle:
-        assert cont.labels[c.LABEL_TASK] == "" and cont.labels[c.LABEL_POOL] == "1"
+        labels = cont.attrs["Labels"]  # sparse listing: labels sit at the top level
+        assert labels[c.LABEL_TASK] == "" and labels[c.LABEL_POOL] == "1"
     ids = {x.id for x in idle}
     res = runner.run(spec(worker, input={"a": 1}))
     assert res.ok and res.output == {"a": 1}
