@@ -16,17 +16,19 @@ from workers.automated import AutomatedTask
 from workers.health import ConsumerHeartbeat
 from workers.integration import IntegrationTask
 from workers.manual import ManualTask
+from workers.wakeup import EventLoopWaker
 
 log = logging.getLogger(__name__)
 settings = get_settings()
 app = make_celery(settings, name="taskexec-workers")
 app.steps["consumer"].add(ConsumerHeartbeat)  # liveness/readiness of /health and /ready
+app.steps["consumer"].add(EventLoopWaker)  # the next message right after a late ack (threads pool + Redis)
 
 for _cls in (AutomatedTask, ManualTask, IntegrationTask):
     app.register_task(_cls())
 
 
-@app.task(name=CELERY_TASK_SWEEP, acks_late=True, ignore_result=True)
+@app.task(name=CELERY_TASK_SWEEP, acks_late=True, ignore_result=True, Request="workers.wakeup:WakingRequest")
 def sweep(name: str) -> Any:
     """A periodic job sent by `taskexec beat`, carried out by whichever pool consumes its queue."""
     from workers.scheduler import run_sweep

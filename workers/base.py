@@ -54,6 +54,7 @@ class ExecuteTask(Task):
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
+    Request = "workers.wakeup:WakingRequest"  # wakes the event loop after the late ack (see wakeup.py)
     _client: RouterClient | None = None
 
     @property
