@@ -11,6 +11,7 @@ pushes the next message, which wakes the loop), but it costs one byte per task t
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 from typing import Any
@@ -51,10 +52,8 @@ class LoopWaker:
         with self._lock:
             if self._fds is None:
                 return
-            try:
+            with contextlib.suppress(BlockingIOError):  # a full pipe: a wake-up is already pending
                 os.write(self._fds[1], b"\0")
-            except BlockingIOError:  # the pipe is full: a wake-up is already pending
-                pass
 
     @staticmethod
     def _drain(fd: int) -> None:

@@ -8,7 +8,7 @@ import time
 from kombu.asynchronous import Hub
 from kombu.asynchronous.timer import Timer
 
-from workers.wakeup import LoopWaker, WakingRequest
+from workers.wakeup import LoopWaker
 
 
 def test_wake_from_another_thread_ends_the_poll_at_once() -> None:
