@@ -24,7 +24,10 @@ COPY taskexec ./taskexec
 COPY api ./api
 COPY workers ./workers
 COPY sandbox ./sandbox
-RUN /opt/venv/bin/pip install --quiet --no-deps . \
+# (build/ and *.egg-info still hold the empty stubs above, with newer mtimes than the copied sources)
+RUN rm -rf build ./*.egg-info \
+ && /opt/venv/bin/pip install --quiet --no-deps . \
+ && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools wheel \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 
 # ---------------------------------------------------------------- runtime stage
@@ -35,7 +38,8 @@ ARG EXTRA_APT_PACKAGES=""
 # postgresql-client: pg_dump / pg_restore for `taskexec db backup|restore` (Debian bookworm: 15; the
 # client must be at least the server's major version).
 RUN apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      postgresql-client $EXTRA_APT_PACKAGES && rm -rf /var/lib/apt/lists/* \
+      postgresql-client $EXTRA_APT_PACKAGES \
+ && apt-get clean && rm -rf /var/lib/apt/lists/* /var/cache/apt/* /var/log/apt /var/log/dpkg.log \
  && groupadd --system --gid 10001 taskexec \
  && useradd --system --uid 10001 --gid taskexec --home-dir /var/lib/taskexec --create-home \
       --shell /usr/sbin/nologin taskexec \
