@@ -69,13 +69,14 @@ def validate_crd(doc: dict[str, Any]) -> None:
     jsonschema.Draft202012Validator(schema).validate(doc)
 
 
-@pytest.mark.parametrize("target", ["base", "overlays/production"])
+@pytest.mark.parametrize("target", ["base", "overlays/production", "overlays/production-rabbitmq"])
 def test_renders_and_every_resource_validates(target: str) -> None:
     docs = render(target)
     assert len(docs) > 20
     for doc in docs:
         name = f"{doc['kind']}/{doc['metadata']['name']}"
-        assert doc["metadata"].get("namespace") in (None, "task-execution-layer"), name
+        if doc["kind"] != "Namespace":
+            assert doc["metadata"].get("namespace") == "task-execution-layer", name
         if (doc["apiVersion"], doc["kind"]) in CRD_SCHEMAS:
             validate_crd(doc)
         else:  # raises on an unknown kind too: nothing passes unchecked
@@ -213,6 +214,35 @@ def test_keda_scales_each_pool_on_its_own_queue() -> None:
     prod = by_kind(render("overlays/production"), "ScaledObject")
     assert prod["automated-task-executor"]["spec"]["minReplicaCount"] == 6
     assert len(prod["automated-task-executor"]["spec"]["triggers"]) == 4  # the patch kept the triggers
+
+
+def test_rabbitmq_overlay_scales_on_the_amqp_queues_and_keeps_redis_for_integration_state() -> None:
+    """k8s/components/rabbitmq: one RabbitMQ trigger per pool on the queue Celery declares (the
+    TEL_QUEUE_* default; priorities live inside it), reachable by every service; Redis kept for the
+    integration pool's breaker and rate-limit state."""
+    docs = render("overlays/production-rabbitmq")
+    scaled = by_kind(docs, "ScaledObject")
+    assert set(scaled) == set(POOLS)
+    for deployment, pool in POOLS.items():
+        spec = scaled[deployment]["spec"]
+        (trigger,) = spec["triggers"]
+        assert trigger["type"] == "rabbitmq" and trigger["authenticationRef"] == {"name": "taskexec-rabbitmq"}
+        assert trigger["metadata"]["queueName"] == Settings.model_fields[f"queue_{pool.lower()}"].default
+        assert trigger["metadata"]["mode"] == "QueueLength"
+        assert "scalingModifiers" not in spec["advanced"]  # its formula named the Redis triggers
+        assert spec["minReplicaCount"] >= 1
+    auth = by_kind(docs, "TriggerAuthentication")["taskexec-rabbitmq"]["spec"]["secretTargetRef"]
+    assert auth == [{"parameter": "host", "name": "task-execution-secrets", "key": "amqp_url"}]
+    deployments = by_kind(docs, "Deployment")
+    integration = pod_spec(deployments["integration-task-executor"])["containers"][0]
+    assert {"name": "TEL_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "task-execution-secrets",
+                                                                    "key": "redis_url"}}} in integration["env"]
+    policies = by_kind(docs, "NetworkPolicy")
+    egress = policies["taskexec-to-rabbitmq"]["spec"]
+    apps = set(egress["podSelector"]["matchExpressions"][0]["values"])
+    assert apps == {*POOLS, "task-router", "scheduler", "flower"}
+    assert egress["egress"][0]["ports"] == [{"protocol": "TCP", "port": 5672}]
+    assert set(policies) > {"rabbitmq-from-taskexec", "redis-from-taskexec"}
 
 
 def test_router_hpa_pdbs_and_flower() -> None:
