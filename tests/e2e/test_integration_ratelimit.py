@@ -1,9 +1,9 @@
 """The per-host rate limit holds across two worker processes; tasks over it wait, they do not fail.
 
-The issue's scenario is 300 tasks at 60/min (5 minutes); to keep CI fast the same 300 tasks run
-against a limit of 60 per 5 s (about 30 s). The target records arrival times and no sliding window
-of 5 s may hold more than 60 of them (measured with 100 ms allowed for the jitter between the
-limiter granting a token and the request reaching the target).
+The issue's scenario as written: 300 tasks against a target limited to 60/min, two worker processes
+of 8 threads each (about 5 minutes: the bucket refills one token a second). The target records arrival
+times and no sliding window of a minute may hold more than 60 of them (measured with 100 ms allowed
+for the jitter between the limiter granting a token and the request reaching the target).
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from tests.http_target import Target, json_reply, max_in_window
 from tests.integration_support import http_def, start_pool
 from tests.support import Stack
 
-LIMIT, WINDOW, TASKS = 60, 5.0, 300
+LIMIT, WINDOW, TASKS = 60, 60.0, 300
 
 
 @pytest.fixture
@@ -28,8 +28,9 @@ def target() -> Iterator[Target]:
     t.close()
 
 
+@pytest.mark.timeout(600)
 def test_rate_limit_is_shared_by_two_workers_and_defers_instead_of_failing(stack: Stack, target: Target) -> None:
-    env = {"TEL_RATE_LIMIT_HOSTS": f"127.0.0.1:{target.port}={LIMIT}/{WINDOW:g}s", "TEL_RATE_LIMIT_MAX_WAIT": "1"}
+    env = {"TEL_RATE_LIMIT_HOSTS": f"127.0.0.1:{target.port}={LIMIT}/min", "TEL_RATE_LIMIT_MAX_WAIT": "1"}
     start_pool(stack, name="integration-a", concurrency=8, **env)
     start_pool(stack, name="integration-b", concurrency=8, **env)
     url = target.on("/limited", lambda seen: json_reply({"ok": True}))
@@ -39,7 +40,7 @@ def test_rate_limit_is_shared_by_two_workers_and_defers_instead_of_failing(stack
         r = submit(stack, "limited", {"i": i})
         assert r.status_code == 201, r.text
         ids.append(r.json()["id"])
-    tasks = [wait_status(stack, task_id, timeout=90) for task_id in ids]
+    tasks = [wait_status(stack, task_id, timeout=420) for task_id in ids]
 
     assert all(t["status"] == "COMPLETED" for t in tasks), [t["error"] for t in tasks if t["status"] != "COMPLETED"]
     assert all(t["retryCount"] == 0 for t in tasks), "waiting for the rate limit must not count as a retry"
@@ -51,4 +52,4 @@ def test_rate_limit_is_shared_by_two_workers_and_defers_instead_of_failing(stack
     assert len(workers) == 2, "both worker processes should have served tasks"
     database = stack.env["DATABASE_URL"].rsplit("/", 1)[1]
     deferred = sql(database, "SELECT count(*) FROM task_events WHERE type = 'task.instance.deferred'")[0][0]
-    assert deferred > 0, "with 16 threads and 12 tokens per second some tasks should have been deferred"
+    assert deferred > 0, "with 16 threads and one token a second some tasks should have been deferred"
