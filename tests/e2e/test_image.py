@@ -15,6 +15,7 @@ from typing import Any
 import docker
 import pytest
 import requests
+import yaml
 
 from tests.e2e.helpers import ADMIN
 from tests.manual_support import manual_def
@@ -58,9 +59,11 @@ def run(client: docker.DockerClient, command: list[str] | None, env: dict[str, s
     return cont
 
 
-def check_health(cont: Any, url: str) -> None:
-    """The image's own HEALTHCHECK command, run now instead of waiting for its interval."""
-    code, out = cont.exec_run(["python3", "/opt/taskexec/healthcheck.py"], environment={"TEL_HEALTHCHECK_URL": url})
+def check_health(cont: Any, url: str | None = None) -> None:
+    """The image's own HEALTHCHECK command, run now instead of waiting for its interval (with the
+    container's environment, plus `url` as TEL_HEALTHCHECK_URL when given)."""
+    code, out = cont.exec_run(["python3", "/opt/taskexec/healthcheck.py"],
+                              environment={"TEL_HEALTHCHECK_URL": url} if url else None)
     assert code == 0, out.decode(errors="replace")
 
 
@@ -145,3 +148,31 @@ def test_image_runs_migrate_router_and_a_worker_pool(image: Any, client: docker.
             cont.remove(force=True)
         containers.clear()
         drop_database(dbname)
+
+
+@pytest.mark.timeout(1500)
+def test_image_runs_the_scheduler_and_flower_as_compose_does(image: Any, client: docker.DockerClient,
+                                                              containers: list[Any]) -> None:
+    """The commands and health-check settings of compose.yaml's `scheduler` and `flower` services."""
+    prefix = "img" + uuid.uuid4().hex[:8]
+    common = {"CELERY_BROKER_URL": REDIS_URL, "TEL_SERVICE_TOKEN": "unused-here", "LOG_LEVEL": "INFO",
+              "TEL_QUEUE_AUTOMATED_NAME": f"{prefix}-automated", "TEL_QUEUE_MANUAL_NAME": f"{prefix}-manual",
+              "TEL_QUEUE_INTEGRATION_NAME": f"{prefix}-integration"}
+    compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+    beat_env = {k: str(v) for k, v in compose["scheduler"]["environment"].items()
+                if k.startswith("TEL_HEALTHCHECK") or k == "TEL_STATE_DIR"}
+    scheduler = run(client, compose["scheduler"]["command"], {**common, **beat_env}, containers)
+    port = free_port()
+    flower_cmd = [part.replace("--port=5555", f"--port={port}") for part in compose["flower"]["command"]]
+    flower = run(client, flower_cmd, {**common, "TEL_HEALTHCHECK_URL": f"http://127.0.0.1:{port}/healthcheck"},
+                 containers)
+
+    def healthy(cont: Any) -> bool:
+        cont.reload()
+        assert cont.status == "running", cont.logs().decode(errors="replace")[-3000:]
+        return cont.exec_run(["python3", "/opt/taskexec/healthcheck.py"])[0] == 0
+
+    wait_for(lambda: healthy(scheduler), 60, what="scheduler writes its beat schedule file")
+    wait_for(lambda: healthy(flower), 60, what="flower answers /healthcheck")
+    assert requests.get(f"http://127.0.0.1:{port}/healthcheck", timeout=5).text == "OK"
+    assert "beat: Starting" in scheduler.logs().decode(errors="replace")
