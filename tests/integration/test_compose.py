@@ -36,9 +36,10 @@ def compose_command() -> list[str]:
     pytest.fail("neither docker-compose nor `docker compose` is installed (apt-get install docker-compose)")
 
 
-def run_config(env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in REQUIRED}
-    return subprocess.run([*compose_command(), "-f", str(COMPOSE), "--project-directory", str(ROOT), "config"],
+def run_config(env: dict[str, str], *overrides: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if k not in REQUIRED and k != "RABBITMQ_PASSWORD"}
+    files = [arg for f in (str(COMPOSE), *overrides) for arg in ("-f", f)]
+    return subprocess.run([*compose_command(), *files, "--project-directory", str(ROOT), "config"],
                           env={**clean, **env}, capture_output=True, text=True, timeout=60)
 
 
@@ -62,6 +63,7 @@ def test_compose_file_validates_against_the_compose_spec_schema() -> None:
     schema = json.loads((ROOT / "k8s" / "schemas" / "compose-spec.json").read_text())
     validator = jsonschema.Draft201909Validator(schema)
     validator.validate(yaml.safe_load(COMPOSE.read_text()))
+    validator.validate(yaml.safe_load((ROOT / "compose.rabbitmq.yaml").read_text()))
     broken = yaml.safe_load(COMPOSE.read_text())
     broken["services"]["task-router"]["enviroment"] = {}  # a typo is caught
     assert list(validator.iter_errors(broken))
@@ -107,3 +109,23 @@ def test_worker_and_scheduler_healthchecks(rendered: dict[str, Any]) -> None:
         scheduler["environment"]["TEL_STATE_DIR"] + "/celerybeat-schedule")
     assert scheduler["healthcheck"]["test"][-1] == "/opt/taskexec/healthcheck.py"
     assert services["flower"]["environment"]["TEL_HEALTHCHECK_URL"].endswith(":5555/healthcheck")
+
+
+def test_rabbitmq_override_moves_every_service_to_amqp_and_keeps_redis_for_integration_state() -> None:
+    override = str(ROOT / "compose.rabbitmq.yaml")
+    refused = run_config(REQUIRED, override)
+    assert refused.returncode != 0 and "RABBITMQ_PASSWORD" in refused.stderr
+    out = run_config({**REQUIRED, "RABBITMQ_PASSWORD": "rabbit-pw"}, override)
+    assert out.returncode == 0, out.stderr
+    services = yaml.safe_load(out.stdout)["services"]
+    assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"] == "rabbit-pw"
+    taskexec = [name for name, svc in services.items() if "redis://redis" in json.dumps(svc.get("environment"))
+                or "amqp://" in json.dumps(svc.get("environment"))]
+    assert set(taskexec) == {"task-router", "automated-task-executor", "manual-task-handler",
+                             "integration-task-executor", "scheduler", "flower"}
+    for name in taskexec:
+        env = services[name]["environment"]
+        assert env["CELERY_BROKER_URL"] == "amqp://taskexec:rabbit-pw@rabbitmq:5672//", name
+        assert services[name]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}, name
+        assert env["TEL_SERVICE_TOKEN"] == "service-token", name  # compose.yaml's environment is kept
+    assert services["integration-task-executor"]["environment"]["TEL_REDIS_URL"] == "redis://redis:6379/0"
