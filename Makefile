@@ -61,7 +61,7 @@ test: setup
 
 lint: bootstrap
 	$(BIN)/ruff check $(LINT_PATHS)
-	$(BIN)/mypy taskexec api workers sandbox
+	$(BIN)/mypy taskexec api workers sandbox tests
 
 bench: setup
 	mkdir -p '$(BENCH_OUT)'

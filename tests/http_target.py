@@ -132,7 +132,11 @@ class Target(_Server):
         super().__init__()
 
     def on(self, path: str, handler: Handler | Reply) -> str:
-        self.routes[path] = handler if callable(handler) else (lambda _s, r=handler: r)
+        if callable(handler):
+            self.routes[path] = handler
+        else:
+            reply: Reply = handler
+            self.routes[path] = lambda _seen: reply
         return self.url + path
 
     def dispatch(self, seen: Seen) -> Reply:

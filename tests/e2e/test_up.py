@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shlex
@@ -32,7 +33,7 @@ def test_up_prints_a_working_curl_line(tmp_path: Path) -> None:
         token = re.search(r"admin token: (\S+)", text).group(1)  # type: ignore[union-attr]
         curl = re.search(r"(curl -s -X POST .*?)\n\s*curl -s ", text, re.S).group(1)  # type: ignore[union-attr]
         out = subprocess.run(shlex.split(curl.replace("\\\n", " ")), capture_output=True, text=True, check=True)
-        task_id = requests.models.complexjson.loads(out.stdout)["id"]
+        task_id = json.loads(out.stdout)["id"]
         headers = {"Authorization": f"Bearer {token}"}
 
         def completed() -> dict | None:  # type: ignore[type-arg]

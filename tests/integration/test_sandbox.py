@@ -7,6 +7,7 @@ import subprocess
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 
 import docker
 import pytest
@@ -31,7 +32,7 @@ def images(docker_client: docker.DockerClient) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def runner(images: dict[str, str]) -> DockerRunner:
+def runner(images: dict[str, str]) -> Iterator[DockerRunner]:
     r = DockerRunner(images, pool_size=0)
     yield r
     r.close()
@@ -106,16 +107,16 @@ def test_non_zero_exit(runner: DockerRunner) -> None:
 
 def test_exception_has_traceback(runner: DockerRunner) -> None:
     res = run(runner, "def main(i):\n    return 1 / 0\n")
-    assert res.error_code == "NON_ZERO_EXIT"
+    assert res.error_code == "NON_ZERO_EXIT" and res.error_details is not None
     assert res.error_details["exception"] == "ZeroDivisionError" and res.error_details["line"] == 2
     assert "Traceback" in res.stderr_tail and "ZeroDivisionError" in res.stderr_tail
 
 
 def test_syntax_error_line_number(runner: DockerRunner) -> None:
     res = run(runner, "x = 1\ny = 2\ndef main(i)\n    return 1\n")
-    assert res.error_code == "NON_ZERO_EXIT"
+    assert res.error_code == "NON_ZERO_EXIT" and res.error_details is not None
     assert res.error_details["exception"] == "SyntaxError" and res.error_details["line"] == 3
-    assert "line 3" in res.error_message
+    assert "line 3" in (res.error_message or "")
 
 
 def test_non_json_output(runner: DockerRunner) -> None:

@@ -35,7 +35,7 @@ def tasks(client: Any, admin: dict[str, str], database: str, env: dict[str, str]
     _run(client, database, busy, worker="host-a:42")
     yield {"done": done, "failed": failed, "busy": busy}
     r = redis.Redis.from_url(support.REDIS_URL)
-    keys = r.keys(env["TEL_QUEUE_AUTOMATED_NAME"] + "*")
+    keys = list(r.scan_iter(match=env["TEL_QUEUE_AUTOMATED_NAME"] + "*"))
     if keys:
         r.delete(*keys)
 

@@ -10,6 +10,7 @@ import pytest
 
 from taskexec.auth import decode_token, issue_token
 from taskexec.config import Settings
+from taskexec.constants import Permission
 from taskexec.exceptions import Unauthorized
 
 SECRET = "unit-secret-0123456789abcdef-0123456789"
@@ -29,7 +30,7 @@ def test_round_trip(settings: Settings) -> None:
     token = issue_token(settings, "alice", ["developer"], permissions=["tasks:reassign"])
     p = decode_token(settings, token)
     assert (p.sub, p.roles, p.extra_permissions) == ("alice", ("developer",), ("tasks:reassign",))
-    assert p.has  # a Principal
+    assert p.has(Permission.REASSIGN)  # the extra permission counts
     claims = jwt.decode(token, SECRET, algorithms=["HS256"], issuer="auth-service")
     assert claims["exp"] - claims["iat"] == 3600
 
