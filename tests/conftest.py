@@ -7,9 +7,18 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import docker
 import pytest
 
 from tests import support
+
+
+@pytest.fixture(scope="session")
+def docker_client() -> docker.DockerClient:
+    """The Docker engine of the tests (started by scripts/services.sh)."""
+    client = docker.from_env(timeout=120)
+    assert client.ping(), "no Docker engine: run scripts/services.sh start"
+    return client
 
 
 @pytest.fixture(scope="session")

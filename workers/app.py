@@ -11,24 +11,26 @@ from taskexec.celery_app import make_celery
 from taskexec.config import get_settings
 from taskexec.constants import CELERY_TASK_SWEEP
 from taskexec.logs import configure_logging, secrets_of
-from workers import metrics_hooks  # noqa: F401 - Celery signal hooks: metrics and log context
+from workers import (
+    metrics_hooks,  # noqa: F401 - Celery signal hooks: metrics and log context
+    wakeup,
+)
 from workers.automated import AutomatedTask
 from workers.health import ConsumerHeartbeat
 from workers.integration import IntegrationTask
 from workers.manual import ManualTask
-from workers.wakeup import EventLoopWaker
 
 log = logging.getLogger(__name__)
 settings = get_settings()
 app = make_celery(settings, name="taskexec-workers")
 app.steps["consumer"].add(ConsumerHeartbeat)  # liveness/readiness of /health and /ready
-app.steps["consumer"].add(EventLoopWaker)  # the next message right after a late ack (threads pool + Redis)
+app.steps["consumer"].add(wakeup.EventLoopWaker)  # the next message right after a late ack (threads pool + Redis)
 
 for _cls in (AutomatedTask, ManualTask, IntegrationTask):
     app.register_task(_cls())
 
 
-@app.task(name=CELERY_TASK_SWEEP, acks_late=True, ignore_result=True, Request="workers.wakeup:WakingRequest")
+@app.task(name=CELERY_TASK_SWEEP, acks_late=True, ignore_result=True, Request=wakeup.REQUEST)
 def sweep(name: str) -> Any:
     """A periodic job sent by `taskexec beat`, carried out by whichever pool consumes its queue."""
     from workers.scheduler import run_sweep

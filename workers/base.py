@@ -15,6 +15,7 @@ from celery.worker import state as worker_state
 from taskexec.client import RouterClient
 from taskexec.config import get_settings
 from taskexec.exceptions import Conflict, NotFound
+from workers import wakeup
 from workers.signals import attempt_finished, attempt_started
 
 log = logging.getLogger(__name__)
@@ -54,7 +55,7 @@ class ExecuteTask(Task):
     abstract = True
     acks_late = True
     reject_on_worker_lost = True
-    Request = "workers.wakeup:WakingRequest"  # wakes the event loop after the late ack (see wakeup.py)
+    Request = wakeup.REQUEST  # wakes the event loop after the late ack
     _client: RouterClient | None = None
 
     @property

@@ -57,14 +57,13 @@ class LoopWaker:
 
     @staticmethod
     def _drain(fd: int) -> None:
-        try:
+        with contextlib.suppress(OSError):  # BlockingIOError once empty
             while os.read(fd, 4096):
                 pass
-        except (BlockingIOError, OSError):
-            pass
 
 
 WAKER = LoopWaker()
+REQUEST = "workers.wakeup:WakingRequest"  # the `Request` of every task the worker pools run
 
 
 class WakingRequest(Request):

@@ -29,31 +29,24 @@ LABEL = "taskexec.test-image"
 
 
 @pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    c = docker.from_env(timeout=120)
-    assert c.ping(), "no Docker engine: run scripts/services.sh start"
-    return c
-
-
-@pytest.fixture(scope="module")
-def image(client: docker.DockerClient) -> Any:
+def image(docker_client: docker.DockerClient) -> Any:
     subprocess.run(["bash", "scripts/build-base-image.sh"], cwd=ROOT, check=True, timeout=1200)
     subprocess.run(["docker", "build", "-q", "--build-arg", f"BASE_IMAGE={BASE}", "-t", IMAGE, "."],
                    cwd=ROOT, check=True, timeout=1200, stdout=subprocess.DEVNULL)
-    return client.images.get(IMAGE)
+    return docker_client.images.get(IMAGE)
 
 
 @pytest.fixture
-def containers(client: docker.DockerClient) -> Iterator[list[Any]]:
+def containers(docker_client: docker.DockerClient) -> Iterator[list[Any]]:
     started: list[Any] = []
     yield started
     for cont in started:
         cont.remove(force=True)
-    assert not client.containers.list(all=True, sparse=True, filters={"label": LABEL})
+    assert not docker_client.containers.list(all=True, sparse=True, filters={"label": LABEL})
 
 
-def run(client: docker.DockerClient, command: list[str] | None, env: dict[str, str], started: list[Any]) -> Any:
-    cont = client.containers.run(IMAGE, command, environment=env, network_mode="host", detach=True,
+def run(docker_client: docker.DockerClient, command: list[str] | None, env: dict[str, str], started: list[Any]) -> Any:
+    cont = docker_client.containers.run(IMAGE, command, environment=env, network_mode="host", detach=True,
                                  labels={LABEL: "1"})
     started.append(cont)
     return cont
@@ -68,13 +61,13 @@ def check_health(cont: Any, url: str | None = None) -> None:
 
 
 @pytest.mark.timeout(1500)
-def test_image_is_small_non_root_and_has_a_healthcheck(image: Any, client: docker.DockerClient) -> None:
+def test_image_is_small_non_root_and_has_a_healthcheck(image: Any, docker_client: docker.DockerClient) -> None:
     cfg = image.attrs["Config"]
     assert cfg["User"] == "taskexec:taskexec"
     assert cfg["Healthcheck"]["Test"][-1] == "/opt/taskexec/healthcheck.py"
     assert cfg["Cmd"] == ["taskexec", "router"]
     assert image.attrs["Size"] < MAX_IMAGE_BYTES, f"image is {image.attrs['Size'] / 1e6:.0f} MB"
-    out = client.containers.run(IMAGE, ["sh", "-c", "id -u; ls /opt/venv/bin; pg_dump --version; "
+    out = docker_client.containers.run(IMAGE, ["sh", "-c", "id -u; ls /opt/venv/bin; pg_dump --version; "
                                         "taskexec --help"], remove=True).decode()
     uid, rest = out.split("\n", 1)
     assert uid == "10001"
@@ -85,7 +78,7 @@ def test_image_is_small_non_root_and_has_a_healthcheck(image: Any, client: docke
 
 
 @pytest.mark.timeout(1500)
-def test_image_runs_migrate_router_and_a_worker_pool(image: Any, client: docker.DockerClient,
+def test_image_runs_migrate_router_and_a_worker_pool(image: Any, docker_client: docker.DockerClient,
                                                       containers: list[Any]) -> None:
     from taskexec.auth import create_api_key
     from taskexec.db import Database
@@ -99,7 +92,7 @@ def test_image_runs_migrate_router_and_a_worker_pool(image: Any, client: docker.
         common = {"CELERY_BROKER_URL": REDIS_URL, "LOG_LEVEL": "INFO",
                   **{f"TEL_QUEUE_{q}_NAME": f"{prefix}-{q.lower()}"
                      for q in ("AUTOMATED", "MANUAL", "INTEGRATION", "DEADLETTER")}}
-        migrate = run(client, ["taskexec", "migrate"], {"DATABASE_URL": db_url(dbname)}, containers)
+        migrate = run(docker_client, ["taskexec", "migrate"], {"DATABASE_URL": db_url(dbname)}, containers)
         assert migrate.wait(timeout=120)["StatusCode"] == 0, migrate.logs().decode(errors="replace")
 
         db = Database(db_url(dbname))
@@ -107,7 +100,7 @@ def test_image_runs_migrate_router_and_a_worker_pool(image: Any, client: docker.
             _, service_key = create_api_key(s, "image-test-workers", ["service"])
         db.dispose()
 
-        router = run(client, None, {**common, "DATABASE_URL": db_url(dbname), "TEL_JWT_SECRET": JWT_SECRET,
+        router = run(docker_client, None, {**common, "DATABASE_URL": db_url(dbname), "TEL_JWT_SECRET": JWT_SECRET,
                                     "TEL_PORT": str(port)}, containers)
         url = f"http://127.0.0.1:{port}"
 
@@ -122,7 +115,7 @@ def test_image_runs_migrate_router_and_a_worker_pool(image: Any, client: docker.
         wait_for(ready, 60, what="router container ready")
         check_health(router, f"{url}/health")
 
-        worker = run(client, ["taskexec", "worker", "manual"],
+        worker = run(docker_client, ["taskexec", "worker", "manual"],
                      {**common, "TASK_ROUTER_URL": url, "TEL_SERVICE_TOKEN": service_key,
                       "TEL_METRICS_PORT": str(worker_port)}, containers)
         r = requests.post(f"{url}/api/v1/tasks/definitions", headers=ADMIN, timeout=10,
@@ -151,7 +144,7 @@ def test_image_runs_migrate_router_and_a_worker_pool(image: Any, client: docker.
 
 
 @pytest.mark.timeout(1500)
-def test_image_runs_the_scheduler_and_flower_as_compose_does(image: Any, client: docker.DockerClient,
+def test_image_runs_the_scheduler_and_flower_as_compose_does(image: Any, docker_client: docker.DockerClient,
                                                               containers: list[Any]) -> None:
     """The commands and health-check settings of compose.yaml's `scheduler` and `flower` services."""
     prefix = "img" + uuid.uuid4().hex[:8]
@@ -161,10 +154,10 @@ def test_image_runs_the_scheduler_and_flower_as_compose_does(image: Any, client:
     compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
     beat_env = {k: str(v) for k, v in compose["scheduler"]["environment"].items()
                 if k.startswith("TEL_HEALTHCHECK") or k == "TEL_STATE_DIR"}
-    scheduler = run(client, compose["scheduler"]["command"], {**common, **beat_env}, containers)
+    scheduler = run(docker_client, compose["scheduler"]["command"], {**common, **beat_env}, containers)
     port = free_port()
     flower_cmd = [part.replace("--port=5555", f"--port={port}") for part in compose["flower"]["command"]]
-    flower = run(client, flower_cmd, {**common, "TEL_HEALTHCHECK_URL": f"http://127.0.0.1:{port}/healthcheck"},
+    flower = run(docker_client, flower_cmd, {**common, "TEL_HEALTHCHECK_URL": f"http://127.0.0.1:{port}/healthcheck"},
                  containers)
 
     def healthy(cont: Any) -> bool:

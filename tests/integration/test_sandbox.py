@@ -20,13 +20,6 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="session")
-def docker_client() -> docker.DockerClient:
-    client = docker.from_env(timeout=120)
-    assert client.ping(), "no Docker engine: run scripts/services.sh start"
-    return client
-
-
-@pytest.fixture(scope="session")
 def images(docker_client: docker.DockerClient) -> dict[str, str]:
     return build_images(log=lambda _msg: None)  # builds only when missing
 

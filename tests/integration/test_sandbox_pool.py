@@ -17,11 +17,9 @@ pytestmark = pytest.mark.docker
 
 
 @pytest.fixture(scope="module")
-def client() -> docker.DockerClient:
-    cl = docker.from_env(timeout=120)
-    assert cl.ping(), "no Docker engine: run scripts/services.sh start"
+def client(docker_client: docker.DockerClient) -> docker.DockerClient:
     build_images(log=lambda _m: None)
-    return cl
+    return docker_client
 
 
 def mine(client: docker.DockerClient, worker: str) -> list:

@@ -8,6 +8,7 @@ import time
 from kombu.asynchronous import Hub
 from kombu.asynchronous.timer import Timer
 
+from workers import wakeup
 from workers.wakeup import LoopWaker
 
 
@@ -49,3 +50,4 @@ def test_every_worker_task_acks_through_the_waking_request() -> None:
     ours = [t for name, t in app.tasks.items() if name.startswith("taskexec.")]
     assert len(ours) >= 4  # three execute tasks and the sweep
     assert {t.Request for t in ours} == {"workers.wakeup:WakingRequest"}
+    assert f"{wakeup.__name__}:{wakeup.WakingRequest.__name__}" == wakeup.REQUEST
