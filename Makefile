@@ -16,10 +16,11 @@ TEL_TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 
 PYTEST_ARGS ?=
 BENCH_OUT   ?= bench/results
-LINT_PATHS  ?= taskexec api workers sandbox tests
+SOAK_MINUTES ?= 10
+LINT_PATHS  ?= taskexec api workers sandbox tests bench
 
 .PHONY: help setup bootstrap services services-start services-stop services-status \
-        run test lint bench clean distclean
+        run test lint bench soak clean distclean
 
 help:
 	@echo "make run            install what is missing, start Redis/Docker, run 'taskexec up'"
@@ -27,7 +28,8 @@ help:
 	@echo "                    (extra pytest args: make test PYTEST_ARGS='-k foo -x')"
 	@echo "make setup          only install and start services"
 	@echo "make lint           ruff + mypy"
-	@echo "make bench          benchmarks (output in $(BENCH_OUT))"
+	@echo "make bench          benchmarks, about 6 min (output in $(BENCH_OUT))"
+	@echo "make soak           10 minutes of load, fails on leaks (SOAK_MINUTES=n to change)"
 	@echo "make services-stop  stop the Redis and PostgreSQL started by scripts/services.sh"
 	@echo "make clean          stop services, remove .run/ and caches (keeps .venv)"
 	@echo "make distclean      clean + remove .venv"
@@ -61,13 +63,21 @@ test: setup
 
 lint: bootstrap
 	$(BIN)/ruff check $(LINT_PATHS)
-	$(BIN)/mypy taskexec api workers sandbox tests
+	$(BIN)/mypy $(LINT_PATHS)
 
+# Every benchmark prints its figures and the ratio to a baseline measured in the same run (bench/README.md).
 bench: setup
 	mkdir -p '$(BENCH_OUT)'
-	$(PYTHON) bench/sandbox_latency.py -n 30 --pool 2 | tee '$(BENCH_OUT)/sandbox_latency.txt'
-	TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)' \
-	  $(PYTHON) bench/e2e_latency.py -n 20 -m 20 | tee '$(BENCH_OUT)/e2e_latency.txt'
+	@export TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)'; \
+	$(PYTHON) bench/throughput.py | tee '$(BENCH_OUT)/throughput.txt'; \
+	$(PYTHON) bench/sandbox_latency.py -n 30 --pool 2 | tee '$(BENCH_OUT)/sandbox_latency.txt'; \
+	$(PYTHON) bench/e2e_latency.py -n 20 -m 20 | tee '$(BENCH_OUT)/e2e_latency.txt'
+
+# Ten minutes of moderate load on the whole stack; fails on memory, process, fd or container leaks.
+soak: setup
+	mkdir -p '$(BENCH_OUT)'
+	@export TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)'; \
+	$(PYTHON) bench/soak.py --minutes $(SOAK_MINUTES) | tee '$(BENCH_OUT)/soak.txt'
 
 clean: services-stop
 	rm -rf .run .pytest_cache .mypy_cache .ruff_cache *.egg-info '$(BENCH_OUT)'

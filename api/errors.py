@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import socket
 
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
@@ -43,9 +45,25 @@ def register_error_handlers(app: Flask) -> None:
         details = None
         if status == 413:
             details = [{"field": "body", "message": "request body too large"}]
-        return error_response(status, str(code), exc.description or exc.name, details)
+        resp, status = error_response(status, str(code), exc.description or exc.name, details)
+        for name, value in exc.get_headers():  # e.g. `Allow` on a 405 (RFC 9110 requires it)
+            if name.lower() != "content-type":
+                resp.headers[name] = value
+        return resp, status
 
     @app.errorhandler(Exception)
     def _unexpected(exc: Exception) -> tuple[Response, int]:
         log.exception("unhandled error")
         return error_response(500, str(ErrorCode.INTERNAL_ERROR), "internal error")
+
+
+def write_protocol_error(sock: socket.socket, status: int, reason: str, message: str) -> None:
+    """Replaces gunicorn's HTML page for requests it refuses before Flask sees them (request line or headers too
+    large or malformed): the same JSON error envelope as every other error."""
+    code = _HTTP_CODES.get(status, ErrorCode.VALIDATION_ERROR if status < 500 else ErrorCode.INTERNAL_ERROR)
+    body = json.dumps({"error": {"code": str(code), "message": message or reason, "details": None}}).encode()
+    head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
+    from gunicorn.util import write_nonblock
+
+    write_nonblock(sock, head + body)

@@ -8,7 +8,7 @@ from api.io import parse_body
 from api.runtime import runtime
 from api.security import current, require
 from taskexec.constants import INTERNAL_PREFIX, Permission
-from taskexec.dispatch import dispatch_due
+from taskexec.dispatch import dispatch_due, republish_overdue
 from taskexec.exceptions import NotFound
 from taskexec.outbox import deliver_due
 from taskexec.recovery import Recovery
@@ -23,7 +23,7 @@ def start(task_id: str):
     body = parse_body(StartIn)
     rt = runtime()
     with rt.db.session() as s:
-        return jsonify(rt.manager.start(s, task_id, body.dispatch_token, body.worker_id))
+        return jsonify(rt.manager.start(s, task_id, body.dispatch_token, body.worker_id, body.start_id))
 
 
 @bp.post("/tasks/<task_id>/assign")
@@ -88,7 +88,9 @@ def status(task_id: str):
 def sweep(name: str):
     rt = runtime()
     if name == "dispatch":
-        return jsonify({"published": dispatch_due(rt.db, rt.publisher)})
+        published = dispatch_due(rt.db, rt.publisher)
+        published += republish_overdue(rt.db, rt.publisher, rt.settings.visibility_timeout_s)
+        return jsonify({"published": published})
     if name == "outbox":
         http = rt.dispatcher.http if rt.dispatcher else None
         import requests

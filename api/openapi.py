@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Flask
@@ -10,6 +11,38 @@ from pydantic.json_schema import models_json_schema
 
 from api.dashboard import OverviewQuery
 from taskexec import __version__, schemas
+from taskexec.constants import Status
+
+
+class EventPage(schemas.ApiModel):
+    items: list[schemas.EventOut]
+
+
+class ClaimOut(schemas.ApiModel):
+    id: str
+    status: Status
+    assignee: str | None
+    claimed_at: datetime | None
+
+
+class CompleteOut(schemas.ApiModel):
+    id: str
+    status: Status
+    completed_by: str | None
+
+
+class ReassignOut(schemas.ApiModel):
+    id: str
+    status: Status
+    assignee: str | None
+
+
+class InboxDetail(schemas.InboxItem):
+    description: str | None
+    can_claim: bool
+    form_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
 
 # (method, path, summary, request model, response model, success status, permission)
 ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, int]] = [
@@ -21,14 +54,15 @@ ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None
     ("get", "/api/v1/tasks", "List tasks", None, schemas.TaskPage, 200),
     ("get", "/api/v1/tasks/{id}", "Task detail", None, schemas.TaskOut, 200),
     ("get", "/api/v1/tasks/{id}/logs", "Captured stdout/stderr", None, schemas.LogsOut, 200),
-    ("get", "/api/v1/tasks/{id}/events", "Task history", None, None, 200),
+    ("get", "/api/v1/tasks/{id}/events", "Task history", None, EventPage, 200),
     ("post", "/api/v1/tasks/{id}/cancel", "Cancel a task", schemas.CancelIn, schemas.StatusOut, 200),
     ("post", "/api/v1/tasks/{id}/retry", "Run a FAILED or TIMED_OUT task again", None, schemas.StatusOut, 200),
-    ("post", "/api/v1/tasks/{id}/claim", "Claim a manual task offered to you or your role", None, None, 200),
-    ("post", "/api/v1/tasks/{id}/complete", "Complete a manual task with its output", schemas.CompleteIn, None, 200),
-    ("post", "/api/v1/tasks/{id}/reassign", "Reassign a manual task", schemas.ReassignIn, None, 200),
+    ("post", "/api/v1/tasks/{id}/claim", "Claim a manual task offered to you or your role", None, ClaimOut, 200),
+    ("post", "/api/v1/tasks/{id}/complete", "Complete a manual task with its output", schemas.CompleteIn,
+     CompleteOut, 200),
+    ("post", "/api/v1/tasks/{id}/reassign", "Reassign a manual task", schemas.ReassignIn, ReassignOut, 200),
     ("get", "/api/v1/inbox", "Your open manual tasks, by priority then due date", None, schemas.InboxPage, 200),
-    ("get", "/api/v1/inbox/{id}", "One inbox task with its form", None, None, 200),
+    ("get", "/api/v1/inbox/{id}", "One inbox task with its form", None, InboxDetail, 200),
     ("get", "/api/v1/deadletters", "Tasks whose retries are spent", None, schemas.DeadLetterPage, 200),
     ("post", "/api/v1/deadletters/{id}/redrive", "Re-drive a dead letter (admin)", None, schemas.RedriveOut, 200),
     ("get", "/api/v1/stats/overview", "Dashboard data: counts, timeline, pools, failures (tasks:monitor)", None, None,
@@ -65,14 +99,15 @@ def build_spec() -> dict[str, Any]:
         params = ([{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
                   if "{id}" in path else [])
         if method == "get" and path in _QUERY:
-            for name, fld in _QUERY[path].model_fields.items():
-                params.append({"name": fld.alias or name, "in": "query", "required": False, "schema": {}})
+            params += _query_parameters(_QUERY[path])
+        if (method, path) == ("post", "/api/v1/tasks"):  # a replay with the same Idempotency-Key is a 200
+            params.append({"name": "Idempotency-Key", "in": "header", "required": False,
+                           "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
+            op["responses"]["200"] = op["responses"]["201"]
         if params:
             op["parameters"] = params
         paths.setdefault(path, {})[method] = op
-    for op_path in ("/health", "/ready", "/health/readiness", "/metrics"):
-        paths[op_path] = {"get": {"summary": op_path.strip("/"), "security": [],
-                                  "responses": {"200": {"description": "ok"}}}}
+    paths.update(_ops_paths())
     return {
         "openapi": "3.1.0",
         "info": {"title": "taskexec Task Execution Layer", "version": __version__},
@@ -113,3 +148,50 @@ def register_openapi(app: Flask) -> None:
 
 def _json_ref(name: str) -> dict[str, Any]:
     return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+    """One query parameter per field of `model`, typed as the model validates it (enums and bounds included)."""
+    schema = model.model_json_schema(by_alias=True)
+    defs = schema.get("$defs", {})
+    required = set(schema.get("required", []))
+    return [{"name": name, "in": "query", "required": name in required, "schema": _query_schema(prop, defs)}
+            for name, prop in schema.get("properties", {}).items()]
+
+
+def _query_schema(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
+    """A field's schema with `$ref`s inlined and the `null` branch of an optional field dropped (absent = null)."""
+    if "$ref" in prop:
+        return _query_schema({**defs[prop["$ref"].rsplit("/", 1)[-1]], **{k: v for k, v in prop.items()
+                                                                           if k != "$ref"}}, defs)
+    branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
+    if len(branches) == 1:
+        rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+        return {**_query_schema(branches[0], defs), **rest}
+    return {k: v for k, v in prop.items() if k != "default"}
+
+
+_STATUS: dict[str, Any] = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["UP", "DOWN"]}}}
+_READY = {**_STATUS, "required": ["status", "checks"],
+          "properties": {**_STATUS["properties"], "checks": {"type": "object", "additionalProperties": {
+              "enum": ["UP", "DOWN"]}}, "error": {"$ref": "#/components/schemas/ErrorBody"}}}
+
+
+def _ops_paths() -> dict[str, Any]:
+    """Liveness, readiness (503 while a dependency is down) and Prometheus metrics: no credentials."""
+    def op(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
+        return {"get": {"summary": summary, "security": [], "responses": responses}}
+
+    def body(schema: dict[str, Any]) -> dict[str, Any]:
+        return {"application/json": {"schema": schema}}
+
+    ready = op("readiness: database and broker reachable", {
+        "200": {"description": "ready", "content": body(_READY)},
+        "503": {"description": "a dependency is unreachable", "content": body(_READY)}})
+    return {
+        "/health": op("liveness", {"200": {"description": "alive", "content": body(_STATUS)}}),
+        "/ready": ready,
+        "/health/readiness": ready,
+        "/metrics": op("Prometheus metrics", {"200": {"description": "text exposition format",
+                                                      "content": {"text/plain": {"schema": {"type": "string"}}}}}),
+    }

@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 from flask import g, request
 
 from api.runtime import runtime
-from taskexec.auth import Principal, decode_token, verify_api_key
+from taskexec.auth import API_KEY_CACHE, Principal, decode_token, hash_key, verify_api_key
 from taskexec.constants import Permission
 from taskexec.exceptions import Unauthorized
 
@@ -27,9 +27,22 @@ def authenticate() -> Principal:
             raise Unauthorized("Authorization header must be 'Bearer <token>'")
         return decode_token(rt.settings, token.strip())
     if api_key:
-        with rt.db.session() as s:
-            return verify_api_key(s, api_key.strip())
+        return _api_key_principal(api_key.strip())
     raise Unauthorized("missing credentials: send 'Authorization: Bearer <JWT>' or 'X-API-Key'")
+
+
+def _api_key_principal(key: str) -> Principal:
+    """Looked up on every request, unless TEL_API_KEY_CACHE_SECONDS > 0 (see `ApiKeyCache`)."""
+    rt = runtime()
+    ttl = rt.settings.api_key_cache_s
+    digest = hash_key(key) if ttl > 0 else ""
+    if ttl > 0 and (cached := API_KEY_CACHE.get(digest)) is not None:
+        return cached
+    with rt.db.autocommit() as conn:  # one round trip: no session, no BEGIN/COMMIT
+        principal = verify_api_key(conn, key)
+    if ttl > 0:
+        API_KEY_CACHE.put(digest, principal, ttl)
+    return principal
 
 
 def current() -> Principal:

@@ -78,6 +78,9 @@ def classify(o: Outcome, spec: RunSpec) -> RunResult:
         if _memory_hit(usage, lim.memory_bytes) or state.get("OOMKilled"):
             return _fail(result, s.MEMORY_LIMIT_EXCEEDED, f"memory limit of {mem_mib:g} MiB exceeded",
                          {"limitBytes": lim.memory_bytes})
+        if state.get("EngineError"):
+            return _fail(result, s.SANDBOX_ERROR, "the sandbox container was lost: the Docker engine stopped "
+                         "answering (restarting?)", {"reason": "ENGINE_UNREACHABLE", "error": state["EngineError"]})
         if state.get("Removed") or state.get("ExitCode") == 137:  # kill_task elsewhere, docker kill
             return _fail(result, s.CANCELLED, "the container was killed or removed from outside")
         return _fail(result, s.SANDBOX_ERROR,

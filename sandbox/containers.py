@@ -28,6 +28,7 @@ LABEL_WORKER = "taskexec.worker_id"
 LABEL_DEADLINE = "taskexec.deadline"
 LABEL_POOL = "taskexec.pool"
 LABEL_RUNTIME = "taskexec.runtime"
+LABEL_DEPLOYMENT = "taskexec.deployment"  # set by DockerRunner(deployment=...): scopes the reaper
 
 SANDBOX_USER = "10001:10001"
 BASE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/tmp", "LANG": "C.UTF-8"}
@@ -115,6 +116,7 @@ def create(api: Any, key: ContainerKey, labels: dict[str, str], name: str | None
                  {"Name": "core", "Soft": 0, "Hard": 0}],
         runtime=key.container_runtime,
         ipc_mode="private",
+        shm_size=max(int(lim.tmp_bytes), 4096),  # /dev/shm is writable too: the same cap as /tmp, not Docker's 64M
     )
     created = api.create_container(
         key.image, command=COMMAND, user=SANDBOX_USER, stdin_open=True, tty=False,

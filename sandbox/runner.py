@@ -16,6 +16,7 @@ import logging
 import os
 import queue
 import secrets
+import select
 import socket
 import threading
 import time
@@ -38,6 +39,8 @@ from sandbox.spec import RUNTIMES, RunResult, RunSpec
 log = logging.getLogger(__name__)
 _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException, OSError)
 _POLL_S = 0.1
+_REMOVE_RETRY_S = 5.0  # failed removals (engine unreachable) are tried again this often ...
+_REMOVE_TRIES = 120  # ... this many times (10 min); then the reaper's deadline rule is left
 
 
 class DockerRunner:
@@ -47,8 +50,11 @@ class DockerRunner:
                  log_tail_bytes: int = 64 * 1024, container_runtime: str | None = None,
                  allow_network: bool = False, pool_size: int | None = None,
                  pool_idle_ttl_s: float = 600.0, reap_grace_s: float = 30.0,
-                 async_remove: bool = True) -> None:
+                 async_remove: bool = True, deployment: str | None = None) -> None:
         self.images = dict(DEFAULT_IMAGES)
+        # Every container carries this label and the reaper only looks at containers carrying it, so
+        # deployments sharing one engine never reap (and report lost) each other's containers.
+        self.scope = {c.LABEL_DEPLOYMENT: deployment} if deployment else {}
         self.images.update(images or {})
         self._client = docker_client
         self.log_tail_bytes = log_tail_bytes
@@ -64,6 +70,7 @@ class DockerRunner:
         self.async_remove = async_remove
         self._removals: queue.Queue[Handle | None] = queue.Queue()
         self._remover: threading.Thread | None = None
+        self._unremoved: dict[str, int] = {}  # container id -> failed removals (e.g. the engine restarting)
         atexit.register(self.close)
 
     # -- engine -----------------------------------------------------------------------------
@@ -99,22 +106,36 @@ class DockerRunner:
             time.sleep(0.01)
         return not self._removals.unfinished_tasks
 
-    def _remove_later(self, handle: Handle) -> None:
+    def _ensure_remover(self) -> None:
         with self._lock:
             if self._remover is None or not self._remover.is_alive():
                 self._remover = threading.Thread(target=self._remove_loop, name="sandbox-remover",
                                                  daemon=True)
                 self._remover.start()
+
+    def _remove_later(self, handle: Handle) -> None:
+        self._ensure_remover()
         self._removals.put(handle)
 
     def _remove_loop(self) -> None:
         while True:
-            handle = self._removals.get()
+            try:
+                handle = self._removals.get(timeout=_REMOVE_RETRY_S)
+            except queue.Empty:
+                self._retry_removals()
+                continue
             try:
                 if handle is not None:
                     self._discard(handle)
             finally:
                 self._removals.task_done()
+
+    def _retry_removals(self) -> None:
+        """Remove again what could not be removed, e.g. while the engine was restarting."""
+        with self._lock:
+            pending = list(self._unremoved)
+        for cid in pending:
+            self._remove(cid)
 
     # -- containers -------------------------------------------------------------------------
     def _key(self, spec: RunSpec) -> c.ContainerKey:
@@ -146,13 +167,22 @@ class DockerRunner:
 
     def _start_pooled(self, key: c.ContainerKey) -> Handle:
         deadline = time.time() + self.pool.idle_ttl
-        return self._start(key, c.labels_for(key, "", 0, deadline, pooled=True), pooled=True)
+        return self._start(key, c.labels_for(key, "", 0, deadline, pooled=True, extra=self.scope), pooled=True)
 
     def _remove(self, cid: str) -> None:
         try:
             reaper_mod.remove(self.api, cid)
-        except Exception as exc:  # noqa: BLE001 - the reaper will get it
-            log.warning("sandbox: cannot remove container %s: %s", cid[:12], exc)
+        except Exception as exc:  # noqa: BLE001 - tried again in the background, the reaper is the last resort
+            with self._lock:
+                tries = self._unremoved[cid] = self._unremoved.get(cid, 0) + 1
+                if tries >= _REMOVE_TRIES:
+                    del self._unremoved[cid]
+            if tries == 1 or tries >= _REMOVE_TRIES:
+                log.warning("sandbox: cannot remove container %s (try %d): %s", cid[:12], tries, exc)
+            self._ensure_remover()
+        else:
+            with self._lock:
+                self._unremoved.pop(cid, None)
 
     def _discard(self, handle: Handle) -> None:
         # Close the attach connection first: an unread stream (e.g. after the output cap)
@@ -166,6 +196,10 @@ class DockerRunner:
 
     def _acquire(self, spec: RunSpec, key: c.ContainerKey, deadline: float) -> Handle:
         handle = self.pool.take(key)
+        while handle is not None and _stream_closed(handle.raw):  # killed while idle (e.g. engine restart)
+            log.info("sandbox: pooled container %s is gone; discarding it", handle.cid[:12])
+            self._remove_later(handle)
+            handle = self.pool.take(key)
         if handle is not None:
             try:  # labels are immutable: record the task in the name for kill_task/reap
                 self.api.rename(handle.cid, c.used_name(spec.task_id, spec.attempt, deadline))
@@ -173,7 +207,7 @@ class DockerRunner:
                 log.warning("sandbox: cannot rename pooled container: %s", exc)
             return handle
         labels = c.labels_for(key, spec.task_id, spec.attempt, deadline, pooled=False,
-                              extra=spec.labels)
+                              extra={**(spec.labels or {}), **self.scope})
         return self._start(key, labels, pooled=False)
 
     # -- run ----------------------------------------------------------------------------------
@@ -255,6 +289,8 @@ class DockerRunner:
                 state = self.api.inspect_container(cid).get("State") or {}
             except docker.errors.NotFound:
                 return {"Removed": True}
+            except _ENGINE_ERRORS as exc:  # e.g. the engine is stopping: it took the container with it
+                return {"EngineError": f"{type(exc).__name__}: {exc}"[:300]}
             except Exception:  # noqa: BLE001
                 return {}
             if not state.get("Running"):
@@ -292,6 +328,19 @@ class DockerRunner:
              worker_gone: Callable[[str], bool] | None = None) -> list[dict]:
         """Remove expired containers and those of gone workers (see :func:`sandbox.reaper.reap`)."""
         try:
-            return reaper_mod.reap(self.api, live_worker_ids, now, self.reap_grace_s, worker_gone=worker_gone)
+            return reaper_mod.reap(self.api, live_worker_ids, now, self.reap_grace_s, labels=self.scope or None,
+                                   worker_gone=worker_gone)
         except _ENGINE_ERRORS as exc:
             raise SandboxUnavailable(f"cannot list sandbox containers: {exc}") from exc
+
+
+def _stream_closed(sock: Any) -> bool:
+    """True when the engine closed a container's attach stream (an idle harness writes nothing)."""
+    try:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        return bool(poller.poll(0)) and sock.recv(1, socket.MSG_PEEK) == b""
+    except ValueError:  # e.g. a TLS socket (no MSG_PEEK): cannot tell, the send will
+        return False
+    except OSError:
+        return True

@@ -17,8 +17,12 @@ def cmd_router(args: argparse.Namespace) -> None:
     from taskexec.metrics_export import mark_process_dead, prepare_multiprocess_dir
 
     prepare_multiprocess_dir()  # before prometheus_client is imported: gunicorn's processes share /metrics
+    from gunicorn import util as gunicorn_util
     from gunicorn.app.base import BaseApplication
 
+    from api.errors import write_protocol_error
+
+    gunicorn_util.write_error = write_protocol_error  # its own 400/431 pages: JSON envelope, not HTML
     settings = get_settings()
     settings.require_jwt_secret()
     sqlite = settings.database_url.startswith("sqlite")

@@ -22,6 +22,11 @@ class RouterClient:
         self.base = settings.task_router_url.rstrip("/") + INTERNAL_PREFIX
         self.retry_for_s = retry_for_s
         self.http = requests.Session()
+        # Proxy and CA settings from the environment, read once rather than on every call (requests
+        # scans the whole environment per request otherwise).
+        env = self.http.merge_environment_settings(self.base, {}, None, None, None)
+        self.http.proxies, self.http.verify = env["proxies"], env["verify"]
+        self.http.trust_env = False
         token = settings.service_token.get_secret_value() if settings.service_token else ""
         if token.count(".") == 2:
             self.http.headers["Authorization"] = f"Bearer {token}"
@@ -49,11 +54,16 @@ class RouterClient:
                     raise TaskexecError(_message(resp), status=resp.status_code)
                 if time.monotonic() > deadline:
                     raise Unavailable(f"router answered {resp.status_code}")
+                log.warning("router answered %s; retrying", resp.status_code,
+                            extra={"path": path, "status": resp.status_code})
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def start(self, task_id: str, dispatch_token: str, worker_id: str) -> dict[str, Any]:
-        return self._call("POST", f"/tasks/{task_id}/start", {"dispatchToken": dispatch_token, "workerId": worker_id})
+    def start(self, task_id: str, dispatch_token: str, worker_id: str, start_id: str | None = None) -> dict[str, Any]:
+        body = {"dispatchToken": dispatch_token, "workerId": worker_id}
+        if start_id:
+            body["startId"] = start_id  # the same on every retry of this call: a lost answer is not a new attempt
+        return self._call("POST", f"/tasks/{task_id}/start", body)
 
     def finish(self, task_id: str, result: dict[str, Any]) -> dict[str, Any]:
         return self._call("POST", f"/tasks/{task_id}/finish", result)

@@ -3,16 +3,22 @@
 from __future__ import annotations
 
 import contextlib
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Engine, String, cast, create_engine, event, exists, func, literal, select, text
+from sqlalchemy import Connection, Engine, String, cast, create_engine, event, exists, func, literal, select, text
 from sqlalchemy.dialects.postgresql import JSONB, array
-from sqlalchemy.exc import InterfaceError, OperationalError
+from sqlalchemy.exc import InterfaceError, InvalidatePoolError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
 
 from taskexec.exceptions import Unavailable
+
+# A pooled connection idle for longer than this is pinged before use (one round trip); one in steady use
+# under load is not. A connection broken within this window (a restart of PostgreSQL takes longer) fails
+# its request with 503, and that invalidates the pool.
+PING_IDLE_S = 0.25
 
 
 class Database:
@@ -24,12 +30,13 @@ class Database:
         if self.is_sqlite:
             engine_kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
         else:
-            engine_kwargs.setdefault("pool_pre_ping", True)
             engine_kwargs.setdefault("pool_size", 10)
             engine_kwargs.setdefault("max_overflow", 10)
         self.engine: Engine = create_engine(url, **engine_kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
+        elif not engine_kwargs.get("pool_pre_ping"):
+            _ping_when_idle(self.engine)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
     @contextmanager
@@ -47,6 +54,15 @@ class Database:
         finally:
             session.close()
 
+    @contextmanager
+    def autocommit(self) -> Iterator[Connection]:
+        """A connection for one statement that needs no transaction: no BEGIN/COMMIT round trips."""
+        try:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                yield conn
+        except (OperationalError, InterfaceError) as exc:
+            raise Unavailable("database unavailable", details={"error": type(exc.orig).__name__}) from exc
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as conn:
@@ -57,6 +73,27 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def _ping_when_idle(engine: Engine) -> None:
+    """Like `pool_pre_ping`, but only for connections that sat in the pool for PING_IDLE_S or more."""
+
+    def stamp(_dbapi_conn: Any, record: Any, *_: Any) -> None:
+        record.info["tel_idle_since"] = time.monotonic()
+
+    def checkout(dbapi_conn: Any, record: Any, _proxy: Any) -> None:
+        if time.monotonic() - record.info.get("tel_idle_since", 0.0) < PING_IDLE_S:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_conn)
+        except Exception:
+            alive = False
+        if not alive:  # the pool drops every connection older than now and retries with a new one
+            raise InvalidatePoolError()
+
+    event.listen(engine, "connect", stamp)
+    event.listen(engine, "checkin", stamp)
+    event.listen(engine, "checkout", checkout)
 
 
 def _quiet_rollback(session: Session) -> None:

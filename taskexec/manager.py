@@ -7,7 +7,8 @@ import random
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Connection, bindparam, func, or_, select, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,6 +20,7 @@ from taskexec.deadletters import record_dead_letter, resolve_dead_letters
 from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound, ValidationFailed
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
+from taskexec.recovery import Recovery
 from taskexec.schemas import DefinitionIn, DefinitionListQuery, FinishIn, SubmitIn, TaskListQuery
 from taskexec.statemachine import event_type_for, transition
 from taskexec.validation import validate_definition, validate_execution_config, validate_instance
@@ -29,6 +31,13 @@ PUBLISH_GRACE = timedelta(seconds=5)
 DEFAULT_INFRA_RETRIES = 3
 # A target's Retry-After is honoured up to this many seconds.
 MAX_RETRY_AFTER_S = 3600.0
+# A stored definition version never changes: (id, version) lookups are answered from memory, up to this many.
+DEFINITION_CACHE_SIZE = 1024
+# The statements every task goes through, built once (building and cache-keying one costs more CPU than running it).
+_TASK = select(TaskInstance).where(TaskInstance.id == bindparam("task_id"))
+_TASK_FOR_UPDATE = _TASK.with_for_update()
+_LATEST_DEFINITION = (select(TaskDefinition).where(TaskDefinition.id == bindparam("def_id"))
+                      .order_by(TaskDefinition.version.desc()).limit(1))
 
 
 class TaskManager:
@@ -36,6 +45,7 @@ class TaskManager:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        self._versions: dict[tuple[str, int], TaskDefinition] = {}
 
     # ------------------------------------------------------------ definitions
 
@@ -66,14 +76,20 @@ class TaskManager:
         return row
 
     def get_definition(self, s: Session, def_id: str, version: int | None = None) -> TaskDefinition:
+        """One version, or the latest; a given version may be a shared detached copy (read it, never change it)."""
         if version is not None:
+            cached = self._versions.get((def_id, version))
+            if cached is not None:
+                return cached
             row = s.get(TaskDefinition, (def_id, version))
         else:
-            row = s.scalar(
-                select(TaskDefinition).where(TaskDefinition.id == def_id).order_by(TaskDefinition.version.desc())
-            )
+            row = s.scalar(_LATEST_DEFINITION, {"def_id": def_id})
         if row is None:
             raise NotFound(f"task definition {def_id!r} not found", details={"field": "taskDefinitionId"})
+        if len(self._versions) >= DEFINITION_CACHE_SIZE:
+            self._versions.clear()
+        self._versions[(row.id, row.version)] = TaskDefinition(
+            **{attr.key: getattr(row, attr.key) for attr in sa_inspect(TaskDefinition).column_attrs})
         return row
 
     def list_definitions(self, s: Session, q: DefinitionListQuery) -> tuple[list[TaskDefinition], int]:
@@ -87,9 +103,11 @@ class TaskManager:
         )
         if q.type:
             stmt = stmt.where(TaskDefinition.type == q.type.value)
-        if q.search:
-            like = f"%{q.search.lower()}%"
-            stmt = stmt.where(or_(func.lower(TaskDefinition.name).like(like), TaskDefinition.id.like(like)))
+        if q.search:  # a literal substring: `%`, `_` and `\` in the search are not LIKE wildcards
+            literal = q.search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            like = f"%{literal}%"
+            stmt = stmt.where(or_(func.lower(TaskDefinition.name).like(like, escape="\\"),
+                                  TaskDefinition.id.like(like, escape="\\")))
         return _page(s, stmt.order_by(TaskDefinition.id), q.page, q.limit)
 
     # ------------------------------------------------------------ tasks
@@ -102,7 +120,7 @@ class TaskManager:
         if scoped_key:
             existing = s.scalar(select(TaskInstance).where(TaskInstance.idempotency_key == scoped_key))
             if existing is not None:
-                return existing, False
+                return self._replay(s, existing, body), False
         definition = self.get_definition(s, body.task_definition_id)
         validate_instance(definition.input_schema, body.input, "input")
         config = None
@@ -140,17 +158,32 @@ class TaskManager:
             existing = s.scalar(select(TaskInstance).where(TaskInstance.idempotency_key == scoped_key))
             if existing is None:
                 raise
-            return existing, False
+            return self._replay(s, existing, body), False
         s.add(TaskEvent(task_id=task.id, type="task.instance.created", to_status=Status.PENDING.value,
                         actor=principal.sub, created_at=now))
         enqueue_event(s, self.settings, task, event_type_for(Status.PENDING, Status.PENDING).value)
         return task, True
 
+    def _replay(self, s: Session, task: TaskInstance, body: SubmitIn) -> TaskInstance:
+        """The task stored under an Idempotency-Key, if `body` asks for the same thing; else 422 (the
+        IETF Idempotency-Key draft's answer to a key reused with a different payload)."""
+        same = (task.definition_id == body.task_definition_id and task.input == body.input
+                and task.priority == body.priority.value and task.workflow_instance_id == body.workflow_instance_id
+                and task.correlation_id == (body.correlation_id or body.workflow_instance_id)
+                and task.callback_url == body.callback_url)
+        if same and (body.execution_config or task.execution_config):
+            definition = self.get_definition(s, task.definition_id, task.definition_version)
+            merged = {**definition.execution_config, **(body.execution_config or {})}
+            same = bool(body.execution_config) and task.execution_config == validate_execution_config(
+                TaskType(definition.type), merged, self.settings)
+        if not same:
+            raise ValidationFailed("Idempotency-Key was already used with a different request body",
+                                   details=[{"field": "Idempotency-Key", "message": "reused with another body",
+                                             "taskId": task.id}])
+        return task
+
     def get_task(self, s: Session, task_id: str, for_update: bool = False) -> TaskInstance:
-        stmt = select(TaskInstance).where(TaskInstance.id == task_id)
-        if for_update:
-            stmt = stmt.with_for_update()
-        task = s.scalar(stmt)
+        task = s.scalar(_TASK_FOR_UPDATE if for_update else _TASK, {"task_id": task_id})
         if task is None:
             raise NotFound(f"task {task_id} not found")
         return task
@@ -203,8 +236,16 @@ class TaskManager:
 
     # ------------------------------------------------------------ internal API (worker pools)
 
-    def start(self, s: Session, task_id: str, dispatch_token: str, worker_id: str) -> dict[str, Any]:
-        """A worker received a message: decide whether it runs, and hand it what it needs."""
+    def start(self, s: Session, task_id: str, dispatch_token: str, worker_id: str,
+              start_id: str | None = None) -> dict[str, Any]:
+        """A worker received a message: decide whether it runs, and hand it what it needs.
+
+        A message for a RUNNING task is a redelivery. Before the attempt's deadline its worker may well be
+        alive (a broker connection blip makes Celery/kombu restore, and RabbitMQ requeue, the messages of
+        running tasks): it does not run again; a worker that is really gone is found by the stale sweep or
+        the reaper. `start_id` (one per delivery, repeated when the worker retries this call) makes the
+        call idempotent: the same delivery asking again gets its attempt back.
+        """
         task = self.get_task(s, task_id, for_update=True)
         status = Status(task.status)
         if status in TERMINAL_STATUSES:
@@ -213,15 +254,28 @@ class TaskManager:
             return {"run": False, "reason": "stale message (superseded dispatch)", "status": status.value}
         if status not in (Status.PENDING, Status.RUNNING):
             return {"run": False, "reason": f"task is {status.value}", "status": status.value}
+        if status is Status.RUNNING:
+            if start_id and (task.execution_metadata or {}).get("startId") == start_id:
+                return self._job(s, task, None)
+            if utcnow() < Recovery(self).deadline(s, task):
+                return {"run": False, "status": status.value,
+                        "reason": f"attempt {task.attempt} is still running on {task.worker_id} (duplicate delivery)"}
         previous = task.worker_id if status is Status.RUNNING else None
         now = utcnow()
         meta = dict(task.execution_metadata or {})
         meta.update({"startTime": now.isoformat(), "workerId": worker_id})
         meta.pop("endTime", None)
+        meta.pop("startId", None)
+        if start_id:
+            meta["startId"] = start_id
         self._move(
             s, task, Status.RUNNING, actor=f"worker:{worker_id}", attempt=task.attempt + 1, worker_id=worker_id,
             execution_metadata=meta, details={"redeliveredFrom": previous} if previous else None,
         )
+        return self._job(s, task, previous)
+
+    def _job(self, s: Session, task: TaskInstance, previous: str | None) -> dict[str, Any]:
+        """What a worker needs to run the current attempt of `task`."""
         definition = self.get_definition(s, task.definition_id, task.definition_version)
         return {
             "run": True,
@@ -365,11 +419,16 @@ def _parse_time(text: str) -> datetime | None:
         return None
 
 
-def mark_enqueued(s: Session, task_id: str, token: str) -> bool:
+_MARK_ENQUEUED = (  # built once: one of these runs for every submitted task
+    update(TaskInstance)
+    .where(TaskInstance.id == bindparam("task_id"), TaskInstance.dispatch_token == bindparam("token"),
+           TaskInstance.enqueued_at.is_(None))
+    .values(enqueued_at=bindparam("now"))
+    .execution_options(synchronize_session=False)
+)
+
+
+def mark_enqueued(s: Session | Connection, task_id: str, token: str) -> bool:
     """Note that the message for `token` reached the broker (no status change, no version bump)."""
-    result = s.execute(
-        update(TaskInstance)
-        .where(TaskInstance.id == task_id, TaskInstance.dispatch_token == token, TaskInstance.enqueued_at.is_(None))
-        .values(enqueued_at=utcnow())
-    )
+    result = s.execute(_MARK_ENQUEUED, {"task_id": task_id, "token": token, "now": utcnow()})
     return bool(result.rowcount)  # type: ignore[attr-defined]

@@ -321,6 +321,7 @@ class ErrorEnvelope(ApiModel):
 class StartIn(ApiModel):
     dispatch_token: str
     worker_id: str = Field(max_length=256)
+    start_id: str | None = Field(None, max_length=64, description="one per delivery; repeated on a retried call")
 
 
 class LostIn(ApiModel):

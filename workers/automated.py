@@ -34,6 +34,7 @@ def runner(settings: Settings | None = None) -> DockerRunner:
                 container_runtime=s.sandbox_runtime,
                 allow_network=s.sandbox_allow_network,
                 pool_size=s.sandbox_pool_size,
+                deployment=s.queue_automated,  # one deployment = one automated queue: reap only our containers
             )
         return _runner
 
@@ -156,4 +157,13 @@ class AutomatedTask(ExecuteTask):
             return Outcome.failed(TaskErrorCode.SANDBOX_ERROR.value, f"sandbox unavailable: {exc}", retry=True)
         finally:
             done.set()
-        return outcome_of(result)
+        outcome = outcome_of(result)
+        if outcome.status == Status.CANCELLED.value and not cancel.is_set():
+            # Killed or removed from outside (the engine restarting, `docker kill`), not by a cancel seen
+            # here: our fault, to be retried. The router ignores it (409) if the task was cancelled after
+            # all or a newer attempt owns it; not reporting would leave the task RUNNING.
+            return Outcome.failed(TaskErrorCode.SANDBOX_ERROR.value,
+                                  "the sandbox container was killed or removed from outside the worker",
+                                  {"reason": "CONTAINER_LOST", "exitCode": result.exit_code}, retry=True,
+                                  metadata=outcome.metadata, stdout=outcome.stdout, stderr=outcome.stderr)
+        return outcome

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -72,7 +73,7 @@ class ExecuteTask(Task):
             raise Reject("worker shutting down", requeue=True)
         wid = worker_id()
         try:
-            job = self.router.start(task_id, dispatch_token, wid)
+            job = self.router.start(task_id, dispatch_token, wid, uuid.uuid4().hex)
         except NotFound:
             log.warning("message for unknown task dropped", extra={"taskId": task_id})
             return "unknown"

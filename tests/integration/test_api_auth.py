@@ -109,6 +109,40 @@ def test_api_key_works_until_revoked(client: Any, db: Database, database: str) -
     assert_envelope(client.get(f"{API}/tasks", headers=headers), 401, "UNAUTHORIZED")
 
 
+def test_api_key_cache_lags_a_foreign_revocation_by_its_ttl_only(env: dict[str, str], db: Database,
+                                                                 database: str) -> None:
+    """TEL_API_KEY_CACHE_SECONDS: a revocation by another process (here plain SQL) is honoured after the
+    TTL; one made in this process (revoke_api_key) at once."""
+    import time
+
+    from api import create_app
+    from taskexec.config import Settings
+
+    settings = Settings(**{k: v for k, v in {**env, "TEL_API_KEY_CACHE_SECONDS": "1.5"}.items()  # type: ignore[arg-type]
+                           if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))})
+    app = create_app(settings, start_dispatcher=False)
+    client = app.test_client()
+    try:
+        with db.session() as s:
+            first, key1 = create_api_key(s, "cached-1", ["operator"])
+            second, key2 = create_api_key(s, "cached-2", ["operator"])
+            ids = (first.id, second.id)
+        for key in (key1, key2):
+            assert client.get(f"{API}/tasks", headers={"X-API-Key": key}).status_code == 200
+        sql(database, "UPDATE api_keys SET revoked_at = now() WHERE id = %s", ids[0])
+        revoked_at = time.monotonic()
+        assert client.get(f"{API}/tasks", headers={"X-API-Key": key1}).status_code == 200  # cached
+        while time.monotonic() - revoked_at < 1.6:
+            time.sleep(0.1)
+        assert_envelope(client.get(f"{API}/tasks", headers={"X-API-Key": key1}), 401, "UNAUTHORIZED")
+
+        with db.session() as s:
+            revoke_api_key(s, ids[1])
+        assert_envelope(client.get(f"{API}/tasks", headers={"X-API-Key": key2}), 401, "UNAUTHORIZED")
+    finally:
+        app.extensions["taskexec"].db.dispose()
+
+
 def test_api_key_roles_are_enforced(client: Any, db: Database) -> None:
     with db.session() as s:
         _, key = create_api_key(s, "reader", ["operator"])

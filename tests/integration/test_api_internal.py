@@ -96,9 +96,28 @@ def test_start_then_complete(client: Any, admin: dict[str, str], task_id: str, d
 def test_result_of_a_stale_attempt_is_409(client: Any, task_id: str, database: str) -> None:
     token = token_of(database, task_id)
     start(client, task_id, token, "w1")
+    # a duplicate delivery while attempt 1 is within its deadline (w1 may be alive): it does not run
+    assert start(client, task_id, token, "w2")["run"] is False
+    # past the deadline (the broker redelivers only after its visibility timeout) w1 is taken for lost
+    sql(database, "UPDATE task_instances SET execution_metadata = jsonb_set(execution_metadata::jsonb, "
+                  "'{startTime}', '\"2000-01-01T00:00:00+00:00\"') WHERE id = %s", task_id)
     assert start(client, task_id, token, "w2")["attempt"] == 2  # redelivered after w1 was lost
     assert_envelope(finish(client, task_id, status="COMPLETED", output={"hi": "x"}), 409, "CONFLICT")
     assert finish(client, task_id, attempt=2, status="COMPLETED", output={"hi": "x"}).status_code == 200
+
+
+def test_a_retried_start_call_gets_its_attempt_back(client: Any, task_id: str, database: str) -> None:
+    def start_as(start_id: str) -> Any:
+        body = {"dispatchToken": token_of(database, task_id), "workerId": "w1", "startId": start_id}
+        r = client.post(f"/internal/v1/tasks/{task_id}/start", json=body, headers=SERVICE)
+        assert r.status_code == 200, r.json
+        return r.json
+
+    first = start_as("delivery-1")
+    again = start_as("delivery-1")  # the worker did not get the first answer and asks again
+    assert first["run"] is True and again["run"] is True and again["attempt"] == first["attempt"] == 1
+    assert start_as("delivery-2")["run"] is False  # another delivery of the same message: a duplicate
+    assert sql(database, "SELECT attempt FROM task_instances WHERE id = %s", task_id)[0][0] == 1
 
 
 def test_output_failing_output_schema_fails_the_task(

@@ -313,6 +313,28 @@ def test_reaper(runner: DockerRunner, docker_client: docker.DockerClient, images
                 runner.api.remove_container(cid, force=True)
 
 
+def test_reaper_of_a_deployment_leaves_other_deployments_alone(images: dict[str, str]) -> None:
+    """Two deployments on one engine: each reaps only containers carrying its own deployment label."""
+    ours, theirs = (DockerRunner(images=images, pool_size=0, deployment=f"dep-{uuid.uuid4().hex[:8]}")
+                    for _ in range(2))
+    key = c.ContainerKey(image=images["python"], runtime="python", limits_class=Limits().container_class(),
+                         network=False, worker_id="gone-worker")
+    made = {name: c.create(r.api, key, c.labels_for(key, f"{name}-task", 1, time.time() + 3600, False, r.scope))
+            for name, r in (("ours", ours), ("theirs", theirs))}
+    try:
+        reaped = ours.reap(live_worker_ids=set())
+        assert [(r["taskId"], r["reason"]) for r in reaped] == [("ours-task", "worker_gone")]
+        left = {x["Id"] for x in ours.api.containers(all=True, filters={"label": "taskexec.managed=1"})}
+        assert made["theirs"] in left and made["ours"] not in left
+        assert [r["taskId"] for r in theirs.reap(live_worker_ids=set())] == ["theirs-task"]
+    finally:
+        for cid in made.values():
+            with contextlib.suppress(docker.errors.NotFound):
+                ours.api.remove_container(cid, force=True)
+        ours.close()
+        theirs.close()
+
+
 def test_image_missing_is_sandbox_unavailable() -> None:
     from sandbox import SandboxUnavailable
 

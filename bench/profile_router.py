@@ -1,0 +1,313 @@
+"""Where the router spends its time per task: CPU and SQL per request, pyinstrument, py-spy summaries.
+
+Usage:
+  python bench/profile_router.py [-n 300] [--pyinstrument] [--auth apikey|jwt]
+      In-process (Flask test client, one thread, dispatcher off) against a fresh database and the test
+      Redis: n x (submit, worker start, worker finish) of a no-op INTEGRATION task, as the pool does it.
+      Prints per request kind: CPU ms, SQL statements, PostgreSQL round trips (incl. BEGIN, COMMIT,
+      pings; from libpq's trace) and function calls (Python and C: unlike CPU time, not disturbed by
+      other load on the machine); with --pyinstrument or --cprofile, where the time goes.
+  python bench/profile_router.py spy /tmp/prof/router.txt [--top 25] [--match api/ taskexec/]
+      Summarises py-spy samples (``--format raw``) taken by ``bench/throughput.py --py-spy DIR`` under load:
+      per function, the share of samples with it on the stack (inclusive) and at the top (self).
+
+Needs PostgreSQL at TEL_TEST_DATABASE_URL and Redis at TEL_TEST_REDIS_URL; only this run's Redis keys
+are deleted at the end. py-spy is not a project dependency (``.venv/bin/pip install py-spy``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import re
+import sys
+import tempfile
+import time
+import uuid
+from collections import Counter, defaultdict
+from pathlib import Path
+from typing import Any
+
+import redis
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests import support  # noqa: E402
+
+COUNTED = 20  # tasks run again under a call counter
+FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::\d+)?\)$")
+
+
+# --------------------------------------------------------------------------- in-process
+
+def inproc(args: argparse.Namespace) -> int:
+    from sqlalchemy import event, text
+
+    from api import create_app
+    from taskexec.auth import create_api_key, issue_token
+    from taskexec.config import Settings
+    from taskexec.db import Database
+    from taskexec.migrate import upgrade
+
+    prefix = "prof" + uuid.uuid4().hex[:8]
+    dbname = f"bench_{prefix}"
+    with support.admin_conn() as conn:
+        conn.execute(f"CREATE DATABASE {dbname}")
+    try:
+        upgrade(support.db_url(dbname))
+        env = support.base_env(dbname, prefix, LOG_LEVEL="WARNING", **dict(item.split("=", 1) for item in args.env))
+        settings = Settings(**{k: v for k, v in env.items()  # type: ignore[arg-type]
+                               if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))})
+        db = Database(settings.database_url)
+        with db.session() as s:
+            _, client_key = create_api_key(s, "bench-client", ["submitter"])
+            _, service_key = create_api_key(s, "bench-workers", ["service"])
+        admin = {"Authorization": "Bearer " + issue_token(settings, "bench", ["admin"])}
+        client_auth = {"X-API-Key": client_key} if args.auth == "apikey" else admin
+        service = {"X-API-Key": service_key}
+        app = create_app(settings, start_dispatcher=False)
+        http = app.test_client()
+        r = http.post("/api/v1/tasks/definitions", headers=admin, json={
+            "id": "noop", "name": "noop", "type": "INTEGRATION",
+            "executionConfig": {"request": {"method": "GET", "url": "http://127.0.0.1:9/noop"}}})
+        assert r.status_code == 201, r.text
+
+        statements = [0]
+        engine = app.extensions["taskexec"].db.engine
+        event.listen(engine, "before_cursor_execute", lambda *_a, **_k: statements.__setitem__(0, statements[0] + 1))
+        cpu: dict[str, float] = defaultdict(float)
+        sql: Counter[str] = Counter()
+        calls: Counter[str] = Counter()  # Python + C function calls: a noise-free proxy for CPU work
+        counting = [False]
+        trace = tempfile.TemporaryFile()  # noqa: SIM115 - libpq protocol trace of the router connections
+        event.listen(engine, "connect", lambda dbapi_conn, _rec: dbapi_conn.pgconn.trace(trace.fileno()))
+        engine.dispose()  # reconnect with tracing on
+
+        def call(kind: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+            if counting[0]:
+                n = [0]
+
+                def tracer(_frame: Any, event: str, _arg: Any) -> None:
+                    if event in ("call", "c_call"):
+                        n[0] += 1
+
+                os.write(trace.fileno(), f"\nMARK {kind}\n".encode())
+                sys.setprofile(tracer)
+                resp = http.post(path, headers=headers, json=body)
+                sys.setprofile(None)
+                os.write(trace.fileno(), b"\nMARK -\n")
+                calls[kind] += n[0]
+                assert resp.status_code in (200, 201), (path, resp.text)
+                return resp.get_json()
+            s0, c0 = statements[0], time.process_time()
+            resp = http.post(path, headers=headers, json=body)
+            cpu[kind] += time.process_time() - c0
+            sql[kind] += statements[0] - s0
+            assert resp.status_code in (200, 201), (path, resp.text)
+            return resp.get_json()
+
+        def one() -> None:
+            task_id = call("submit", "/api/v1/tasks", client_auth, {"taskDefinitionId": "noop", "input": {}})
+            task_id = task_id["id"]
+            with db.engine.connect() as conn:  # what the broker message carries
+                token = conn.execute(text("SELECT dispatch_token FROM task_instances WHERE id = :i"),
+                                     {"i": task_id}).scalar_one()
+            job = call("start", f"/internal/v1/tasks/{task_id}/start", service,
+                       {"dispatchToken": token, "workerId": "bench:1"})
+            call("finish", f"/internal/v1/tasks/{task_id}/finish", service,
+                 {"attempt": job["attempt"], "status": "COMPLETED", "output": {},
+                  "executionMetadata": {"httpStatus": 200, "responseTimeMs": 1}})
+
+        for _ in range(20):  # warm-up: imports, statement caches, prepared statements
+            one()
+        cpu.clear()
+        sql.clear()
+        profiler: Any = None
+        if args.pyinstrument:
+            from pyinstrument import Profiler
+
+            profiler = Profiler(interval=0.0005)
+            profiler.start()
+        elif args.cprofile:
+            import cProfile
+
+            profiler = cProfile.Profile(time.thread_time)  # CPU time, not waits for the database
+            profiler.enable()
+        wall = time.perf_counter()
+        for _ in range(args.n):
+            one()
+        wall = time.perf_counter() - wall
+        if args.pyinstrument:
+            profiler.stop()
+        elif args.cprofile:
+            profiler.disable()
+        counting[0] = True
+        for _ in range(COUNTED):
+            one()
+        trips = round_trips(trace)
+        trace.close()
+        print(f"{args.n} tasks in-process (submit auth: {args.auth}), {wall / args.n * 1000:.1f} ms wall per task")
+        print(f"{'request':<8} {'CPU ms':>7} {'SQL':>5} {'PG RT':>6} {'calls':>7}")
+        for kind in ("submit", "start", "finish"):
+            print(f"{kind:<8} {cpu[kind] / args.n * 1000:7.2f} {sql[kind] / args.n:5.1f} "
+                  f"{trips[kind] / COUNTED:6.1f} {calls[kind] // COUNTED:7d}")
+        print(f"{'total':<8} {sum(cpu.values()) / args.n * 1000:7.2f} {sum(sql.values()) / args.n:5.1f} "
+              f"{sum(trips.values()) / COUNTED:6.1f} {sum(calls.values()) // COUNTED:7d}")
+        if args.pyinstrument:
+            print(profiler.output_text(unicode=False, color=False, show_all=False, short_mode=False))
+        elif args.cprofile:
+            import pstats
+
+            stats = pstats.Stats(profiler).strip_dirs()
+            stats.sort_stats("cumulative").print_stats(args.cprofile)
+            stats.sort_stats("tottime").print_stats(args.cprofile)
+        app.extensions["taskexec"].db.dispose()
+        db.dispose()
+    finally:
+        support.drop_database(dbname)
+        red = redis.Redis.from_url(support.REDIS_URL)
+        keys = list(red.scan_iter(match=f"*{prefix}*", count=1000))
+        if keys:
+            red.delete(*keys)
+        red.close()
+    return 0
+
+
+def round_trips(trace: Any) -> Counter[str]:
+    """Client messages that wait for the server (Query, or Sync closing Parse/Bind/Execute) per marked kind."""
+    trace.seek(0)
+    out: Counter[str] = Counter()
+    kind = "-"
+    for line in trace.read().decode(errors="replace").splitlines():
+        if line.startswith("MARK "):
+            kind = line[5:]
+        elif kind != "-" and "\tF\t" in line and ("\tQuery" in line or "\tSync" in line):
+            out[kind] += 1
+    return out
+
+
+# --------------------------------------------------------------------------- py-spy summaries
+
+def start_profilers(outdir: str | None, pids: dict[str, int]) -> list[support.Proc]:
+    """With --py-spy DIR: sample each process tree (all threads) into DIR/<name>.txt (collapsed stacks).
+
+    Extra py-spy options come from $PYSPY_ARGS (e.g. ``--gil``: only the thread holding the GIL, i.e. CPU).
+    Summarise with `spy` below."""
+    if not outdir:
+        return []
+    spy = str(Path(sys.executable).parent / "py-spy")
+    os.makedirs(outdir, exist_ok=True)
+    return [support.Proc([spy, "record", "--pid", str(pid), "--subprocesses", "--format", "raw", "--rate", "200",
+                          "--nonblocking", *os.environ.get("PYSPY_ARGS", "").split(), "-o", f"{outdir}/{name}.txt"],
+                         dict(os.environ), Path(outdir) / f"{name}.log")
+            for name, pid in pids.items()]
+
+
+
+def cpu_snapshot(groups: dict[str, int], dbname: str | None = None) -> dict[str, float]:
+    """CPU seconds (user+system) of each named process tree, of this process (the clients) and, with
+    `dbname`, of the PostgreSQL backends serving that database; read from /proc."""
+    stats: dict[int, tuple[int, float]] = {}  # pid -> (parent, cpu seconds)
+    backends = 0.0
+    tick = os.sysconf("SC_CLK_TCK")
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            cpu = (int(fields[11]) + int(fields[12])) / tick
+            stats[int(entry)] = (int(fields[1]), cpu)
+            if dbname:
+                with open(f"/proc/{entry}/cmdline", "rb") as fh:
+                    if fh.read().startswith(f"postgres: postgres {dbname} ".encode()):
+                        backends += cpu
+        except (OSError, IndexError, ValueError):
+            continue
+    out = {}
+    for name, pid in groups.items():
+        tree, todo = set(), [pid]
+        while todo:
+            current = todo.pop()
+            tree.add(current)
+            todo += [child for child, (parent, _) in stats.items() if parent == current and child not in tree]
+        out[name] = sum(stats[p][1] for p in tree if p in stats)
+    if dbname:
+        out["postgres"] = backends
+    out["bench clients"] = stats.get(os.getpid(), (0, 0.0))[1]
+    return out
+
+
+def cpu_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    return {name: after[name] - before.get(name, 0.0) for name in after}
+
+
+
+def parse(path: Path) -> tuple[Counter[str], Counter[str], int]:
+    """(inclusive, self, total) sample counts per `function (file)` frame."""
+    inclusive: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    total = 0
+    for line in path.read_text(errors="replace").splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        frames = [_name(f) for f in stack.split(";")]
+        frames = [f for f in frames if not f.startswith(("process ", "thread "))]
+        if not frames:
+            continue
+        total += n
+        for frame in set(frames):
+            inclusive[frame] += n
+        own[frames[-1]] += n
+    return inclusive, own, total
+
+
+def _name(frame: str) -> str:
+    m = FRAME.match(frame.strip())
+    if not m:
+        return frame.strip()
+    file = m.group("file")
+    for marker in ("site-packages/", "/work/main/", "lib/python3.11/"):
+        if marker in file:
+            file = file.split(marker, 1)[1]
+    return f"{m.group('func')} ({file})"
+
+
+def spy(args: argparse.Namespace) -> int:
+    inclusive, own, total = parse(args.samples)
+    if not total:
+        print("no samples", file=sys.stderr)
+        return 1
+
+    def keep(frame: str) -> bool:
+        return not args.match or any(m in frame for m in args.match)
+
+    print(f"{total} samples")
+    for title, counter in (("inclusive", inclusive), ("self", own)):
+        print(f"\n{title:>9} %  function (file)")
+        for frame, n in [(f, n) for f, n in counter.most_common() if keep(f)][: args.top]:
+            print(f"{100 * n / total:11.1f}  {frame}")
+    return 0
+
+
+def main() -> int:
+    if len(sys.argv) > 1 and sys.argv[1] == "spy":
+        p = argparse.ArgumentParser(prog="profile_router.py spy")
+        p.add_argument("samples", type=Path)
+        p.add_argument("--top", type=int, default=25)
+        p.add_argument("--match", nargs="*", default=None, help="keep frames whose file contains one of these")
+        return spy(p.parse_args(sys.argv[2:]))
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("-n", type=int, default=300, help="tasks (each: submit, start, finish)")
+    parser.add_argument("--auth", choices=("apikey", "jwt"), default="apikey", help="credential of the submitter")
+    parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                        help="extra setting, e.g. TEL_API_KEY_CACHE_SECONDS=5 (repeatable)")
+    parser.add_argument("--pyinstrument", action="store_true", help="print pyinstrument's call tree (wall time)")
+    parser.add_argument("--cprofile", type=int, metavar="LINES", default=0,
+                        help="print cProfile's top LINES functions by cumulative and own CPU time")
+    return inproc(parser.parse_args())
+
+
+if __name__ == "__main__":
+    sys.exit(main())
