@@ -20,6 +20,7 @@ from sqlalchemy.orm.util import identity_key
 from taskexec import metrics
 from taskexec.constants import TERMINAL_STATUSES, Status, TaskType
 from taskexec.models import TaskEvent, TaskInstance
+from taskexec.statemachine import CHANGED_TASKS
 
 log = logging.getLogger(__name__)
 _PENDING_KEY = "taskexec.task_metrics"
@@ -42,7 +43,8 @@ def _collect(session: Session, _flush_context: Any) -> None:
     for obj in list(session.new):
         if not isinstance(obj, TaskEvent) or not obj.to_status:
             continue
-        task = session.identity_map.get(identity_key(TaskInstance, obj.task_id))
+        task = (session.info.get(CHANGED_TASKS, {}).get(obj.task_id)
+                or session.identity_map.get(identity_key(TaskInstance, obj.task_id)))
         if task is None:
             continue
         try:
@@ -52,6 +54,7 @@ def _collect(session: Session, _flush_context: Any) -> None:
 
 
 def _emit(session: Session) -> None:
+    session.info.pop(CHANGED_TASKS, None)
     for observe in session.info.pop(_PENDING_KEY, []):
         try:
             observe()
@@ -61,6 +64,7 @@ def _emit(session: Session) -> None:
 
 def _discard(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
+    session.info.pop(CHANGED_TASKS, None)
 
 
 def observations(evt: TaskEvent, task: TaskInstance) -> list[Observation]:

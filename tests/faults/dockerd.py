@@ -35,6 +35,9 @@ class PrivateDockerd:
         self.pidfile, self.sock, self.logfile = self.base / "docker.pid", self.base / "docker.sock", self.base / "log"
         self.host = f"unix://{self.sock}"
         self.namespace = "taskexec-faults-" + uuid.uuid4().hex[:8]
+        # A bridge of its own: with `--bridge none` dockerd deletes the host's `docker0`, which would take
+        # the system engine's default network (and `docker build`) away from everyone else.
+        self.bridge = "txb" + uuid.uuid4().hex[:8]
         self.popen: subprocess.Popen[bytes] | None = None
         self.restarts = 0
 
@@ -42,11 +45,14 @@ class PrivateDockerd:
         return ["dockerd", "--data-root", str(self.data), "--exec-root", str(self.exec_root),
                 "--pidfile", str(self.pidfile), "-H", self.host,
                 "--containerd-namespace", self.namespace, "--containerd-plugins-namespace", self.namespace + "-p",
-                "--bridge", "none", "--iptables=false", "--ip6tables=false", "--ip-masq=false",
+                "--bridge", self.bridge, "--iptables=false", "--ip6tables=false", "--ip-masq=false",
                 "--storage-driver", "overlay2", "--log-level", "info"]
 
     def start(self, timeout: float = 60) -> None:
         assert shutil.which("dockerd"), "dockerd missing: run scripts/bootstrap.sh"
+        if not Path(f"/sys/class/net/{self.bridge}").exists():
+            subprocess.run(["ip", "link", "add", self.bridge, "type", "bridge"], check=True)
+            subprocess.run(["ip", "addr", "add", "10.213.0.1/24", "dev", self.bridge], check=True)
         with open(self.logfile, "ab") as log:
             self.popen = subprocess.Popen(self.args(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                           start_new_session=True)
@@ -119,3 +125,4 @@ class PrivateDockerd:
         for mount in sorted(mounts, key=len, reverse=True):
             subprocess.run(["umount", "-l", mount], check=False, capture_output=True)
         shutil.rmtree(self.base, ignore_errors=True)
+        subprocess.run(["ip", "link", "delete", self.bridge], check=False, capture_output=True)

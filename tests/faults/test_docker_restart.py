@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -42,6 +43,7 @@ def sleeper(def_id: str, seconds: float, retry: dict[str, Any]) -> dict[str, Any
 def private_docker() -> Iterator[PrivateDockerd]:
     """A dockerd of this module only, with the sandbox images copied in; stopped and removed afterwards."""
     engine = PrivateDockerd()
+    host_bridge = Path("/sys/class/net/docker0").exists()
     try:
         engine.start()
         defaults = Settings()  # type: ignore[call-arg]
@@ -50,6 +52,9 @@ def private_docker() -> Iterator[PrivateDockerd]:
     finally:
         engine.destroy()
         assert not engine.base.exists()
+        assert not Path(f"/sys/class/net/{engine.bridge}").exists()
+        # the system engine keeps its default bridge (`--bridge none` made dockerd delete it)
+        assert Path("/sys/class/net/docker0").exists() == host_bridge
 
 
 @pytest.fixture
