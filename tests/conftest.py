@@ -85,6 +85,14 @@ def receiver() -> Iterator[support.Receiver]:
 
 
 @pytest.fixture
+def notifier() -> Iterator[support.Receiver]:
+    """A real HTTP server standing in for the notification service (a third party)."""
+    r = support.Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture
 def stack(env: dict[str, str], receiver: support.Receiver, tmp_path: Path, request: pytest.FixtureRequest
           ) -> Iterator[support.Stack]:
     """Router (real gunicorn process) with an orchestrator receiver; tests start the pools they need."""

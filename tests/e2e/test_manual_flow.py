@@ -25,13 +25,6 @@ pytestmark = [pytest.mark.slow]
 
 
 @pytest.fixture
-def notifier() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def manual_stack(env: dict[str, str], receiver: Receiver, notifier: Receiver, tmp_path: Path,
                  request: pytest.FixtureRequest) -> Iterator[Stack]:
     s = Stack({**env, "WORKFLOW_ORCHESTRATOR_URL": receiver.url, "NOTIFICATION_SERVICE_URL": notifier.url,

@@ -48,14 +48,6 @@ ASSIGNED = "task.manual.assigned"
 
 
 @pytest.fixture
-def notifier() -> Iterator[Receiver]:
-    """Stands in for the notification service (a third party)."""
-    r = Receiver()
-    yield r
-    r.close()
-
-
-@pytest.fixture
 def env(env: dict[str, str], private_redis: RedisServer, notifier: Receiver) -> dict[str, str]:
     return {**env, "CELERY_BROKER_URL": private_redis.url, "TEL_REDIS_URL": private_redis.url,
             "TEL_EXECUTOR_MAX_TIMEOUT": "10", "TEL_VISIBILITY_MARGIN": "5",
