@@ -35,6 +35,8 @@ fi
 have docker || [[ " ${missing[*]} " == *" docker.io "* ]] || missing+=(docker.io)
 
 have debootstrap || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
+# `ip` gives the private dockerd of tests/faults/test_docker_restart.py a bridge of its own.
+have ip || [[ -x /usr/sbin/ip ]] || missing+=(iproute2)
 # compose.yaml is checked with `docker-compose config` (tests/integration/test_compose.py).
 have docker-compose || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
 
