@@ -1,6 +1,6 @@
 """What the broker knows: messages waiting per queue, and the workers consuming each queue.
 
-Queue length: Redis keeps one list per priority step (`<queue>`, `<queue>:1` .. `<queue>:9`, see
+Queue length: Redis keeps one list per priority step (kombu's `<queue>`, then `<queue>` + sep + step, see
 `taskexec.celery_app`), so the length is the sum of their `LLEN`; on RabbitMQ it is the passive
 `queue_declare` message count. Workers: one `active_queues` broadcast (as celery-exporter
 does) plus an addressed `stats` broadcast for each worker's concurrency, cached for `ttl` seconds because a
@@ -19,8 +19,9 @@ from typing import Any
 
 from celery import Celery
 
-from taskexec.celery_app import is_amqp
+from taskexec.celery_app import broker_priority, is_amqp
 from taskexec.config import Settings
+from taskexec.constants import Priority
 
 log = logging.getLogger(__name__)
 
@@ -57,20 +58,22 @@ class BrokerStats:
 
     def queue_lengths(self) -> dict[str, int]:
         """Messages waiting per queue name; raises if the broker is unreachable."""
+        return {q: sum(per.values()) for q, per in self.priority_lengths().items()}
+
+    def priority_lengths(self) -> dict[str, dict[str, int]]:
+        """Messages waiting per queue name and priority (LOW..CRITICAL; RabbitMQ: one total under "ALL")."""
         queues = list(self.queue_names.values())
         with self.app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
             if is_amqp(self.settings.broker_url):
-                return {q: _amqp_length(conn, q) for q in queues}
-            client = conn.default_channel.client
-            options = self.app.conf.broker_transport_options or {}
-            sep, steps = options.get("sep", ":"), options.get("priority_steps", [0])
-            pipe = client.pipeline()
+                return {q: {"ALL": _amqp_length(conn, q)} for q in queues}
+            channel = conn.default_channel
+            pipe = channel.client.pipeline()
             for q in queues:
-                for key in _priority_keys(q, sep, steps):
-                    pipe.llen(key)
+                for priority in Priority:
+                    pipe.llen(channel._q_for_pri(q, broker_priority(self.settings, priority)))
             counts = iter(pipe.execute())
-            return {q: sum(next(counts) for _ in _priority_keys(q, sep, steps)) for q in queues}
+            return {q: {p.value: next(counts) for p in Priority} for q in queues}
 
     def workers(self) -> tuple[list[WorkerInfo], bool]:
         """Workers consuming our queues, and whether the last broadcast succeeded (cached for `ttl`)."""
@@ -107,10 +110,6 @@ class BrokerStats:
         found = [WorkerInfo(name=name, pool=ours[mine[0]], queues=mine, concurrency=concurrency.get(name, 0))
                  for name, mine in sorted(consuming)]
         return found, True
-
-
-def _priority_keys(queue: str, sep: str, steps: list[int]) -> list[str]:
-    return [queue] + [f"{queue}{sep}{step}" for step in steps if step]
 
 
 def _amqp_length(conn: Any, queue: str) -> int:

@@ -8,7 +8,8 @@ from kombu import Queue
 from taskexec.config import Settings
 from taskexec.constants import CELERY_TASK_EXECUTE, CELERY_TASK_SWEEP, Priority, TaskType
 
-# Redis emulates priorities with one list per step and reads 0 first; AMQP reads the highest first.
+# Redis emulates priorities with one list per step (kombu's default steps 0, 3, 6, 9) and reads 0 first;
+# AMQP reads the highest first.
 _REDIS_PRIORITY = {Priority.CRITICAL: 0, Priority.HIGH: 3, Priority.MEDIUM: 6, Priority.LOW: 9}
 _AMQP_PRIORITY = {Priority.CRITICAL: 9, Priority.HIGH: 6, Priority.MEDIUM: 3, Priority.LOW: 0}
 
@@ -39,11 +40,11 @@ def make_celery(settings: Settings, name: str = "taskexec") -> Celery:
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
+        # kombu's own `sep` and `priority_steps` on purpose: a client that does not load this app (a stock
+        # Flower, `celery --broker=URL inspect ping`) must read the same keys and bindings (docs/operations.md).
         broker_transport_options={
             "visibility_timeout": settings.visibility_timeout_s,
             "queue_order_strategy": "priority",
-            "priority_steps": list(range(10)),
-            "sep": ":",
         },
         worker_send_task_events=True,
         task_send_sent_event=True,

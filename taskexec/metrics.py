@@ -12,7 +12,7 @@ Where each family is recorded:
   task runtime, attempt outcomes (sandbox outcomes by error code); integration requests and circuit
   state through `record_integration_request` / `set_circuit_state`.
 
-Flower's and celery-exporter's names are kept where the thing measured is the same.
+celery-exporter's names and labels are used where the thing measured is the same; Flower's never (see below).
 """
 
 from __future__ import annotations
@@ -47,26 +47,60 @@ OUTBOX_DELIVERIES = Counter(
     "taskexec_outbox_deliveries_total", "Outbound event deliveries by target and result (ok, failed).",
     ["target", "result"])
 
+HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
+HTTP_REQUESTS = Counter(
+    "taskexec_http_requests_total", "HTTP requests the router answered, by route template and status.",
+    ["method", "route", "status"])
+HTTP_REQUEST_TIME = Histogram(
+    "taskexec_http_request_duration_seconds", "Time the router took to answer, by route template.",
+    ["method", "route"], buckets=HTTP_BUCKETS)
+
 # ------------------------------------------------------------------ router: computed at scrape time
 
 CELERY_QUEUE_LENGTH = "celery_queue_length"  # {queue_name} messages waiting on the broker (celery-exporter)
 CELERY_ACTIVE_WORKER_COUNT = "celery_active_worker_count"  # {queue_name} workers consuming the queue
 CELERY_ACTIVE_PROCESS_COUNT = "celery_active_process_count"  # {queue_name} their summed concurrency
+QUEUE_LENGTH_BY_PRIORITY = "taskexec_queue_length"  # {queue_name, priority} messages waiting per priority
 TASKS_OPEN = "taskexec_tasks_open"  # {type, status} PENDING / ASSIGNED / RUNNING tasks in the database
 OUTBOX_BACKLOG = "taskexec_outbox_backlog"  # {target} events not delivered yet
 OUTBOX_OLDEST_AGE = "taskexec_outbox_oldest_age_seconds"  # {target} age of the oldest undelivered event
 
 # ------------------------------------------------------------------ workers (one process per worker)
+# Where a pool measures what celery-exporter measures, it uses celery-exporter's name and labels (its
+# community dashboards and alerts then work on our pools); `hostname` is the host part of the node name,
+# as celery-exporter reports it. Flower's `flower_*` names are never used: `celery -A workers.app flower`
+# loads this module into Flower's own registry, where a second `flower_task_runtime_seconds` is an error.
 
-WORKER_ONLINE = Gauge(
-    "flower_worker_online", "Worker online status (1 from worker_ready until shutdown).", ["worker", "pool"],
+WORKER_UP = Gauge(
+    "celery_worker_up", "Indicates if a worker is up (1 from worker_ready until shutdown).", ["hostname"],
     multiprocess_mode="livemax")
-WORKER_EXECUTING = Gauge(
-    "flower_worker_number_of_currently_executing_tasks", "Number of tasks currently executing at a worker.",
-    ["worker", "pool"], multiprocess_mode="livesum")
+WORKER_TASKS_ACTIVE = Gauge(
+    "celery_worker_tasks_active", "The number of tasks the worker is currently processing.", ["hostname"],
+    multiprocess_mode="livesum")
+TASK_RECEIVED = Counter(
+    "celery_task_received", "Task messages the worker received.", ["name", "hostname", "queue_name"])
+TASK_STARTED = Counter(
+    "celery_task_started", "Tasks the worker started to execute.", ["name", "hostname", "queue_name"])
+TASK_SUCCEEDED = Counter(
+    "celery_task_succeeded", "Tasks that returned (for an execute task: its outcome was reported).",
+    ["name", "hostname", "queue_name"])
+TASK_FAILED = Counter(
+    "celery_task_failed", "Tasks that raised.", ["name", "hostname", "exception", "queue_name"])
+TASK_REJECTED = Counter(
+    "celery_task_rejected", "Task messages rejected (handed back to the broker, e.g. during a warm shutdown).",
+    ["name", "hostname", "queue_name"])
+TASK_REVOKED = Counter(
+    "celery_task_revoked", "Task messages revoked before they ran.", ["name", "hostname", "queue_name"])
 TASK_RUNTIME = Histogram(
-    "flower_task_runtime_seconds", "Task runtime (Celery task, as seen by the worker).", ["worker", "task"],
-    buckets=EXECUTION_TIME_BUCKETS)
+    "celery_task_runtime", "Histogram of task runtime measurements (seconds, as seen by the worker).",
+    ["name", "hostname", "queue_name"], buckets=EXECUTION_TIME_BUCKETS)
+WORKER_CONCURRENCY = Gauge(
+    "taskexec_worker_concurrency", "Task slots of a worker process (its pool size; follows pool_grow/shrink).",
+    ["hostname", "pool"], multiprocess_mode="livesum")
+WORKER_CONSUMER_STALLED = Gauge(
+    "taskexec_worker_consumer_stalled",
+    "1 while the worker's consumer takes no message although its queue has work and it has free slots.",
+    ["hostname", "pool"], multiprocess_mode="livemax")
 ATTEMPTS = Counter(
     "taskexec_attempts_total",
     "Attempts run by a pool, by outcome: COMPLETED or the error code (sandbox outcomes: pool=automated).",

@@ -33,15 +33,21 @@ class StateCollector:
 
     def _broker_families(self) -> Iterator[Any]:
         try:
-            lengths = self.broker.queue_lengths()
+            per_priority = self.broker.priority_lengths()
         except Exception as exc:
             log.warning("scrape: queue lengths unavailable", extra={"error": str(exc)})
         else:
             family = GaugeMetricFamily(metrics.CELERY_QUEUE_LENGTH, "The number of messages in broker queue.",
                                        labels=["queue_name"])
-            for queue, n in lengths.items():
-                family.add_metric([queue], n)
+            by_priority = GaugeMetricFamily(metrics.QUEUE_LENGTH_BY_PRIORITY,
+                                            "Messages waiting per queue and priority (RabbitMQ: priority ALL).",
+                                            labels=["queue_name", "priority"])
+            for queue, counts in per_priority.items():
+                family.add_metric([queue], sum(counts.values()))
+                for priority, n in counts.items():
+                    by_priority.add_metric([queue, priority], n)
             yield family
+            yield by_priority
         workers, ok = self.broker.workers()
         if not ok:
             return

@@ -12,6 +12,7 @@ from taskexec.config import get_settings
 from taskexec.constants import CELERY_TASK_SWEEP
 from taskexec.logs import configure_logging, secrets_of
 from workers import (
+    consumer,
     metrics_hooks,  # noqa: F401 - Celery signal hooks: metrics and log context
     wakeup,
 )
@@ -23,6 +24,7 @@ from workers.manual import ManualTask
 log = logging.getLogger(__name__)
 settings = get_settings()
 app = make_celery(settings, name="taskexec-workers")
+app.conf.worker_consumer = consumer.CONSUMER  # a control command that fails cannot wedge the consumer
 app.steps["consumer"].add(ConsumerHeartbeat)  # liveness/readiness of /health and /ready
 app.steps["consumer"].add(wakeup.EventLoopWaker)  # the next message right after a late ack (threads pool + Redis)
 

@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from celery import signals
+from celery.utils.nodenames import nodesplit
 
 from taskexec import metrics
 from taskexec.config import get_settings
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 POOLS = ("automated", "manual", "integration")
 EXECUTE_TASKS = frozenset(CELERY_TASK_EXECUTE.values())
 
-_node = {"worker": socket.gethostname(), "pool": "unknown"}
+_node = {"worker": socket.gethostname(), "hostname": socket.gethostname(), "pool": "unknown"}
 _started: dict[str, float] = {}
 _lock = threading.Lock()
 
@@ -47,8 +48,16 @@ def outcome_label(outcome: Any) -> str:
     return str((outcome.error or {}).get("code") or outcome.status)
 
 
-def _labels() -> dict[str, str]:
-    return {"worker": _node["worker"], "pool": _node["pool"]}
+def _task_labels(task_name: str | None, delivery_info: dict[str, Any] | None) -> dict[str, str]:
+    """celery-exporter's labels of a task series: name, hostname (host part of the node name), queue_name."""
+    info = delivery_info or {}
+    queue = info.get("routing_key") or info.get("exchange") or "unknown"
+    return {"name": task_name or "unknown", "hostname": _node["hostname"], "queue_name": str(queue)}
+
+
+def _request_info(task: Any) -> dict[str, Any] | None:
+    request = getattr(task, "request", None)
+    return getattr(request, "delivery_info", None) if request is not None else None
 
 
 @signals.worker_init.connect
@@ -61,15 +70,28 @@ def _on_init(**_: Any) -> None:
 
 @signals.worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
-    hostname = getattr(sender, "hostname", None) or _node["worker"]
-    _node.update(worker=hostname, pool=pool_of(hostname))
-    metrics.WORKER_ONLINE.labels(**_labels()).set(1)
-    metrics.WORKER_EXECUTING.labels(**_labels()).set(0)
+    node = getattr(sender, "hostname", None) or _node["worker"]
+    _node.update(worker=node, hostname=nodesplit(node)[1] or node, pool=pool_of(node))
+    metrics.WORKER_UP.labels(hostname=_node["hostname"]).set(1)
+    metrics.WORKER_TASKS_ACTIVE.labels(hostname=_node["hostname"]).set(0)
+    concurrency = getattr(getattr(sender, "pool", None), "num_processes", None) or getattr(sender, "concurrency", 0)
+    set_concurrency(int(concurrency or 0))
+
+
+def set_concurrency(slots: int) -> None:
+    """The worker's pool size changed (start, pool_grow/pool_shrink, autoscale)."""
+    metrics.WORKER_CONCURRENCY.labels(hostname=_node["hostname"], pool=_node["pool"]).set(slots)
 
 
 @signals.worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
-    metrics.WORKER_ONLINE.labels(**_labels()).set(0)
+    metrics.WORKER_UP.labels(hostname=_node["hostname"]).set(0)
+
+
+@signals.task_received.connect
+def _on_received(request: Any = None, **_: Any) -> None:
+    if request is not None:
+        metrics.TASK_RECEIVED.labels(**_task_labels(request.name, request.delivery_info)).inc()
 
 
 @signals.task_prerun.connect
@@ -77,19 +99,40 @@ def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, *
     clear_task()  # a pool thread runs one task after another: start each with a clean context
     with _lock:
         _started[task_id or ""] = time.monotonic()
-    metrics.WORKER_EXECUTING.labels(**_labels()).inc()
-    if task is not None and task.name in EXECUTE_TASKS and args:
-        bind_task(taskId=args[0])
+    metrics.WORKER_TASKS_ACTIVE.labels(hostname=_node["hostname"]).inc()
+    if task is not None:
+        metrics.TASK_STARTED.labels(**_task_labels(task.name, _request_info(task))).inc()
+        if task.name in EXECUTE_TASKS and args:
+            bind_task(taskId=args[0])
 
 
 @signals.task_postrun.connect
-def _on_postrun(task_id: str | None = None, task: Any = None, **_: Any) -> None:
+def _on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
     with _lock:
         started = _started.pop(task_id or "", None)
-    metrics.WORKER_EXECUTING.labels(**_labels()).dec()
-    if started is not None and task is not None:
-        metrics.TASK_RUNTIME.labels(worker=_node["worker"], task=task.name).observe(time.monotonic() - started)
+    metrics.WORKER_TASKS_ACTIVE.labels(hostname=_node["hostname"]).dec()
+    if task is not None:
+        labels = _task_labels(task.name, _request_info(task))
+        if state == "SUCCESS":
+            metrics.TASK_SUCCEEDED.labels(**labels).inc()
+            if started is not None:
+                metrics.TASK_RUNTIME.labels(**labels).observe(time.monotonic() - started)
+        elif state == "REJECTED":
+            metrics.TASK_REJECTED.labels(**labels).inc()
     clear_task()
+
+
+@signals.task_failure.connect
+def _on_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
+    if sender is not None:
+        metrics.TASK_FAILED.labels(exception=type(exception).__name__ if exception else "UnknownException",
+                                   **_task_labels(sender.name, _request_info(sender))).inc()
+
+
+@signals.task_revoked.connect
+def _on_revoked(request: Any = None, **_: Any) -> None:
+    if request is not None:
+        metrics.TASK_REVOKED.labels(**_task_labels(request.name, request.delivery_info)).inc()
 
 
 @attempt_started.connect

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import time
 from typing import Any
@@ -40,7 +41,7 @@ def test_probes_answer_200_when_the_worker_is_up(stack: Stack) -> None:
     assert (status, body["status"]) == (200, "UP"), body
     metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=5)
     assert metrics.status_code == 200 and metrics.headers["Content-Type"].startswith("text/plain")
-    assert 'flower_worker_online{pool="manual"' in metrics.text
+    assert f'celery_worker_up{{hostname="{socket.gethostname()}"}} 1.0' in metrics.text
 
 
 def test_ready_turns_503_on_sigterm_while_a_task_runs(stack: Stack) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import socket
 
 import pytest
 import requests
@@ -19,11 +20,11 @@ OK_CODE = "def main(input):\n    return {'n': input.get('n', 0) + 1}\n"
 FAIL_CODE = "import sys\ndef main(input):\n    print('boom', file=sys.stderr)\n    sys.exit(3)\n"
 
 
-def sample(text: str, name: str, **labels: str) -> float | None:
-    """The value of the first sample `name{labels...}` (a subset match), or None."""
+def sample(text: str, metric: str, /, **labels: str) -> float | None:
+    """The value of the first sample `metric{labels...}` (a subset match), or None."""
     for line in text.splitlines():
         m = re.match(r"^([a-zA-Z_:][\w:]*)(\{[^}]*\})? (\S+)$", line)
-        if not m or m.group(1) != name:
+        if not m or m.group(1) != metric:
             continue
         got = dict(re.findall(r'(\w+)="([^"]*)"', m.group(2) or ""))
         if all(got.get(k) == v for k, v in labels.items()):
@@ -74,13 +75,19 @@ def test_router_and_worker_metrics_after_real_tasks(stack: Stack, worker_port: i
     wait_for(lambda: sample(scrape(stack.url + "/metrics"), "taskexec_outbox_deliveries_total",
                             target="orchestrator", result="ok"), 15, what="outbox delivery counted")
 
-    # the worker: its own port, Flower's names for worker-level gauges, attempts by outcome
+    # the worker: its own port, celery-exporter's names and labels for worker-level series, attempts by outcome
     worker = scrape(f"http://127.0.0.1:{worker_port}/metrics")
-    assert sample(worker, "flower_worker_online", pool="automated") == 1
-    assert sample(worker, "flower_worker_number_of_currently_executing_tasks", pool="automated") == 0
+    host = socket.gethostname()
+    assert sample(worker, "celery_worker_up", hostname=host) == 1
+    assert sample(worker, "celery_worker_tasks_active", hostname=host) == 0
+    assert sample(worker, "taskexec_worker_concurrency", hostname=host, pool="automated") == 2
     assert sample(worker, "taskexec_attempts_total", pool="automated", outcome="COMPLETED") == 2
     assert sample(worker, "taskexec_attempts_total", pool="automated", outcome="NON_ZERO_EXIT") == 1
-    assert sample(worker, "flower_task_runtime_seconds_count", task="taskexec.execute.automated") == 3
+    execute = {"name": "taskexec.execute.automated", "hostname": host, "queue_name": queue}
+    assert sample(worker, "celery_task_received_total", **execute) == 3
+    assert sample(worker, "celery_task_succeeded_total", **execute) == 3
+    assert sample(worker, "celery_task_runtime_count", **execute) == 3
+    assert not re.search(r"^flower_", worker, re.M), "Flower's names would clash inside Flower"
 
     # the worker's log lines about a task carry its id, definition, attempt and correlation id
     lines = [json.loads(x) for x in stack.procs["automated"].text().splitlines() if x.startswith("{")]
