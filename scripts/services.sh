@@ -9,6 +9,7 @@
 #   redis      127.0.0.1:6379, daemonized, no persistence      (pid/log in .run/)
 #   postgres   test cluster in .run/pg, 127.0.0.1:55432, trust auth, superuser `postgres`
 #   rabbitmq   127.0.0.1:5672 (guest/guest, localhost only), node taskexec@localhost, data in .run/rabbitmq;
+#              management API on 127.0.0.1:15672 (Flower's queue lengths on RabbitMQ, `--broker_api`);
 #              only when rabbitmq-server is installed (tests of the AMQP broker; TEL_SKIP_RABBITMQ=1 skips)
 #   docker     a reachable engine; if `docker info` fails, `dockerd` is started (log .run/dockerd.log)
 #   images     sandbox images taskexec-sandbox-{python,shell}:1, built by
@@ -36,6 +37,7 @@ IMG_PY="${TEL_SANDBOX_IMAGE_PYTHON:-taskexec-sandbox-python:1}"
 IMG_SH="${TEL_SANDBOX_IMAGE_SHELL:-taskexec-sandbox-shell:1}"
 
 RABBIT_PORT="${TEL_RABBITMQ_PORT:-5672}"
+RABBIT_MGMT_PORT="${TEL_RABBITMQ_MANAGEMENT_PORT:-15672}"
 RABBIT_DIR="$RUN_DIR/rabbitmq"
 RABBIT_BIN=/usr/lib/rabbitmq/bin/rabbitmq-server
 REDIS_PID="$RUN_DIR/redis.pid"
@@ -147,7 +149,12 @@ rabbit_env() {
   export RABBITMQ_MNESIA_BASE="$RABBIT_DIR/mnesia" RABBITMQ_LOG_BASE="$RABBIT_DIR/log" \
     RABBITMQ_NODENAME=taskexec@localhost RABBITMQ_NODE_IP_ADDRESS=127.0.0.1 \
     RABBITMQ_NODE_PORT="$RABBIT_PORT" RABBITMQ_DIST_PORT=$((RABBIT_PORT + 20000)) \
-    RABBITMQ_PID_FILE="$RABBIT_DIR/rabbitmq.pid" RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins"
+    RABBITMQ_PID_FILE="$RABBIT_DIR/rabbitmq.pid" RABBITMQ_ENABLED_PLUGINS_FILE="$RABBIT_DIR/enabled_plugins" \
+    RABBITMQ_CONFIG_FILE="$RABBIT_DIR/rabbitmq.conf"
+}
+
+rabbit_mgmt_up() {
+  timeout 2 bash -c "exec 3<>/dev/tcp/127.0.0.1/$RABBIT_MGMT_PORT" 2>/dev/null
 }
 
 rabbit_start() {
@@ -155,7 +162,9 @@ rabbit_start() {
   if rabbit_up; then info "rabbitmq: already answering on 127.0.0.1:$RABBIT_PORT"; return 0; fi
   [[ -x "$RABBIT_BIN" ]] || { info "rabbitmq: not installed; AMQP tests need it (scripts/bootstrap.sh)"; return 0; }
   mkdir -p "$RABBIT_DIR/mnesia" "$RABBIT_DIR/log"
-  [[ -f "$RABBIT_DIR/enabled_plugins" ]] || echo '[].' >"$RABBIT_DIR/enabled_plugins"
+  # The management plugin serves the HTTP API Flower reads RabbitMQ's queue lengths from (loopback only).
+  echo '[rabbitmq_management].' >"$RABBIT_DIR/enabled_plugins"
+  printf 'management.tcp.ip = 127.0.0.1\nmanagement.tcp.port = %s\n' "$RABBIT_MGMT_PORT" >"$RABBIT_DIR/rabbitmq.conf"
   log "starting rabbitmq on 127.0.0.1:$RABBIT_PORT (log: .run/rabbitmq/log)"
   rabbit_env
   setsid nohup "$RABBIT_BIN" >"$RABBIT_DIR/server.out" 2>&1 </dev/null 9>&- &
@@ -164,6 +173,8 @@ rabbit_start() {
     tail -n 20 "$RABBIT_DIR/server.out" >&2
     die "rabbitmq did not answer within 90 s (log: $RABBIT_DIR/log)"
   fi
+  wait_for 60 "rabbitmq management API" rabbit_mgmt_up \
+    || die "rabbitmq management API did not answer on 127.0.0.1:$RABBIT_MGMT_PORT (log: $RABBIT_DIR/log)"
 }
 
 rabbit_stop() {

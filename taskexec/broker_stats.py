@@ -14,12 +14,14 @@ import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 from celery import Celery
+from kombu import Connection
 
-from taskexec.celery_app import broker_priority, is_amqp
+from taskexec.celery_app import REDIS_PRIORITY
 from taskexec.config import Settings
 from taskexec.constants import Priority
 
@@ -62,18 +64,9 @@ class BrokerStats:
 
     def priority_lengths(self) -> dict[str, dict[str, int]]:
         """Messages waiting per queue name and priority (LOW..CRITICAL; RabbitMQ: one total under "ALL")."""
-        queues = list(self.queue_names.values())
         with self.app.connection_for_read() as conn:
             conn.ensure_connection(max_retries=1, timeout=2)
-            if is_amqp(self.settings.broker_url):
-                return {q: {"ALL": _amqp_length(conn, q)} for q in queues}
-            channel = conn.default_channel
-            pipe = channel.client.pipeline()
-            for q in queues:
-                for priority in Priority:
-                    pipe.llen(channel._q_for_pri(q, broker_priority(self.settings, priority)))
-            counts = iter(pipe.execute())
-            return {q: {p.value: next(counts) for p in Priority} for q in queues}
+            return waiting(conn, self.queue_names.values())
 
     def workers(self) -> tuple[list[WorkerInfo], bool]:
         """Workers consuming our queues, and whether the last broadcast succeeded (cached for `ttl`)."""
@@ -110,6 +103,24 @@ class BrokerStats:
         found = [WorkerInfo(name=name, pool=ours[mine[0]], queues=mine, concurrency=concurrency.get(name, 0))
                  for name, mine in sorted(consuming)]
         return found, True
+
+
+def waiting(conn: Connection, queues: Iterable[str]) -> dict[str, dict[str, int]]:
+    """Messages waiting on the broker of an open connection, per queue and priority.
+
+    Redis: one `LLEN` per priority list, in one pipeline (the keys kombu's own channel uses). RabbitMQ
+    keeps priorities inside one queue, so its count is the passive declare's total under "ALL".
+    """
+    names = list(queues)
+    if conn.transport.driver_type == "amqp":
+        return {q: {"ALL": _amqp_length(conn, q)} for q in names}
+    channel = conn.default_channel
+    pipe = channel.client.pipeline()
+    for q in names:
+        for priority in Priority:
+            pipe.llen(channel._q_for_pri(q, REDIS_PRIORITY[priority]))
+    counts = iter(pipe.execute())
+    return {q: {p.value: int(next(counts)) for p in Priority} for q in names}
 
 
 def _amqp_length(conn: Any, queue: str) -> int:

@@ -10,8 +10,8 @@ from taskexec.constants import CELERY_TASK_EXECUTE, CELERY_TASK_SWEEP, Priority,
 
 # Redis emulates priorities with one list per step (kombu's default steps 0, 3, 6, 9) and reads 0 first;
 # AMQP reads the highest first.
-_REDIS_PRIORITY = {Priority.CRITICAL: 0, Priority.HIGH: 3, Priority.MEDIUM: 6, Priority.LOW: 9}
-_AMQP_PRIORITY = {Priority.CRITICAL: 9, Priority.HIGH: 6, Priority.MEDIUM: 3, Priority.LOW: 0}
+REDIS_PRIORITY = {Priority.CRITICAL: 0, Priority.HIGH: 3, Priority.MEDIUM: 6, Priority.LOW: 9}
+AMQP_PRIORITY = {Priority.CRITICAL: 9, Priority.HIGH: 6, Priority.MEDIUM: 3, Priority.LOW: 0}
 
 
 def is_amqp(broker_url: str) -> bool:
@@ -19,7 +19,7 @@ def is_amqp(broker_url: str) -> bool:
 
 
 def broker_priority(settings: Settings, priority: Priority | str) -> int:
-    table = _AMQP_PRIORITY if is_amqp(settings.broker_url) else _REDIS_PRIORITY
+    table = AMQP_PRIORITY if is_amqp(settings.broker_url) else REDIS_PRIORITY
     return table[Priority(priority)]
 
 

@@ -70,8 +70,11 @@ def cmd_worker(args: argparse.Namespace) -> None:
             reap_and_report(settings)
         except Exception as exc:  # noqa: BLE001 - the engine may be starting; beat's reap retries
             print(f"taskexec: start-up reap skipped: {exc}", file=sys.stderr)
-    argv = ["worker", "-Q", queue, "-P", "threads", "-c", str(concurrency), "-n", f"{args.pool}@%h",
+    # no -P: the app's `worker_pool` is workers.pool:ThreadPool (Celery's threads pool, resizable)
+    argv = ["worker", "-Q", queue, "-c", str(concurrency), "-n", f"{args.pool}@%h",
             "-E", "--loglevel", settings.log_level, "--without-mingle"]
+    if args.autoscale:
+        argv += ["--autoscale", args.autoscale]
     app.worker_main(argv)
 
 
@@ -173,6 +176,8 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("pool", choices=POOLS)
     w.add_argument("--concurrency", type=int, default=None)
     w.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (TEL_METRICS_PORT; 0: none)")
+    w.add_argument("--autoscale", default=None, metavar="MAX,MIN",
+                   help="let Celery's autoscaler size the pool between MIN and MAX slots")
     w.set_defaults(func=cmd_worker)
     sub.add_parser("beat", help="the scheduler of periodic jobs").set_defaults(func=cmd_beat)
     sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)

@@ -53,8 +53,11 @@ class Settings(BaseSettings):
     manual_concurrency: int = Field(4, ge=1, le=256, validation_alias="TEL_MANUAL_CONCURRENCY")
     integration_concurrency: int = Field(16, ge=1, le=256, validation_alias="TEL_INTEGRATION_CONCURRENCY")
     queued_timeout_s: int = Field(86400, ge=1, validation_alias="TEL_QUEUED_TIMEOUT")
+    flower_port: int = Field(5555, ge=0, le=65535, validation_alias="TEL_FLOWER_PORT")  # `taskexec up`; 0: none
     metrics_port: int = Field(9540, ge=0, le=65535, validation_alias="TEL_METRICS_PORT")  # worker HTTP; 0: none
     health_stale_s: float = Field(30.0, gt=0, validation_alias="TEL_HEALTH_STALE_SECONDS")  # worker /health
+    # worker /health and /ready: 503 once its queue has waited this long with a free slot and nothing taken
+    health_stall_s: float = Field(60.0, gt=0, validation_alias="TEL_HEALTH_STALL_SECONDS")
     stale_running_grace_s: float = Field(60.0, ge=0, validation_alias="TEL_STALE_RUNNING_GRACE")
     # --- manual tasks
     manual_max_open_tasks: int = Field(10, ge=1, le=10_000, validation_alias="TEL_MANUAL_MAX_OPEN_TASKS")

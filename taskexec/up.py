@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import requests
 
@@ -27,6 +28,18 @@ SAMPLE_DEFINITION = {
         "resourceRequirements": {"cpu": "0.5", "memory": "64Mi", "timeoutSeconds": 30},
     },
 }
+
+
+def flower_command(broker_url: str, port: int) -> list[str]:
+    """Flower as compose.yaml starts it: stock, without our app (`--broker` only), on loopback. On
+    RabbitMQ it reads queue lengths from the management API (the plugin scripts/services.sh enables)."""
+    cmd = [sys.executable, "-m", "celery", f"--broker={broker_url}", "flower", "--address=127.0.0.1",
+           f"--port={port}"]
+    parts = urlsplit(broker_url)
+    if parts.scheme.startswith(("amqp", "pyamqp")):
+        auth = f"{parts.username or 'guest'}:{parts.password or 'guest'}"
+        cmd.append(f"--broker_api=http://{auth}@{parts.hostname or '127.0.0.1'}:15672/api/")
+    return cmd
 
 
 def _secret(state: Path, name: str) -> str:
@@ -65,6 +78,11 @@ def run_stack(port: int | None = None) -> None:
         procs.append(subprocess.Popen([*exe, "worker", pool, "--concurrency", "4", "--metrics-port", metrics_port],
                                       env=worker_env))
     procs.append(subprocess.Popen([*exe, "beat"], env=worker_env))
+    flower_url, flower_auth = "off (TEL_FLOWER_PORT=0)", f"admin:{_secret(state, 'flower_password')}"
+    if settings.flower_port:  # with basic auth even on loopback: without it Flower answers any origin (CORS *)
+        flower_url = f"http://127.0.0.1:{settings.flower_port}   (user admin, password {flower_auth[6:]})"
+        procs.append(subprocess.Popen(flower_command(settings.broker_url, settings.flower_port),
+                                      env={**worker_env, "FLOWER_BASIC_AUTH": flower_auth}))
 
     def stop(*_: object) -> None:
         for p in procs:
@@ -87,6 +105,7 @@ def run_stack(port: int | None = None) -> None:
     print(f"""
 taskexec is up.
   router:      {url}   (API docs {url}/docs)
+  flower:      {flower_url}
   admin token: {token}
 
 Submit the sample task, then read it back with the id it returns:

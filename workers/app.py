@@ -14,6 +14,7 @@ from taskexec.logs import configure_logging, secrets_of
 from workers import (
     consumer,
     metrics_hooks,  # noqa: F401 - Celery signal hooks: metrics and log context
+    pool,
     wakeup,
 )
 from workers.automated import AutomatedTask
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 settings = get_settings()
 app = make_celery(settings, name="taskexec-workers")
 app.conf.worker_consumer = consumer.CONSUMER  # a control command that fails cannot wedge the consumer
+app.conf.worker_pool = pool.POOL  # Celery's threads pool, resizable (pool_grow/pool_shrink, --autoscale)
 app.steps["consumer"].add(ConsumerHeartbeat)  # liveness/readiness of /health and /ready
 app.steps["consumer"].add(wakeup.EventLoopWaker)  # the next message right after a late ack (threads pool + Redis)
 

@@ -8,6 +8,9 @@
   503 as well once the worker is shutting down.
 - `GET /ready` (readiness): 200 once `worker_ready` fired, the broker connection is up and the
   heartbeat is fresh; 503 while starting, disconnected, or shutting down (draining).
+- Both answer 503 while the stall watchdog (`workers.stall`) sees the consumer take no message
+  although its queue has work and the pool has a free slot (`TEL_HEALTH_STALL_SECONDS`): a loop
+  that turns without reading from the broker is as dead as one that does not turn.
 
 Bodies are JSON: `{"status": "UP"|"DOWN", "reason": ..., ...}`.
 """
@@ -22,7 +25,9 @@ from typing import Any
 
 from celery import bootsteps, signals
 
+from workers import stall
 from workers.base import shutting_down
+from workers.stall import StallWatch
 
 HEARTBEAT_INTERVAL_S = 2.0
 Check = Callable[[], tuple[int, dict[str, Any]]]
@@ -34,8 +39,9 @@ class HealthState:
     """What the probes report; updated by Celery signals and the consumer bootstep (thread-safe enough:
     single assignments of immutable values)."""
 
-    def __init__(self, stale_after_s: float = 30.0) -> None:
+    def __init__(self, stale_after_s: float = 30.0, stall_after_s: float = 60.0) -> None:
         self.stale_after_s = stale_after_s
+        self.stall = StallWatch(stall_after_s)
         self.ready = False        # worker_ready fired
         self.connected = False    # the consumer's broker connection is up (bootstep started)
         self.stopping = False     # SIGTERM/SIGINT received, or worker_shutdown
@@ -70,6 +76,8 @@ class HealthState:
         if self.connected and self._stale():
             return 503, {"status": "DOWN", "reason": "consumer heartbeat stale",
                          "staleAfterSeconds": self.stale_after_s, **facts}
+        if self.connected and self.stall.reason:
+            return 503, {"status": "DOWN", "reason": self.stall.reason, **facts}
         return 200, {"status": "UP", **facts}
 
     def readiness(self) -> tuple[int, dict[str, Any]]:
@@ -83,6 +91,8 @@ class HealthState:
             reason = "broker disconnected"
         elif self._stale():
             reason = "consumer heartbeat stale"
+        elif self.stall.reason:
+            reason = self.stall.reason
         else:
             return 200, {"status": "UP", **facts}
         return 503, {"status": "DOWN", "reason": reason, **facts}
@@ -111,22 +121,28 @@ def routes(state: HealthState = STATE) -> dict[str, WSGIApp]:
 
 
 class ConsumerHeartbeat(bootsteps.StartStopStep):
-    """Consumer bootstep: started once the broker connection is up, stopped when the consumer stops or
+    """Consumer bootstep: started once the task consumer is up, stopped when the consumer stops or
     restarts (connection lost, shutdown). Stamps `STATE` from the consumer's timer, which the event
-    loop drives: a stuck loop stops the heartbeat."""
+    loop drives: a stuck loop stops the heartbeat. Runs the stall watchdog thread meanwhile."""
 
-    requires = ("celery.worker.consumer.connection:Connection",)
+    requires = ("celery.worker.consumer.tasks:Tasks",)
 
     def __init__(self, parent: Any, **kwargs: Any) -> None:
         super().__init__(parent, **kwargs)
         self.tref: Any = None
+        self.watch_stop = threading.Event()
 
     def start(self, parent: Any) -> None:
         STATE.set_connected(True)
+        STATE.stall.received()  # a fresh consumer starts with a clean slate
         self.tref = parent.timer.call_repeatedly(HEARTBEAT_INTERVAL_S, STATE.beat)
+        self.watch_stop = threading.Event()
+        threading.Thread(target=stall.watch, args=(parent, STATE.stall, self.watch_stop), name="stall-watch",
+                         daemon=True).start()
 
     def stop(self, parent: Any) -> None:
         STATE.set_connected(False)
+        self.watch_stop.set()
         if self.tref is not None:
             self.tref.cancel()
             self.tref = None
@@ -138,6 +154,11 @@ class ConsumerHeartbeat(bootsteps.StartStopStep):
 @signals.worker_ready.connect
 def _on_ready(**_: Any) -> None:
     STATE.ready = True
+
+
+@signals.task_received.connect
+def _on_received(**_: Any) -> None:
+    STATE.stall.received()
 
 
 @signals.worker_shutting_down.connect

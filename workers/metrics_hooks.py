@@ -3,40 +3,31 @@
 Pools run Celery's thread pool, so a worker is one process: it serves its own registry on
 `TEL_METRICS_PORT` (`taskexec worker <pool> --metrics-port N`; 0 disables) from `worker_init`,
 with the probes `/health` and `/ready` (`workers/health.py`).
-The pool is the node-name prefix `taskexec worker` gives (`automated@host`).
+Who this worker is (node name, host, pool): `workers.node`.
 """
 
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 from typing import Any
 
 from celery import signals
-from celery.utils.nodenames import nodesplit
 
 from taskexec import metrics
 from taskexec.config import get_settings
 from taskexec.constants import CELERY_TASK_EXECUTE, Status
 from taskexec.logs import bind_task, clear_task
 from taskexec.metrics_export import serve
-from workers import health
+from workers import health, node
 from workers.signals import attempt_finished, attempt_started
 
 log = logging.getLogger(__name__)
-POOLS = ("automated", "manual", "integration")
 EXECUTE_TASKS = frozenset(CELERY_TASK_EXECUTE.values())
 
-_node = {"worker": socket.gethostname(), "hostname": socket.gethostname(), "pool": "unknown"}
 _started: dict[str, float] = {}
 _lock = threading.Lock()
-
-
-def pool_of(hostname: str) -> str:
-    prefix = hostname.split("@", 1)[0]
-    return prefix if "@" in hostname and prefix in POOLS else "unknown"
 
 
 def outcome_label(outcome: Any) -> str:
@@ -52,7 +43,7 @@ def _task_labels(task_name: str | None, delivery_info: dict[str, Any] | None) ->
     """celery-exporter's labels of a task series: name, hostname (host part of the node name), queue_name."""
     info = delivery_info or {}
     queue = info.get("routing_key") or info.get("exchange") or "unknown"
-    return {"name": task_name or "unknown", "hostname": _node["hostname"], "queue_name": str(queue)}
+    return {"name": task_name or "unknown", "hostname": node.hostname(), "queue_name": str(queue)}
 
 
 def _request_info(task: Any) -> dict[str, Any] | None:
@@ -65,27 +56,27 @@ def _on_init(**_: Any) -> None:
     """Serve /metrics, /health and /ready from the start: liveness answers while the worker connects."""
     settings = get_settings()
     health.STATE.stale_after_s = settings.health_stale_s
+    health.STATE.stall.stall_after_s = settings.health_stall_s
     serve(settings.metrics_port, routes=health.routes())
 
 
 @signals.worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
-    node = getattr(sender, "hostname", None) or _node["worker"]
-    _node.update(worker=node, hostname=nodesplit(node)[1] or node, pool=pool_of(node))
-    metrics.WORKER_UP.labels(hostname=_node["hostname"]).set(1)
-    metrics.WORKER_TASKS_ACTIVE.labels(hostname=_node["hostname"]).set(0)
+    node.set_node(getattr(sender, "hostname", None) or node.name())
+    metrics.WORKER_UP.labels(hostname=node.hostname()).set(1)
+    metrics.WORKER_TASKS_ACTIVE.labels(hostname=node.hostname()).set(0)
     concurrency = getattr(getattr(sender, "pool", None), "num_processes", None) or getattr(sender, "concurrency", 0)
     set_concurrency(int(concurrency or 0))
 
 
 def set_concurrency(slots: int) -> None:
     """The worker's pool size changed (start, pool_grow/pool_shrink, autoscale)."""
-    metrics.WORKER_CONCURRENCY.labels(hostname=_node["hostname"], pool=_node["pool"]).set(slots)
+    metrics.WORKER_CONCURRENCY.labels(**node.labels()).set(slots)
 
 
 @signals.worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
-    metrics.WORKER_UP.labels(hostname=_node["hostname"]).set(0)
+    metrics.WORKER_UP.labels(hostname=node.hostname()).set(0)
 
 
 @signals.task_received.connect
@@ -99,7 +90,7 @@ def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, *
     clear_task()  # a pool thread runs one task after another: start each with a clean context
     with _lock:
         _started[task_id or ""] = time.monotonic()
-    metrics.WORKER_TASKS_ACTIVE.labels(hostname=_node["hostname"]).inc()
+    metrics.WORKER_TASKS_ACTIVE.labels(hostname=node.hostname()).inc()
     if task is not None:
         metrics.TASK_STARTED.labels(**_task_labels(task.name, _request_info(task))).inc()
         if task.name in EXECUTE_TASKS and args:
@@ -110,7 +101,7 @@ def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, *
 def _on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
     with _lock:
         started = _started.pop(task_id or "", None)
-    metrics.WORKER_TASKS_ACTIVE.labels(hostname=_node["hostname"]).dec()
+    metrics.WORKER_TASKS_ACTIVE.labels(hostname=node.hostname()).dec()
     if task is not None:
         labels = _task_labels(task.name, _request_info(task))
         if state == "SUCCESS":
@@ -142,5 +133,5 @@ def _on_attempt_started(sender: Any = None, context: dict[str, Any] | None = Non
 
 @attempt_finished.connect
 def _on_attempt_finished(sender: Any = None, outcome: Any = None, **_: Any) -> None:
-    pool = str(getattr(sender, "task_type", "") or _node["pool"]).lower()
+    pool = str(getattr(sender, "task_type", "") or node.pool()).lower()
     metrics.record_attempt(pool, outcome_label(outcome))

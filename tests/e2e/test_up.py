@@ -18,11 +18,12 @@ pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
 def test_up_prints_a_working_curl_line(tmp_path: Path) -> None:
-    port = free_port()
+    port, flower_port = free_port(), free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("TEL_") and k != "DATABASE_URL"}
     env.update({"TEL_STATE_DIR": str(tmp_path / "state"), "CELERY_BROKER_URL": REDIS_URL, "PYTHONUNBUFFERED": "1",
                 "TEL_QUEUE_AUTOMATED_NAME": f"up{port}-automated", "TEL_QUEUE_MANUAL_NAME": f"up{port}-manual",
-                "TEL_QUEUE_INTEGRATION_NAME": f"up{port}-integration"})
+                "TEL_QUEUE_INTEGRATION_NAME": f"up{port}-integration", "TEL_FLOWER_PORT": str(flower_port),
+                "TEL_METRICS_PORT": str(free_port())})
     log = tmp_path / "up.log"
     with open(log, "wb") as fh:
         proc = subprocess.Popen([*taskexec("up", "--port", str(port))], env=env, stdout=fh, stderr=subprocess.STDOUT,
@@ -51,6 +52,18 @@ def test_up_prints_a_working_curl_line(tmp_path: Path) -> None:
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert "taskexec_tasks_finished_total" in metrics
         assert requests.get(f"http://127.0.0.1:{port}/dashboard", timeout=10).status_code == 200
+        # Flower, started as compose starts it (no app loaded), sees the three pools and the task
+        password = re.search(r"flower: .*password (\S+)\)", text).group(1)  # type: ignore[union-attr]
+        flower = f"http://127.0.0.1:{flower_port}"
+        assert requests.get(f"{flower}/api/workers", timeout=10).status_code == 401  # auth even on loopback
+
+        def pools() -> set[str]:
+            r = requests.get(f"{flower}/api/workers?refresh=1", auth=("admin", password), timeout=20)
+            return {name.split("@")[0] for name in r.json()} if r.status_code == 200 else set()
+
+        assert wait_for(lambda: pools() >= {"automated", "manual", "integration"}, 60, what="Flower lists the pools")
+        seen = requests.get(f"{flower}/api/tasks", auth=("admin", password), timeout=10).json()
+        assert any(t["args"] and task_id in t["args"] for t in seen.values()), "Flower saw the sample task run"
     finally:
         os.killpg(proc.pid, 2)  # Ctrl-C
         proc.wait(timeout=40)

@@ -18,7 +18,7 @@ import pytest
 import yaml
 from kombu.transport.redis import Channel as RedisChannel
 
-from taskexec.celery_app import _REDIS_PRIORITY
+from taskexec.celery_app import REDIS_PRIORITY
 from taskexec.config import Settings
 from tests.support import ROOT
 
@@ -201,7 +201,7 @@ def test_keda_scales_each_pool_on_its_own_queue() -> None:
         assert spec["scaleTargetRef"]["name"] == deployment
         assert spec["minReplicaCount"] >= 1  # a pool is never scaled to zero (the "no worker online" alert)
         queue = Settings.model_fields[f"queue_{pool.lower()}"].default
-        wanted = {f"{queue}{sep}{p}" if p else queue for p in _REDIS_PRIORITY.values()}
+        wanted = {f"{queue}{sep}{p}" if p else queue for p in REDIS_PRIORITY.values()}
         triggers = spec["triggers"]
         assert {t["type"] for t in triggers} == {"redis"}
         assert {t["metadata"]["listName"] for t in triggers} == wanted, deployment
