@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import dashboard, definitions, inbox_page, internal, manual, metrics, ops, tasks
+from api import dashboard, definitions, inbox_page, internal, manual, metrics, observe, ops, tasks
 from api.deadletters import bp as deadletters_bp
 from api.errors import register_error_handlers
 from api.io import reject_nul_in_url
@@ -34,6 +34,7 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool | Non
     for bp in (ops.bp, metrics.bp, definitions.bp, tasks.bp, manual.bp, inbox_page.bp, dashboard.bp, internal.bp):
         app.register_blueprint(bp)
     app.register_blueprint(deadletters_bp)
+    observe.install(app)  # request id, trace context, access log, HTTP metrics
     app.before_request(reject_nul_in_url)
     register_openapi(app)
     register_error_handlers(app)

@@ -12,6 +12,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
+from taskexec import tracing
 from taskexec.auth import Principal
 from taskexec.config import Settings
 from taskexec.constants import DEFERRED_EVENT, TERMINAL_STATUSES, Status, TaskErrorCode, TaskType
@@ -142,6 +143,8 @@ class TaskManager:
             execution_config=config,
             idempotency_key=scoped_key,
             created_by=principal.sub,
+            # the submitting request's ids travel with the task to the pools' logs and calls (taskexec.tracing)
+            execution_metadata=_trace_metadata(),
             dispatch_token=new_id(),
             available_at=now + PUBLISH_GRACE,
             retry_count=0,
@@ -391,6 +394,11 @@ class TaskManager:
               ip: str | None = None, user_agent: str | None = None, **changes: Any) -> None:
         evt = transition(s, task, target, actor=actor, details=details, ip=ip, user_agent=user_agent, **changes)
         enqueue_event(s, self.settings, task, evt.type, extra)
+
+
+def _trace_metadata() -> dict[str, str] | None:
+    trace = tracing.current()
+    return {"requestId": trace.request_id, "traceparent": trace.traceparent} if trace else None
 
 
 def backoff_delay(policy: dict[str, Any], n: int) -> float:
