@@ -65,6 +65,7 @@ def _on_ready(sender: Any = None, **_: Any) -> None:
     node.set_node(getattr(sender, "hostname", None) or node.name())
     metrics.WORKER_UP.labels(hostname=node.hostname()).set(1)
     metrics.WORKER_TASKS_ACTIVE.labels(hostname=node.hostname()).set(0)
+    metrics.WORKER_CONSUMER_STALLED.labels(**node.labels()).set(0)  # the series exists before any stall
     concurrency = getattr(getattr(sender, "pool", None), "num_processes", None) or getattr(sender, "concurrency", 0)
     set_concurrency(int(concurrency or 0))
 
