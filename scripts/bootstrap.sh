@@ -5,7 +5,7 @@
 #
 # - apt packages (only the missing ones; `apt-get update` runs once, only if something is missing):
 #   redis-server, rabbitmq-server, docker.io, docker-compose, debootstrap, postgresql-15 (only if no initdb is found),
-#   chromium + chromium-driver (browser tests)
+#   chromium + chromium-driver (browser tests), prometheus (Prometheus + promtool: alert-rule and scrape tests)
 # - the virtualenv .venv with `pip install -e '.[dev]'`, re-run only when pyproject.toml changed
 #   (stamp: .run/venv.stamp)
 #
@@ -39,6 +39,10 @@ have debootstrap || [[ -x /usr/sbin/debootstrap ]] || missing+=(debootstrap)
 have ip || [[ -x /usr/sbin/ip ]] || missing+=(iproute2)
 # compose.yaml is checked with `docker-compose config` (tests/integration/test_compose.py).
 have docker-compose || docker compose version >/dev/null 2>&1 || missing+=(docker-compose)
+
+# Prometheus and promtool: `promtool check/test rules` on the shipped alert rules, and a real Prometheus
+# scraping a running stack (tests/e2e/test_prometheus.py). Its service is never started (policy-rc.d below).
+{ have prometheus && have promtool; } || missing+=(prometheus)
 
 # RabbitMQ: the second supported broker, exercised by tests/e2e/test_rabbitmq.py.
 if [[ "${TEL_SKIP_RABBITMQ:-0}" != 1 ]]; then

@@ -7,7 +7,7 @@ Where each family is recorded:
   The router runs several gunicorn processes, so these use Prometheus' multiprocess mode
   (`taskexec.metrics_export`).
 * router, computed at scrape time (`taskexec.metrics_collector`): queue lengths, workers per queue,
-  open tasks, outbox backlog. The names are listed below as constants.
+  open tasks, outbox backlog, manual tasks by deadline. The names are listed below as constants.
 * worker processes, from Celery signals (`workers.metrics_hooks`): worker online, executing tasks,
   task runtime, attempt outcomes (sandbox outcomes by error code); integration requests and circuit
   state through `record_integration_request` / `set_circuit_state`.
@@ -64,6 +64,7 @@ QUEUE_LENGTH_BY_PRIORITY = "taskexec_queue_length"  # {queue_name, priority} mes
 TASKS_OPEN = "taskexec_tasks_open"  # {type, status} PENDING / ASSIGNED / RUNNING tasks in the database
 OUTBOX_BACKLOG = "taskexec_outbox_backlog"  # {target} events not delivered yet
 OUTBOX_OLDEST_AGE = "taskexec_outbox_oldest_age_seconds"  # {target} age of the oldest undelivered event
+MANUAL_TASKS_BY_DEADLINE = "taskexec_manual_tasks_by_deadline"  # {state} open manual tasks: overdue, due_1h, ...
 
 # ------------------------------------------------------------------ workers (one process per worker)
 # Where a pool measures what celery-exporter measures, it uses celery-exporter's name and labels (its

@@ -1,4 +1,5 @@
-"""Gauges computed when the router is scraped: queue lengths, workers per queue, open tasks, outbox backlog.
+"""Gauges computed when the router is scraped: queue lengths, workers per queue, open tasks, outbox backlog,
+manual tasks by deadline.
 
 They describe the current state, read from the broker and the database at scrape time, so every router
 process reports the same values (no multiprocess bookkeeping) and a router restart loses nothing.
@@ -70,6 +71,7 @@ class StateCollector:
             with self.db.session() as s:
                 open_now = stats.open_counts(s)
                 backlog = stats.outbox_backlog(s)
+                deadlines = stats.manual_deadline_counts(s)
         except Exception as exc:
             log.warning("scrape: database unavailable", extra={"error": str(exc)})
             return
@@ -92,3 +94,9 @@ class StateCollector:
                 age.add_metric([row["target"]], row["oldestAgeSeconds"] or 0.0)
         yield size
         yield age
+        due = GaugeMetricFamily(metrics.MANUAL_TASKS_BY_DEADLINE,
+                                "Open manual tasks by deadline: overdue, due_1h, due_24h, later, none (no deadline).",
+                                labels=["state"])
+        for state, n in deadlines.items():
+            due.add_metric([state], n)
+        yield due

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Integer, cast, func, select
+from sqlalchemy import Integer, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from taskexec.constants import OPEN_STATUSES, Status, TaskType
@@ -157,6 +157,26 @@ def manual_due(s: Session, definition: str | None = None, limit: int = 20) -> li
     return [{"id": t.id, "taskDefinitionId": t.definition_id, "priority": t.priority, "assignee": t.assignee,
              "candidateRoles": t.candidate_roles or [], "dueDate": _iso(t.due_date),
              "secondsLeft": -(_age(t.due_date, now) or 0.0)} for t in rows]
+
+
+DEADLINE_STATES = ("overdue", "due_1h", "due_24h", "later", "none")
+
+
+def manual_deadline_counts(s: Session, now: datetime | None = None) -> dict[str, int]:
+    """Open manual tasks (PENDING or ASSIGNED) by how close their deadline is: overdue, due within the hour,
+    within a day, later, or none. Fixed buckets (no setting): the scrape-time gauge behind the manual
+    deadlines panel and alert."""
+    now = now or datetime.now(UTC)
+    due = T.due_date
+    state = case((due.is_(None), "none"), (due < now, "overdue"), (due < now + timedelta(hours=1), "due_1h"),
+                 (due < now + timedelta(days=1), "due_24h"), else_="later").label("state")
+    stmt = (select(state, func.count())
+            .where(T.type == TaskType.MANUAL.value, T.status.in_([Status.PENDING.value, Status.ASSIGNED.value]))
+            .group_by(state))
+    out = dict.fromkeys(DEADLINE_STATES, 0)
+    for name, n in s.execute(stmt):
+        out[name] = n
+    return out
 
 
 def workers_running(s: Session) -> list[dict[str, Any]]:

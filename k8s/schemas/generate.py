@@ -48,7 +48,7 @@ def export(model: Any, name: str, source: str) -> None:
 
 def main() -> None:
     from cloudcoil.models.keda.v1alpha1 import ScaledObject, TriggerAuthentication
-    from cloudcoil.models.prometheus_operator.v1 import PrometheusRule
+    from cloudcoil.models.prometheus_operator.v1 import PrometheusRule, ServiceMonitor
 
     keda = "from the KEDA v2.16.1 CRDs via PyPI cloudcoil-models-keda 2.16.1.0 (k8s/schemas/generate.py)"
     prom = ("from the prometheus-operator v0.80.1 CRDs via PyPI cloudcoil-models-prometheus-operator 0.80.1.0 "
@@ -56,6 +56,7 @@ def main() -> None:
     export(ScaledObject, "scaledobject-keda-v1alpha1.json", keda)
     export(TriggerAuthentication, "triggerauthentication-keda-v1alpha1.json", keda)
     export(PrometheusRule, "prometheusrule-monitoring-v1.json", prom)
+    export(ServiceMonitor, "servicemonitor-monitoring-v1.json", prom)
 
 
 if __name__ == "__main__":

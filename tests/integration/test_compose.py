@@ -13,10 +13,13 @@ import jsonschema
 import pytest
 import yaml
 
+from tests.monitoring_support import DASHBOARD, SCRAPE_CONFIG
 from tests.support import ROOT
+from workers.metrics_hooks import POOLS
 
 COMPOSE = ROOT / "compose.yaml"
-REQUIRED = {"TEL_JWT_SECRET": "x" * 32, "TEL_SERVICE_TOKEN": "service-token", "POSTGRES_PASSWORD": "pw"}
+REQUIRED = {"TEL_JWT_SECRET": "x" * 32, "TEL_SERVICE_TOKEN": "service-token", "POSTGRES_PASSWORD": "pw",
+            "FLOWER_BASIC_AUTH": "ops:flower-pw", "GRAFANA_ADMIN_PASSWORD": "grafana-pw"}
 # Seed document: services and the environment variable names each one is given.
 SEED_ENV = {
     "task-router": {"LOG_LEVEL", "WORKFLOW_ORCHESTRATOR_URL", "DATABASE_URL"},
@@ -54,9 +57,10 @@ def test_docker_compose_config_passes(rendered: dict[str, Any]) -> None:
     assert {"task-router", "automated-task-executor", "flower"} <= set(rendered["services"])
 
 
-def test_compose_refuses_to_start_without_its_secrets() -> None:
-    out = run_config({k: v for k, v in REQUIRED.items() if k != "TEL_JWT_SECRET"})
-    assert out.returncode != 0 and "TEL_JWT_SECRET" in out.stderr
+@pytest.mark.parametrize("secret", ["TEL_JWT_SECRET", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD"])
+def test_compose_refuses_to_start_without_its_secrets(secret: str) -> None:
+    out = run_config({k: v for k, v in REQUIRED.items() if k != secret})
+    assert out.returncode != 0 and secret in out.stderr
 
 
 def test_compose_file_validates_against_the_compose_spec_schema() -> None:
@@ -129,3 +133,82 @@ def test_rabbitmq_override_moves_every_service_to_amqp_and_keeps_redis_for_integ
         assert services[name]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}, name
         assert env["TEL_SERVICE_TOKEN"] == "service-token", name  # compose.yaml's environment is kept
     assert services["integration-task-executor"]["environment"]["TEL_REDIS_URL"] == "redis://redis:6379/0"
+
+
+POOL_SERVICES = {"automated": "automated-task-executor", "manual": "manual-task-handler",
+                 "integration": "integration-task-executor"}
+
+
+def _mounts(service: dict[str, Any]) -> dict[str, str]:
+    """Container path -> host path (or volume name) of a rendered service's volumes."""
+    out = {}
+    for volume in service.get("volumes", []):
+        if isinstance(volume, dict):
+            out[volume["target"]] = volume["source"]
+        else:
+            source, target = volume.split(":")[:2]
+            out[target] = source
+    return out
+
+
+def _networks(service: dict[str, Any]) -> set[str]:
+    return set(service.get("networks") or {"default"})
+
+
+def _published_on_loopback(service: dict[str, Any]) -> bool:
+    ports = service["ports"]
+    return bool(ports) and all((p.get("host_ip") if isinstance(p, dict) else p.split(":")[0]) == "127.0.0.1"
+                               for p in ports)
+
+
+def test_prometheus_scrapes_the_router_and_every_pool_replica(rendered: dict[str, Any]) -> None:
+    """monitoring/prometheus/prometheus.yml: one job per service, named like it (and like the k8s Service),
+    found through Docker's DNS (type A: every replica), on the port the service serves /metrics on, sharing
+    a network with Prometheus; each pool job adds its `pool` label; the alert rules are loaded."""
+    services = rendered["services"]
+    prom = services["prometheus"]
+    assert _mounts(prom)["/etc/prometheus"] == str(SCRAPE_CONFIG.parent)
+    assert "--config.file=/etc/prometheus/prometheus.yml" in prom["command"]
+    assert _published_on_loopback(prom)
+    config = yaml.safe_load(SCRAPE_CONFIG.read_text())
+    assert config["rule_files"] and all((SCRAPE_CONFIG.parent / f).is_file() for f in config["rule_files"])
+    jobs = {job["job_name"]: job for job in config["scrape_configs"]}
+    assert set(jobs) == {"task-router", *POOL_SERVICES.values()} and set(POOL_SERVICES) == set(POOLS)
+    for name, job in jobs.items():
+        (discovery,) = job["dns_sd_configs"]
+        assert discovery["names"] == [name] and discovery["type"] == "A"
+        service = services[name]
+        assert _networks(prom) & _networks(service), name
+        assert job.get("metrics_path", "/metrics") == "/metrics"
+        if name == "task-router":
+            assert discovery["port"] == int(service["environment"]["TEL_PORT"])
+            assert "relabel_configs" not in job
+            continue
+        health = service["environment"]["TEL_HEALTHCHECK_URL"]  # the worker's own port: /health and /metrics
+        assert discovery["port"] == int(health.rsplit(":", 1)[1].split("/")[0]), name
+        pool = next(p for p, s in POOL_SERVICES.items() if s == name)
+        assert job["relabel_configs"] == [{"target_label": "pool", "replacement": pool}], name
+        assert job["honor_labels"] is True
+    assert services["automated-task-executor"]["deploy"]["replicas"] > 1  # why DNS discovery, not one target
+
+
+def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(rendered: dict[str, Any]) -> None:
+    grafana = rendered["services"]["grafana"]
+    mounts = _mounts(grafana)
+    provisioning = ROOT / "monitoring" / "grafana" / "provisioning"
+    assert mounts["/etc/grafana/provisioning"] == str(provisioning)
+    (provider,) = yaml.safe_load((provisioning / "dashboards" / "taskexec.yml").read_text())["providers"]
+    assert mounts[provider["options"]["path"]] == str(DASHBOARD.parent)
+    (source,) = yaml.safe_load((provisioning / "datasources" / "prometheus.yml").read_text())["datasources"]
+    assert source["type"] == "prometheus" and source["isDefault"] is True
+    assert source["url"] == "http://prometheus:9090" and "prometheus" in rendered["services"]
+    assert _networks(grafana) & _networks(rendered["services"]["prometheus"])
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == REQUIRED["GRAFANA_ADMIN_PASSWORD"]
+    assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
+    assert _published_on_loopback(grafana)
+
+
+def test_flower_requires_basic_auth(rendered: dict[str, Any]) -> None:
+    flower = rendered["services"]["flower"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH"] == REQUIRED["FLOWER_BASIC_AUTH"]
+    assert _published_on_loopback(flower)

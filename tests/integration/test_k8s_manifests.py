@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -20,7 +21,9 @@ from kombu.transport.redis import Channel as RedisChannel
 
 from taskexec.celery_app import REDIS_PRIORITY
 from taskexec.config import Settings
+from tests.monitoring_support import DASHBOARD
 from tests.support import ROOT
+from workers.metrics_hooks import POOLS as POOL_NAMES
 
 K8S = ROOT / "k8s"
 KUBE_VERSION = "1.29.0"  # the oldest version the manifests support (native sidecar containers)
@@ -28,6 +31,7 @@ CRD_SCHEMAS = {
     ("keda.sh/v1alpha1", "ScaledObject"): "scaledobject-keda-v1alpha1.json",
     ("keda.sh/v1alpha1", "TriggerAuthentication"): "triggerauthentication-keda-v1alpha1.json",
     ("monitoring.coreos.com/v1", "PrometheusRule"): "prometheusrule-monitoring-v1.json",
+    ("monitoring.coreos.com/v1", "ServiceMonitor"): "servicemonitor-monitoring-v1.json",
 }
 POOLS = {"automated-task-executor": "AUTOMATED", "manual-task-handler": "MANUAL",
          "integration-task-executor": "INTEGRATION"}
@@ -101,6 +105,10 @@ def test_validation_is_strict() -> None:
     scaled["spec"]["trigger"] = scaled["spec"].pop("triggers")
     with pytest.raises(jsonschema.ValidationError):
         validate_crd(scaled)
+    monitor = json.loads(json.dumps(by_kind(render("base"), "ServiceMonitor")["taskexec-pools"]))
+    monitor["spec"]["endpoints"][0]["honorLabel"] = monitor["spec"]["endpoints"][0].pop("honorLabels")
+    with pytest.raises(jsonschema.ValidationError):
+        validate_crd(monitor)
 
 
 def test_a_deployment_per_service_with_seed_probes_and_resources() -> None:
@@ -297,3 +305,84 @@ def test_every_long_running_service_has_probes() -> None:
     assert env["TEL_HEALTHCHECK_FILE"].startswith(env["TEL_STATE_DIR"] + "/celerybeat-schedule")
     assert int(env["TEL_HEALTHCHECK_MAX_AGE"]) > 180  # beat rewrites the file every 3 minutes
     assert any(m["mountPath"] == "/var/lib/taskexec" for m in scheduler["volumeMounts"])  # writable
+
+
+def _service_port(service: dict[str, Any], name: str) -> dict[str, Any] | None:
+    return next((p for p in service["spec"]["ports"] if p.get("name") == name), None)
+
+
+def _container_port(deployment: dict[str, Any], target: int | str) -> int:
+    """The container port a Service's targetPort (a number or a port name) reaches in the pods."""
+    for container in pod_spec(deployment)["containers"]:
+        for port in container.get("ports", []):
+            if target in (port["containerPort"], port.get("name")):
+                return int(port["containerPort"])
+    raise AssertionError(f"no container port {target} in {deployment['metadata']['name']}")
+
+
+def _relabel(rules: list[dict[str, Any]], meta: dict[str, str]) -> dict[str, str]:
+    """Apply Prometheus `replace` relabelings (the only action used) to a target's meta labels."""
+    out = dict(meta)
+    for rule in rules:
+        assert rule.get("action", "replace") == "replace", rule
+        value = ";".join(out.get(label, "") for label in rule.get("sourceLabels", []))
+        m = re.fullmatch(rule.get("regex", "(.*)"), value)
+        if m:
+            out[rule["targetLabel"]] = m.expand(rule.get("replacement", "$1").replace("$", "\\"))
+    return out
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/production-rabbitmq"])
+def test_service_monitors_scrape_the_router_and_every_pool_with_a_pool_label(target: str) -> None:
+    """For the router and each pool: a Service selecting its pods, a ServiceMonitor selecting that Service
+    and scraping /metrics on a named port that reaches the container's port, a NetworkPolicy letting
+    Prometheus (namespace monitoring) in on that port, and (pools) a `pool` label from the workload."""
+    docs = render(target)
+    deployments, services = by_kind(docs, "Deployment"), by_kind(docs, "Service")
+    monitors, policies = by_kind(docs, "ServiceMonitor"), by_kind(docs, "NetworkPolicy")
+    default_port = Settings.model_fields["metrics_port"].default
+    pools = {app: kind.lower() for app, kind in POOLS.items()}
+    assert set(pools.values()) == set(POOL_NAMES)
+    for app in ["task-router", *pools]:
+        pod_labels = deployments[app]["spec"]["template"]["metadata"]["labels"]
+        service = services[app]  # the Service is named like the workload: `job` is the same as in compose
+        assert service["spec"]["selector"].items() <= pod_labels.items(), app
+        scraped = [(m, e) for m in monitors.values() for e in m["spec"]["endpoints"]
+                   if _selects(m["spec"]["selector"], service["metadata"]["labels"])
+                   and _service_port(service, e["port"])]
+        assert len(scraped) == 1, (app, scraped)
+        monitor, endpoint = scraped[0]
+        assert endpoint["path"] == "/metrics"
+        service_port = _service_port(service, endpoint["port"])
+        assert service_port is not None
+        port = _container_port(deployments[app], service_port["targetPort"])
+        assert port == (8081 if app == "task-router" else default_port), app
+        allowed = [rule for policy in policies.values()
+                   if "Ingress" in policy["spec"]["policyTypes"] and _selects(policy["spec"]["podSelector"], pod_labels)
+                   for rule in policy["spec"].get("ingress", [])
+                   if {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}}
+                   in rule.get("from", [{}]) or "from" not in rule]
+        assert any("ports" not in r or {"protocol": "TCP", "port": port} in r["ports"] for r in allowed), app
+        labels = _relabel(endpoint.get("relabelings", []), {"__meta_kubernetes_pod_label_app": pod_labels["app"]})
+        if app in pools:
+            assert service["spec"]["clusterIP"] == "None"  # headless: every pod is a target
+            assert labels.get("pool") == pools[app], (app, labels)
+            assert endpoint["honorLabels"] is True  # series naming their own (same) pool keep it
+        else:
+            assert "pool" not in labels
+
+
+def test_grafana_dashboard_configmap_is_the_dashboard_file() -> None:
+    """One source: kustomize generates the sidecar's ConfigMap from monitoring/grafana/dashboards/taskexec.json."""
+    configmap = by_kind(render("overlays/production"), "ConfigMap")["taskexec-grafana-dashboard"]
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert configmap["data"] == {"taskexec.json": DASHBOARD.read_text()}
+
+
+def test_flower_requires_basic_auth() -> None:
+    """Flower can revoke tasks and stop or resize pools: its credentials are required, never optional."""
+    flower = pod_spec(by_kind(render("overlays/production"), "Deployment")["flower"])["containers"][0]
+    (auth,) = [e for e in flower["env"] if e["name"] == "FLOWER_BASIC_AUTH"]
+    assert auth["valueFrom"] == {"secretKeyRef": {"name": "task-execution-secrets", "key": "flower_basic_auth"}}
+    example = yaml.safe_load((K8S / "base" / "secret.example.yaml").read_text())
+    assert example["stringData"]["flower_basic_auth"]

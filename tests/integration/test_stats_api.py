@@ -107,3 +107,32 @@ def test_metrics_in_process(client: Any, tasks: dict[str, str], env: dict[str, s
                    status="FAILED") or 0) >= 1
     assert (sample(text, "task_queue_time_seconds_count", type="AUTOMATED") or 0) >= 3
     assert (sample(text, "task_execution_time_seconds_count", type="AUTOMATED", definition="greet") or 0) >= 2
+
+
+def test_manual_tasks_by_deadline_gauge(client: Any, admin: dict[str, str], database: str, env: dict[str, str]
+                                        ) -> None:
+    """`taskexec_manual_tasks_by_deadline{state}` counts open (PENDING, ASSIGNED) manual tasks per deadline
+    bucket, every bucket present (0 when empty); finished tasks and other types are not counted."""
+    from tests.manual_support import manual_def
+
+    create_definition(client, admin, manual_def("deadline-review"))
+    create_definition(client, admin)
+    due_in = {"overdue": "-5 minutes", "due_1h": "30 minutes", "due_24h": "5 hours", "later": "3 days"}
+    ids = {state: submit(client, admin, "deadline-review", {}) for state in [*due_in, "none", "done"]}
+    for state, offset in due_in.items():
+        sql(database, "UPDATE task_instances SET due_date = now() + %s::interval WHERE id = %s", offset, ids[state])
+    sql(database, "UPDATE task_instances SET status = 'ASSIGNED' WHERE id = %s", ids["later"])
+    sql(database, "UPDATE task_instances SET status = 'COMPLETED', due_date = now() - interval '1 hour' "
+        "WHERE id = %s", ids["done"])
+    overdue_automated = submit(client, admin)
+    sql(database, "UPDATE task_instances SET due_date = now() - interval '1 hour' WHERE id = %s", overdue_automated)
+
+    text = client.get("/metrics").get_data(as_text=True)
+    counts = {state: sample(text, "taskexec_manual_tasks_by_deadline", state=state)
+              for state in ("overdue", "due_1h", "due_24h", "later", "none")}
+    assert counts == {"overdue": 1, "due_1h": 1, "due_24h": 1, "later": 1, "none": 1}
+    r = redis.Redis.from_url(support.REDIS_URL)
+    keys = list(r.scan_iter(match=env["TEL_QUEUE_MANUAL_NAME"] + "*")) + list(
+        r.scan_iter(match=env["TEL_QUEUE_AUTOMATED_NAME"] + "*"))
+    if keys:
+        r.delete(*keys)
