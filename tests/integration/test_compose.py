@@ -15,7 +15,7 @@ import yaml
 
 from tests.monitoring_support import DASHBOARD, SCRAPE_CONFIG
 from tests.support import ROOT
-from workers.metrics_hooks import POOLS
+from workers.node import POOLS
 
 COMPOSE = ROOT / "compose.yaml"
 REQUIRED = {"TEL_JWT_SECRET": "x" * 32, "TEL_SERVICE_TOKEN": "service-token", "POSTGRES_PASSWORD": "pw",

@@ -23,7 +23,7 @@ from taskexec.celery_app import REDIS_PRIORITY
 from taskexec.config import Settings
 from tests.monitoring_support import DASHBOARD
 from tests.support import ROOT
-from workers.metrics_hooks import POOLS as POOL_NAMES
+from workers.node import POOLS as POOL_NAMES
 
 K8S = ROOT / "k8s"
 KUBE_VERSION = "1.29.0"  # the oldest version the manifests support (native sidecar containers)
