@@ -133,6 +133,9 @@ def test_rabbitmq_override_moves_every_service_to_amqp_and_keeps_redis_for_integ
         assert services[name]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}, name
         assert env["TEL_SERVICE_TOKEN"] == "service-token", name  # compose.yaml's environment is kept
     assert services["integration-task-executor"]["environment"]["TEL_REDIS_URL"] == "redis://redis:6379/0"
+    # Flower's queue lengths on RabbitMQ come from the management API (the image that serves it)
+    assert services["flower"]["environment"]["FLOWER_BROKER_API"] == "http://taskexec:rabbit-pw@rabbitmq:15672/api/"
+    assert services["rabbitmq"]["image"].endswith("-management")
 
 
 POOL_SERVICES = {"automated": "automated-task-executor", "manual": "manual-task-handler",

@@ -244,10 +244,15 @@ def test_rabbitmq_overlay_scales_on_the_amqp_queues_and_keeps_redis_for_integrat
     integration = pod_spec(deployments["integration-task-executor"])["containers"][0]
     assert {"name": "TEL_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "task-execution-secrets",
                                                                     "key": "redis_url"}}} in integration["env"]
+    flower = pod_spec(deployments["flower"])["containers"][0]  # queue lengths from the management API
+    assert {"name": "FLOWER_BROKER_API", "valueFrom": {"secretKeyRef": {"name": "task-execution-secrets",
+                                                                        "key": "flower_broker_api"}}} in flower["env"]
     policies = by_kind(docs, "NetworkPolicy")
     egress = policies["taskexec-to-rabbitmq"]["spec"]
     apps = set(egress["podSelector"]["matchExpressions"][0]["values"])
     assert apps == {*POOLS, "task-router", "scheduler", "flower"}
+    mgmt = policies["flower-to-rabbitmq-management"]["spec"]["egress"][0]
+    assert mgmt["ports"] == [{"protocol": "TCP", "port": 15672}]
     assert egress["egress"][0]["ports"] == [{"protocol": "TCP", "port": 5672}]
     assert set(policies) > {"rabbitmq-from-taskexec", "redis-from-taskexec"}
 
