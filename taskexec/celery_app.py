@@ -58,4 +58,17 @@ def execute_task_name(task_type: TaskType | str) -> str:
     return CELERY_TASK_EXECUTE[TaskType(task_type)]
 
 
+def __getattr__(name: str) -> Celery:
+    """`celery -A taskexec.celery_app inspect ...` and Flower: the operator's tools with our broker settings.
+
+    Plain `celery -b <redis>` would bind its reply queue with kombu's default key separator, not ours
+    (`sep`, which the KEDA list names depend on): every worker's answer to it then fails, and kombu
+    resets the worker's control consumer, which stops answering anyone (the dashboard's worker list too)."""
+    if name in ("app", "celery"):
+        from taskexec.config import get_settings
+
+        return make_celery(get_settings())
+    raise AttributeError(name)
+
+
 __all__ = ["make_celery", "broker_priority", "execute_task_name", "CELERY_TASK_SWEEP"]

@@ -3,12 +3,13 @@
 Pools run Celery's thread pool, so a worker is one process: it serves its own registry on
 `TEL_METRICS_PORT` (`taskexec worker <pool> --metrics-port N`; 0 disables) from `worker_init`,
 with the probes `/health` and `/ready` (`workers/health.py`).
-The pool is the node-name prefix `taskexec worker` gives (`automated@host`).
+The pool is the prefix of the node name `taskexec worker` gives (`node_name`: `automated-1234@host`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import socket
 import threading
 import time
@@ -33,9 +34,19 @@ _started: dict[str, float] = {}
 _lock = threading.Lock()
 
 
+def node_name(pool: str, pid: int | None = None) -> str:
+    """Celery node name of a worker process: `<pool>-<pid>@<host>` (`%h`: Celery fills in the host name).
+
+    The pid makes two workers of one pool on one host distinct nodes (Celery's broadcast replies, Flower,
+    `celery inspect` key by node name); the pool stays the prefix, so Flower shows which pool it is."""
+    return f"{pool}-{os.getpid() if pid is None else pid}@%h"
+
+
 def pool_of(hostname: str) -> str:
-    prefix = hostname.split("@", 1)[0]
-    return prefix if "@" in hostname and prefix in POOLS else "unknown"
+    """The pool of a node name made by `node_name` (or the older `<pool>@<host>`); "unknown" otherwise."""
+    name, at, _host = hostname.partition("@")
+    prefix = name.split("-", 1)[0]
+    return prefix if at and prefix in POOLS else "unknown"
 
 
 def outcome_label(outcome: Any) -> str:
