@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from celery import Celery
 from kombu import Queue
 
@@ -22,8 +24,39 @@ def broker_priority(settings: Settings, priority: Priority | str) -> int:
     return table[Priority(priority)]
 
 
+_KOMBU_SEP = "\x06\x16"  # kombu's default separator of the fields of a Redis binding
+
+
+def _read_bindings_of_any_separator() -> None:
+    """Let our processes read exchange bindings written with kombu's default separator as well as ours.
+
+    Our Redis transport options set `sep` to ":" (the KEDA list names depend on it). A Celery client
+    without them (`celery -b redis://... inspect`, a Flower started that way) binds its reply queue with
+    the default separator; a worker answering it split that binding into one field and failed, and
+    Celery then reset the worker's control consumer, after which the worker took no more tasks (seen on
+    the shared test Redis). Read both forms: such a client gets its answer and the worker carries on."""
+    from kombu.transport import redis as kombu_redis
+
+    original = kombu_redis.Channel.get_table
+    if getattr(original, "tel_any_separator", False):
+        return
+
+    def get_table(self: Any, exchange: str) -> list[tuple[str, ...]]:
+        rows = []
+        for row in original(self, exchange):
+            if len(row) != 3:  # not our separator: try kombu's default
+                row = tuple(self.sep.join(row).split(_KOMBU_SEP))
+            if len(row) == 3:
+                rows.append(row)
+        return rows
+
+    get_table.tel_any_separator = True  # type: ignore[attr-defined]
+    kombu_redis.Channel.get_table = get_table
+
+
 def make_celery(settings: Settings, name: str = "taskexec") -> Celery:
     """Build the app; producers (router, beat) and consumers (pools) share this configuration."""
+    _read_bindings_of_any_separator()
     app = Celery(name, broker=settings.broker_url)
     queue_args = {"x-max-priority": 10} if is_amqp(settings.broker_url) else None
     queues = [Queue(q, routing_key=q, queue_arguments=queue_args) for q in settings.queues.values()]
@@ -59,11 +92,8 @@ def execute_task_name(task_type: TaskType | str) -> str:
 
 
 def __getattr__(name: str) -> Celery:
-    """`celery -A taskexec.celery_app inspect ...` and Flower: the operator's tools with our broker settings.
-
-    Plain `celery -b <redis>` would bind its reply queue with kombu's default key separator, not ours
-    (`sep`, which the KEDA list names depend on): every worker's answer to it then fails, and kombu
-    resets the worker's control consumer, which stops answering anyone (the dashboard's worker list too)."""
+    """`celery -A taskexec.celery_app inspect ...` and Flower: the operator's tools with our broker settings
+    (a plain `celery -b <redis>` does not know our Redis transport options; see `make_celery`)."""
     if name in ("app", "celery"):
         from taskexec.config import get_settings
 
