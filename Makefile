@@ -23,7 +23,7 @@ LINT_PATHS  ?= taskexec api workers sandbox tests bench
         run test lint bench soak clean distclean
 
 help:
-	@echo "make run            install what is missing, start Redis/Docker, run 'taskexec up'"
+	@echo "make run            install what is missing, start PostgreSQL/Redis/Docker, run 'taskexec up'"
 	@echo "make test           install what is missing, start Redis/PostgreSQL/Docker, run pytest"
 	@echo "                    (extra pytest args: make test PYTEST_ARGS='-k foo -x')"
 	@echo "make setup          only install and start services"

@@ -69,6 +69,9 @@ ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None
      200),
 ]
 
+# Operations whose body may be left out (cancel: the reason is optional).
+_OPTIONAL_BODY = {("post", "/api/v1/tasks/{id}/cancel")}
+
 _QUERY: dict[str, type[BaseModel]] = {
     "/api/v1/tasks": schemas.TaskListQuery,
     "/api/v1/tasks/definitions": schemas.DefinitionListQuery,
@@ -92,7 +95,7 @@ def build_spec() -> dict[str, Any]:
         op: dict[str, Any] = {"summary": summary, "responses": {"4XX": error},
                               "security": [{"bearer": []}, {"apiKey": []}]}
         if req:
-            op["requestBody"] = {"required": True, "content": _json_ref(req.__name__)}
+            op["requestBody"] = {"required": (method, path) not in _OPTIONAL_BODY, "content": _json_ref(req.__name__)}
         op["responses"][str(status)] = {"description": "success"} | (
             {"content": _json_ref(resp.__name__)} if resp else {}
         )

@@ -25,8 +25,7 @@ def cmd_router(args: argparse.Namespace) -> None:
     gunicorn_util.write_error = write_protocol_error  # its own 400/431 pages: JSON envelope, not HTML
     settings = get_settings()
     settings.require_jwt_secret()
-    sqlite = settings.database_url.startswith("sqlite")
-    if args.migrate or sqlite:
+    if args.migrate:
         from taskexec.migrate import upgrade
 
         upgrade(settings.database_url)
@@ -34,7 +33,7 @@ def cmd_router(args: argparse.Namespace) -> None:
     class Router(BaseApplication):
         def load_config(self) -> None:
             self.cfg.set("bind", f"{settings.host}:{args.port or settings.port}")
-            self.cfg.set("workers", 1 if sqlite else settings.router_workers)
+            self.cfg.set("workers", settings.router_workers)
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", 8)
             self.cfg.set("timeout", 60)
@@ -55,7 +54,12 @@ def cmd_worker(args: argparse.Namespace) -> None:
         os.environ["TEL_METRICS_PORT"] = str(args.metrics_port)
         reset_settings()
     settings = get_settings()
+    if args.pool == "integration":
+        from workers.integration.shared import require_shared_state
+
+        require_shared_state(settings)  # fail closed: breakers and rate limits need shared state
     from workers.app import app
+    from workers.node import node_name
 
     queue = settings.queues[args.pool.upper()]
     concurrency = args.concurrency or {
@@ -71,7 +75,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         except Exception as exc:  # noqa: BLE001 - the engine may be starting; beat's reap retries
             print(f"taskexec: start-up reap skipped: {exc}", file=sys.stderr)
     # no -P: the app's `worker_pool` is workers.pool:ThreadPool (Celery's threads pool, resizable)
-    argv = ["worker", "-Q", queue, "-c", str(concurrency), "-n", f"{args.pool}@%h",
+    argv = ["worker", "-Q", queue, "-c", str(concurrency), "-n", node_name(args.pool),
             "-E", "--loglevel", settings.log_level, "--without-mingle"]
     if args.autoscale:
         argv += ["--autoscale", args.autoscale]

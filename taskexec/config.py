@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import functools
+import os
 from typing import Any
 
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskexec.constants import DEFAULT_QUEUES, TaskType
+
+# The PostgreSQL that scripts/services.sh starts for `make run` and `make test` (port: its TEL_PG_PORT knob);
+# every command uses it unless DATABASE_URL says otherwise, and `taskexec up` creates the database.
+LOCAL_DATABASE_NAME = "taskexec"
+
+
+def local_database_url() -> str:
+    port = os.environ.get("TEL_PG_PORT") or "55432"
+    return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{LOCAL_DATABASE_NAME}"
 
 
 class Settings(BaseSettings):
@@ -17,7 +27,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
 
     # --- seed names (contract section 2)
-    database_url: str = Field("sqlite:///taskexec.sqlite", validation_alias="DATABASE_URL")
+    database_url: str = Field(default_factory=local_database_url, validation_alias="DATABASE_URL")
     workflow_orchestrator_url: str | None = Field(None, validation_alias="WORKFLOW_ORCHESTRATOR_URL")
     task_router_url: str = Field("http://127.0.0.1:8081", validation_alias="TASK_ROUTER_URL")
     max_concurrent_tasks: int = Field(50, ge=1, le=1000, validation_alias="MAX_CONCURRENT_TASKS")
@@ -85,6 +95,8 @@ class Settings(BaseSettings):
 
     # --- integration pool (docs/integration-tasks.md)
     redis_url: str | None = Field(None, validation_alias="TEL_REDIS_URL")  # breaker/rate state; default: broker
+    # no Redis for that state: true keeps it per process; false (default) and the integration pool refuses to start
+    integration_local_state: bool = Field(False, validation_alias="TEL_INTEGRATION_LOCAL_STATE")
     integration_key_prefix: str = Field("tel:integration", min_length=1, validation_alias="TEL_INTEGRATION_KEY_PREFIX")
     integration_connect_timeout_ms: int = Field(5000, gt=0, validation_alias="TEL_INTEGRATION_CONNECT_TIMEOUT_MS")
     integration_read_timeout_ms: int = Field(30000, gt=0, validation_alias="TEL_INTEGRATION_READ_TIMEOUT_MS")
@@ -113,8 +125,8 @@ class Settings(BaseSettings):
             value = "postgresql://" + value[len("postgres://") :]
         if value.startswith("postgresql://"):
             value = "postgresql+psycopg://" + value[len("postgresql://") :]
-        if not value.startswith(("postgresql+psycopg://", "sqlite:")):
-            raise ValueError("must be a postgresql:// or sqlite:/// URL")
+        if not value.startswith("postgresql+psycopg://"):
+            raise ValueError("must be a postgresql:// URL (PostgreSQL is the only database)")
         return value
 
     @field_validator("rate_limit_default")

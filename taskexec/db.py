@@ -1,4 +1,4 @@
-"""The connector: engine and sessions. Only the router process ever opens one."""
+"""The connector: engine and sessions on PostgreSQL. Only the router process ever opens one."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, Engine, String, cast, create_engine, event, exists, func, literal, select, text
+from sqlalchemy import Connection, Engine, String, cast, create_engine, event, literal, text
 from sqlalchemy.dialects.postgresql import JSONB, array
 from sqlalchemy.exc import InterfaceError, InvalidatePoolError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -26,16 +26,10 @@ class Database:
 
     def __init__(self, url: str, **engine_kwargs: Any) -> None:
         self.url = url
-        self.is_sqlite = url.startswith("sqlite")
-        if self.is_sqlite:
-            engine_kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
-        else:
-            engine_kwargs.setdefault("pool_size", 10)
-            engine_kwargs.setdefault("max_overflow", 10)
+        engine_kwargs.setdefault("pool_size", 10)
+        engine_kwargs.setdefault("max_overflow", 10)
         self.engine: Engine = create_engine(url, **engine_kwargs)
-        if self.is_sqlite:
-            event.listen(self.engine, "connect", _sqlite_pragmas)
-        elif not engine_kwargs.get("pool_pre_ping"):
+        if not engine_kwargs.get("pool_pre_ping"):
             _ping_when_idle(self.engine)
         self._factory = sessionmaker(self.engine, expire_on_commit=False)
 
@@ -101,20 +95,9 @@ def _quiet_rollback(session: Session) -> None:
         session.rollback()
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA foreign_keys=ON")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-def json_has_any(s: Session, column: Any, values: list[str]) -> Any:
-    """`column` (a JSON list) contains any of `values`, on PostgreSQL and on SQLite."""
+def json_has_any(column: Any, values: list[str]) -> Any:
+    """`column` (a JSONB list) contains any of `values` (the `?|` operator)."""
     values = list(dict.fromkeys(values))
     if not values:
         return literal(False)
-    if s.get_bind().dialect.name == "postgresql":
-        return cast(column, JSONB).has_any(array(values, type_=String))
-    each = func.json_each(column).table_valued("value")
-    return exists(select(literal(1)).select_from(each).where(each.c.value.in_(values)))
+    return cast(column, JSONB).has_any(array(values, type_=String))

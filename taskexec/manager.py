@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select, update
@@ -20,7 +20,7 @@ from taskexec.db import json_has_any
 from taskexec.deadletters import record_dead_letter, resolve_dead_letters
 from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound, ValidationFailed
-from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
+from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, parse_time, utcnow
 from taskexec.recovery import Recovery
 from taskexec.schemas import DefinitionIn, DefinitionListQuery, FinishIn, SubmitIn, TaskListQuery
 from taskexec.statemachine import event_type_for, transition
@@ -198,8 +198,8 @@ class TaskManager:
         stmt = select(TaskInstance)
         if viewer is not None:
             stmt = stmt.where(or_(TaskInstance.assignee == viewer.sub,
-                                  json_has_any(s, TaskInstance.candidate_users, [viewer.sub]),
-                                  json_has_any(s, TaskInstance.candidate_roles, list(viewer.roles))))
+                                  json_has_any(TaskInstance.candidate_users, [viewer.sub]),
+                                  json_has_any(TaskInstance.candidate_roles, list(viewer.roles))))
         for column, value in (
             (TaskInstance.status, q.status.value if q.status else None),
             (TaskInstance.type, q.type.value if q.type else None),
@@ -313,7 +313,7 @@ class TaskManager:
         now = utcnow()
         meta["endTime"] = now.isoformat()
         if "durationMs" not in (body.execution_metadata or {}) and meta.get("startTime"):
-            start = _parse_time(meta["startTime"])
+            start = parse_time(meta["startTime"])
             meta["durationMs"] = int((now - start).total_seconds() * 1000) if start else None
         has_logs = body.stdout is not None or body.stderr is not None
         logs: dict[str, Any] = {"stdout": body.stdout, "stderr": body.stderr} if has_logs else {}
@@ -418,13 +418,6 @@ def _page(s: Session, stmt: Any, page: int, limit: int) -> tuple[list[Any], int]
 
 def total_pages(total: int, limit: int) -> int:
     return math.ceil(total / limit) if total else 0
-
-
-def _parse_time(text: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(text)
-    except ValueError:
-        return None
 
 
 _MARK_ENQUEUED = (  # built once: one of these runs for every submitted task

@@ -118,8 +118,7 @@ class ManualTasks:
         return counts
 
     def _least_loaded(self, s: Session, users: list[str]) -> str | None:
-        if s.get_bind().dialect.name == "postgresql":
-            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BALANCE_LOCK})
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _BALANCE_LOCK})
         counts = self.open_count(s, users)
         cap = self.settings.manual_max_open_tasks
         free = [u for u in users if counts[u] < cap]
@@ -232,8 +231,8 @@ class ManualTasks:
         offered = or_(
             TaskInstance.assignee == who.sub,
             and_(TaskInstance.assignee.is_(None),
-                 or_(json_has_any(s, TaskInstance.candidate_users, [who.sub]),
-                     json_has_any(s, TaskInstance.candidate_roles, list(who.roles)))),
+                 or_(json_has_any(TaskInstance.candidate_users, [who.sub]),
+                     json_has_any(TaskInstance.candidate_roles, list(who.roles)))),
         )
         where = and_(TaskInstance.type == TaskType.MANUAL.value, TaskInstance.status == Status.ASSIGNED.value,
                      offered)

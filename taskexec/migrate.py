@@ -24,3 +24,34 @@ def upgrade(url: str, revision: str = "head") -> None:
 def revision(url: str, message: str) -> None:
     """Developer helper: autogenerate a new revision against the database at `url`."""
     command.revision(alembic_config(url), message=message, autogenerate=True)
+
+
+def create_database_if_missing(url: str) -> bool:
+    """Create the database `url` names when it does not exist (`taskexec up`); True if it was created.
+
+    Asks the server's maintenance database `postgres` with the same credentials; safe to run twice, and
+    when two run at once (the loser finds the database made by the other)."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import DBAPIError
+    from sqlalchemy.pool import NullPool
+
+    target = make_url(url)
+    name = target.database or ""
+    engine = create_engine(target.set(database="postgres"), poolclass=NullPool,
+                           connect_args={"connect_timeout": 5}, isolation_level="AUTOCOMMIT")
+    try:
+        with engine.connect() as conn:
+            exists = conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name})
+            if exists:
+                return False
+            quoted = engine.dialect.identifier_preparer.quote(name)
+            try:
+                conn.execute(text(f"CREATE DATABASE {quoted}"))
+            except DBAPIError:
+                if conn.scalar(text("SELECT 1 FROM pg_database WHERE datname = :n"), {"n": name}):
+                    return False  # created meanwhile by another `taskexec up`
+                raise
+            return True
+    finally:
+        engine.dispose()

@@ -7,7 +7,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import (
-    JSON,
     BigInteger,
     DateTime,
     ForeignKey,
@@ -21,13 +20,28 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-JSONType = JSON().with_variant(JSONB(), "postgresql")
-# BIGINT autoincrement on PostgreSQL, INTEGER (rowid alias) on SQLite.
-BigId = BigInteger().with_variant(Integer(), "sqlite")
+JSONType = JSONB()  # PostgreSQL is the one database (docs/architecture.md)
+BigId = BigInteger()
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """An aware datetime: a naive one is taken as UTC (every column is `timestamptz`; the JSON metadata a
+    worker reports is not, and subtracting naive from aware raises TypeError, a 500)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def parse_time(text: Any) -> datetime | None:
+    """An ISO 8601 time from JSON metadata (`startTime`, ...), aware; None when absent or unreadable."""
+    if not isinstance(text, str) or not text:
+        return None
+    try:
+        return as_utc(datetime.fromisoformat(text))
+    except ValueError:
+        return None
 
 
 def new_id() -> str:

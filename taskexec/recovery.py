@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session
 
 from taskexec.constants import Status, TaskErrorCode, TaskType
 from taskexec.limits import attempt_timeout_s
-from taskexec.models import TaskInstance, utcnow
+from taskexec.models import TaskInstance, parse_time, utcnow
 from taskexec.schemas import FinishIn
 
 if TYPE_CHECKING:
@@ -94,8 +94,4 @@ class Recovery:
 
 
 def _started(task: TaskInstance) -> datetime | None:
-    text = (task.execution_metadata or {}).get("startTime")
-    try:
-        return datetime.fromisoformat(text) if text else None
-    except ValueError:
-        return None
+    return parse_time((task.execution_metadata or {}).get("startTime"))

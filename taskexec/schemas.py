@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic.alias_generators import to_camel
 
 from taskexec.constants import Priority, Runtime, Status, TaskType
@@ -55,7 +55,7 @@ class ResourceRequirements(ApiModel):
 
 
 class NetworkConfig(ApiModel):
-    outbound_access: bool = False
+    outbound_access: StrictBool = False  # JSON true/false only: 0, 1 or "yes" are refused, not read as a bool
 
 
 class AutomatedConfig(ApiModel):
@@ -244,7 +244,7 @@ class InboxPage(ApiModel):
 
 class CancelIn(ApiModel):
     reason: str | None = Field(None, max_length=1024)
-    force: bool = False
+    force: StrictBool = False
 
 
 class StatusOut(ApiModel):

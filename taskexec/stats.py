@@ -1,4 +1,4 @@
-"""Read-only queries behind the dashboard and the scrape-time metrics (PostgreSQL, or SQLite for `up`).
+"""Read-only queries behind the dashboard and the scrape-time metrics.
 
 Everything is computed from the task table and the outbox, so it survives restarts (unlike Flower's
 in-memory view). Time windows are counted on `created_at` (what was submitted in the window) except
@@ -15,7 +15,7 @@ from sqlalchemy import Integer, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from taskexec.constants import OPEN_STATUSES, Status, TaskType
-from taskexec.models import OutboxMessage, TaskDefinition, TaskInstance
+from taskexec.models import OutboxMessage, TaskDefinition, TaskInstance, as_utc, parse_time
 
 WINDOWS: dict[str, int] = {"15m": 900, "1h": 3600, "6h": 6 * 3600, "24h": 86400, "7d": 7 * 86400}
 BUCKET_STEPS = (10, 30, 60, 120, 300, 600, 900, 1800, 3600, 10800)
@@ -57,28 +57,21 @@ def _where(stmt: Any, definition: str | None) -> Any:
     return stmt.where(T.definition_id == definition) if definition else stmt
 
 
-def _bucket(s: Session, column: Any, step: int) -> Any:
-    if s.get_bind().dialect.name == "sqlite":
-        return cast(func.strftime("%s", column), Integer) / step
+def _bucket(column: Any, step: int) -> Any:
     return cast(func.floor(func.extract("epoch", column) / step), Integer)
 
 
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    return (value if value.tzinfo else value.replace(tzinfo=UTC)).isoformat()
+    return as_utc(value).isoformat()
 
 
 def _age(value: datetime | str | None, now: datetime) -> float | None:
-    if isinstance(value, str):
-        try:
-            value = datetime.fromisoformat(value)
-        except ValueError:
-            return None
+    value = parse_time(value) if isinstance(value, str) else value
     if value is None:
         return None
-    value = value if value.tzinfo else value.replace(tzinfo=UTC)
-    return round((now - value).total_seconds(), 1)
+    return round((now - as_utc(value)).total_seconds(), 1)
 
 
 # ------------------------------------------------------------------ counts
@@ -103,7 +96,7 @@ def open_counts(s: Session, definition: str | None = None) -> dict[str, dict[str
 
 def timeline(s: Session, w: Window, definition: str | None = None) -> dict[str, Any]:
     """Tasks submitted per bucket, split by (current) status and by type."""
-    bucket = _bucket(s, T.created_at, w.bucket).label("b")
+    bucket = _bucket(T.created_at, w.bucket).label("b")
     stmt = _where(select(bucket, T.type, T.status, func.count()).where(T.created_at >= w.since), definition)
     by_status: dict[str, list[int]] = {}
     by_type: dict[str, list[int]] = {t.value: [0] * w.points for t in TaskType}

@@ -19,7 +19,7 @@ from sqlalchemy.orm.util import identity_key
 
 from taskexec import metrics
 from taskexec.constants import TERMINAL_STATUSES, Status, TaskType
-from taskexec.models import TaskEvent, TaskInstance
+from taskexec.models import TaskEvent, TaskInstance, parse_time
 from taskexec.statemachine import CHANGED_TASKS
 
 log = logging.getLogger(__name__)
@@ -71,13 +71,13 @@ def observations(evt: TaskEvent, task: TaskInstance) -> list[Observation]:
     """What a state change means for the metrics, computed now (the task may change again before commit)."""
     source = Status(evt.from_status) if evt.from_status else None
     target = Status(evt.to_status or "")
-    at = _aware(evt.created_at) or datetime.now(UTC)
+    at = evt.created_at or datetime.now(UTC)
     kind, definition = task.type, task.definition_id
     out: list[Observation] = []
     if source is None and target is Status.PENDING:
         out.append(lambda: metrics.TASKS_SUBMITTED.labels(type=kind, definition=definition).inc())
     if source is Status.PENDING and target in (Status.RUNNING, Status.ASSIGNED):
-        ready = _aware(task.created_at if not task.retry_count else task.available_at)
+        ready = task.created_at if not task.retry_count else task.available_at
         if ready is not None:
             waited = max(0.0, (at - ready).total_seconds())
             out.append(lambda: metrics.TASK_QUEUE_TIME.labels(type=kind).observe(waited))
@@ -97,18 +97,8 @@ def observations(evt: TaskEvent, task: TaskInstance) -> list[Observation]:
 def _started(task: TaskInstance, source: Status) -> datetime | None:
     """When the attempt that just ended began: RUNNING since `startTime`; a manual task since its claim."""
     if source is Status.RUNNING:
-        text = (task.execution_metadata or {}).get("startTime")
-        try:
-            return _aware(datetime.fromisoformat(text)) if text else None
-        except (TypeError, ValueError):
-            return None
+        return parse_time((task.execution_metadata or {}).get("startTime"))
     if source is Status.ASSIGNED and task.type == TaskType.MANUAL.value:
-        return _aware(task.claimed_at)
+        return task.claimed_at
     return None
 
-
-def _aware(value: datetime | None) -> datetime | None:
-    """SQLite hands back naive UTC datetimes; PostgreSQL aware ones."""
-    if value is None:
-        return None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -1,4 +1,9 @@
-"""`taskexec up`: the whole stack on one machine, in the foreground, with embedded defaults."""
+"""`taskexec up`: the whole stack on one machine, in the foreground, on the local PostgreSQL and Redis.
+
+Unless DATABASE_URL says otherwise the database is `taskexec` on the PostgreSQL that scripts/services.sh
+starts (127.0.0.1:55432), created when missing: the same database engine as every test and every
+deployment. Each process gets only the settings it needs (`process_env`).
+"""
 
 from __future__ import annotations
 
@@ -14,10 +19,17 @@ from urllib.parse import urlsplit
 
 import requests
 
-from taskexec.config import load_settings
+from taskexec.config import Settings, load_settings, local_database_url, mask_url
+
+# Never in a pool's or the scheduler's environment: they reach the router's API with a service key, not
+# the database, and neither sign tokens nor webhooks (docs/security.md).
+ROUTER_ONLY = ("DATABASE_URL", "TEL_JWT_SECRET", "TEL_WEBHOOK_SECRET")
+# Never in the router's environment: the pools' own credentials.
+POOL_ONLY = ("TEL_SERVICE_TOKEN", "TEL_SECRETS_TOKEN")
 
 SAMPLE_DEFINITION = {
     "id": "hello-python",
+    "version": 1,
     "name": "Hello from the sandbox",
     "type": "AUTOMATED",
     "inputSchema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
@@ -50,11 +62,49 @@ def _secret(state: Path, name: str) -> str:
     return path.read_text().strip()
 
 
+def local_redis_url() -> str:
+    """The Redis that scripts/services.sh starts (port: its TEL_REDIS_PORT knob)."""
+    return f"redis://127.0.0.1:{os.environ.get('TEL_REDIS_PORT') or '6379'}/0"
+
+
+def process_env(env: dict[str, str], role: str, settings: Settings, service_key: str = "") -> dict[str, str]:
+    """The environment of one process of the stack: `router`, `pool` or `beat`, each with only what it needs.
+
+    With an AMQP broker the pools' shared breaker and rate-limit state goes to the local Redis (an
+    integration pool refuses to start without one)."""
+    if role == "router":
+        return {k: v for k, v in env.items() if k not in POOL_ONLY}
+    out = {k: v for k, v in env.items() if k not in ROUTER_ONLY and k not in POOL_ONLY}
+    if role == "pool":
+        out["TEL_SERVICE_TOKEN"] = service_key
+        if "TEL_SECRETS_TOKEN" in env:
+            out["TEL_SECRETS_TOKEN"] = env["TEL_SECRETS_TOKEN"]
+        if not settings.redis_url and not settings.broker_url.startswith(("redis://", "rediss://")):
+            out["TEL_REDIS_URL"] = local_redis_url()
+    return out
+
+
+def prepare_database(url: str) -> None:
+    """Create the database if missing and migrate it; a clear message when PostgreSQL does not answer."""
+    from sqlalchemy.exc import OperationalError
+
+    from taskexec.migrate import create_database_if_missing, upgrade
+
+    try:
+        if create_database_if_missing(url):
+            print(f"taskexec: created database {url.rsplit('/', 1)[-1]}", flush=True)
+        upgrade(url)
+    except OperationalError as exc:
+        raise SystemExit(f"taskexec up: PostgreSQL does not answer ({type(exc.orig).__name__}: "
+                         f"{str(exc.orig).strip().splitlines()[0]}). `make run` starts the local one "
+                         f"(bash scripts/services.sh start); or set DATABASE_URL") from None
+
+
 def run_stack(port: int | None = None) -> None:
     state = Path(os.environ.get("TEL_STATE_DIR", ".taskexec")).resolve()
     state.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
-    env.setdefault("DATABASE_URL", f"sqlite:///{state / 'taskexec.sqlite'}")
+    env.setdefault("DATABASE_URL", local_database_url())
     env.setdefault("TEL_JWT_SECRET", _secret(state, "jwt_secret"))
     env["TEL_STATE_DIR"] = str(state)
     settings = load_settings(DATABASE_URL=env["DATABASE_URL"], TEL_JWT_SECRET=env["TEL_JWT_SECRET"])
@@ -62,29 +112,28 @@ def run_stack(port: int | None = None) -> None:
     env["TEL_PORT"] = str(port)
     env.setdefault("TASK_ROUTER_URL", f"http://127.0.0.1:{port}")
 
-    from taskexec.auth import create_api_key, issue_token
+    from taskexec.auth import create_api_key, issue_token, revoke_api_key
     from taskexec.db import Database
-    from taskexec.migrate import upgrade
 
-    upgrade(settings.database_url)
-    with Database(settings.database_url).session() as s:
-        _, service_key = create_api_key(s, f"up-workers-{int(time.time())}", ["service"])
-    worker_env = {k: v for k, v in env.items() if k != "DATABASE_URL"}  # pools never hold DB credentials
-    worker_env["TEL_SERVICE_TOKEN"] = service_key
+    prepare_database(settings.database_url)
+    db = Database(settings.database_url, pool_size=1)
+    with db.session() as s:
+        key_row, service_key = create_api_key(s, f"up-workers-{int(time.time())}", ["service"])
     exe = [sys.executable, "-m", "taskexec.cli"]
-    procs = [subprocess.Popen([*exe, "router"], env=env)]
+    procs = [subprocess.Popen([*exe, "router"], env=process_env(env, "router", settings))]
+    pool_env = process_env(env, "pool", settings, service_key)
     for i, pool in enumerate(("automated", "manual", "integration")):
         metrics_port = str(settings.metrics_port + i if settings.metrics_port else 0)  # one port per worker
         procs.append(subprocess.Popen([*exe, "worker", pool, "--concurrency", "4", "--metrics-port", metrics_port],
-                                      env=worker_env))
-    procs.append(subprocess.Popen([*exe, "beat"], env=worker_env))
+                                      env=pool_env))
+    procs.append(subprocess.Popen([*exe, "beat"], env=process_env(env, "beat", settings)))
     flower_url, flower_auth = "off (TEL_FLOWER_PORT=0)", f"admin:{_secret(state, 'flower_password')}"
     if settings.flower_port:  # with basic auth even on loopback: without it Flower answers any origin (CORS *)
         flower_url = f"http://127.0.0.1:{settings.flower_port}   (user admin, password {flower_auth[6:]})"
         procs.append(subprocess.Popen(flower_command(settings.broker_url, settings.flower_port),
-                                      env={**worker_env, "FLOWER_BASIC_AUTH": flower_auth}))
+                                      env={**process_env(env, "beat", settings), "FLOWER_BASIC_AUTH": flower_auth}))
 
-    def stop(*_: object) -> None:
+    def stop(*_: object, code: int = 0) -> None:
         for p in procs:
             if p.poll() is None:
                 p.send_signal(signal.SIGTERM)
@@ -93,19 +142,33 @@ def run_stack(port: int | None = None) -> None:
                 p.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 p.kill()
-        raise SystemExit(0)
+        try:  # the pools' key dies with them: the next `up` makes a new one
+            with db.session() as s:
+                revoke_api_key(s, key_row.id)
+        except Exception as exc:  # noqa: BLE001 - PostgreSQL may be gone first; the key is then left behind
+            print(f"taskexec up: could not revoke the pools' API key: {exc}", file=sys.stderr)
+        raise SystemExit(code)
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     url = f"http://127.0.0.1:{port}"
     token = issue_token(settings, "admin", ["admin"], ttl=7 * 86400)
-    _wait_ready(url, procs)
+    try:
+        _wait_ready(url, procs)
+    except SystemExit as exc:
+        print(exc, file=sys.stderr)
+        stop(code=1)
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
-    requests.post(f"{url}/api/v1/tasks/definitions", headers=headers, data=json.dumps(SAMPLE_DEFINITION), timeout=10)
+    r = requests.post(f"{url}/api/v1/tasks/definitions", headers=headers, data=json.dumps(SAMPLE_DEFINITION),
+                      timeout=10)
+    if r.status_code not in (201, 409):  # 409: registered by an earlier `taskexec up` on this database
+        print(f"taskexec up: registering the sample definition failed: {r.status_code} {r.text[:300]}",
+              file=sys.stderr)
     print(f"""
 taskexec is up.
   router:      {url}   (API docs {url}/docs)
   flower:      {flower_url}
+  database:    {mask_url(settings.database_url)}
   admin token: {token}
 
 Submit the sample task, then read it back with the id it returns:
@@ -118,7 +181,7 @@ Ctrl-C stops everything.
     while all(p.poll() is None for p in procs):
         time.sleep(1)
     print("a process of the stack exited; stopping", file=sys.stderr)
-    stop()
+    stop(code=1)
 
 
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:

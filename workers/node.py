@@ -1,11 +1,12 @@
 """What this worker process is: its Celery node name, the host part of it, and its pool.
 
-`taskexec worker <pool>` names the node `<pool>@<host>`; the pool is read back from that prefix once
-the worker is ready. Metric labels of the worker's own series come from here (`labels()`).
+`taskexec worker <pool>` names the node `<pool>-<pid>@<host>` (`node_name`); the pool is read back
+from that prefix once the worker is ready. Metric labels of the worker's own series come from here.
 """
 
 from __future__ import annotations
 
+import os
 import socket
 
 from celery.utils.nodenames import nodesplit
@@ -15,10 +16,19 @@ POOLS = ("automated", "manual", "integration")
 _node = {"worker": socket.gethostname(), "hostname": socket.gethostname(), "pool": "unknown"}
 
 
+def node_name(pool: str, pid: int | None = None) -> str:
+    """Celery node name of a worker process: `<pool>-<pid>@<host>` (`%h`: Celery fills in the host name).
+
+    The pid makes two workers of one pool on one host distinct nodes (Celery's broadcast replies, Flower,
+    `celery inspect` key by node name); the pool stays the prefix, so Flower shows which pool it is."""
+    return f"{pool}-{os.getpid() if pid is None else pid}@%h"
+
+
 def pool_of(node: str) -> str:
-    """The pool of a node name `<pool>@<host>`, or "unknown"."""
-    prefix = node.split("@", 1)[0]
-    return prefix if "@" in node and prefix in POOLS else "unknown"
+    """The pool of a node name made by `node_name` (or the older `<pool>@<host>`); "unknown" otherwise."""
+    name, at, _host = node.partition("@")
+    prefix = name.split("-", 1)[0]
+    return prefix if at and prefix in POOLS else "unknown"
 
 
 def set_node(node: str) -> None:

@@ -16,7 +16,7 @@ if not config.get_main_option("sqlalchemy.url"):
 
 def run_migrations_offline() -> None:
     context.configure(url=config.get_main_option("sqlalchemy.url"), target_metadata=Base.metadata,
-                      literal_binds=True, render_as_batch=True)
+                      literal_binds=True)
     with context.begin_transaction():
         context.run_migrations()
 
@@ -25,7 +25,7 @@ def run_migrations_online() -> None:
     engine = engine_from_config(config.get_section(config.config_ini_section) or {}, prefix="sqlalchemy.",
                                 poolclass=pool.NullPool)
     with engine.connect() as connection:
-        context.configure(connection=connection, target_metadata=Base.metadata, render_as_batch=True,
+        context.configure(connection=connection, target_metadata=Base.metadata,
                           compare_type=True)
         with context.begin_transaction():
             context.run_migrations()

@@ -5,6 +5,13 @@ invalid requests for every operation in the document (coverage phase: boundary v
 methods; fuzzing phase: random data) and checks that none is a 5xx and that every response (status code,
 content type, headers, body) matches what the document declares. Seeded resources let operations with an
 `{id}` reach their logic, and the run fails if some operation never got past its validation.
+
+It also checks what a fuzzer is for besides crashes: invalid data (schemathesis's negative generation
+mode) must be refused with a 4xx (`negative_data_rejection`), and authentication must be enforced: for
+every operation the document says needs credentials, the first request that reached its view (2xx, 400,
+409 or 422) is sent again without credentials, with a garbage bearer token, with `Basic` and with an
+unknown API key, and each must get 401 `UNAUTHORIZED` (schemathesis's own `ignored_auth` probes the same
+with 401 or 403).
 """
 
 from __future__ import annotations
@@ -23,6 +30,8 @@ from hypothesis import HealthCheck
 from schemathesis.checks import not_a_server_error
 from schemathesis.specs.openapi.checks import (
     content_type_conformance,
+    ignored_auth,
+    negative_data_rejection,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
@@ -38,7 +47,10 @@ pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
 ADMIN = auth("fuzzer", "admin")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,
-          response_headers_conformance, unsupported_method]
+          response_headers_conformance, unsupported_method, negative_data_rejection, ignored_auth]
+# Sent instead of the caller's credentials to every operation that needs them: each must be a 401.
+NOT_CREDENTIALS = {"none": {}, "garbage bearer": {"Authorization": "Bearer not.a.jwt"},
+                   "basic": {"Authorization": "Basic YWRtaW46YWRtaW4="}, "unknown API key": {"X-API-Key": "tel_nope"}}
 MAX_EXAMPLES = 25
 # Operations whose logic the run must reach (a 2xx at least once); registering a definition is left out: its
 # executionConfig is free-form in the document, so generated ones are (rightly) refused with 422.
@@ -122,22 +134,52 @@ def _existing_id(path: str, real_ids: dict[str, list[str]], pick: int) -> str:
     return pool[pick % len(pool)]
 
 
+@pytest.fixture(scope="module")
+def protected(fuzz_stack: Stack) -> dict[tuple[str, str], bool]:
+    """(METHOD, path) -> whether /openapi.json says the operation needs credentials."""
+    doc = requests.get(f"{fuzz_stack.url}/openapi.json", timeout=10).json()
+    return {(m.upper(), p): bool(op.get("security", doc.get("security", [])))
+            for p, ops in doc["paths"].items() for m, op in ops.items()}
+
+
+@pytest.fixture(scope="module")
+def auth_probed() -> set[tuple[str, str]]:
+    return set()
+
+
 @pytest.fixture
-def tally() -> Iterator[Counter[tuple[str, str, int]]]:
-    """(method, path, status) of every fuzzed call; afterwards, every operation must have succeeded at least once."""
+def tally(protected: dict[tuple[str, str], bool],
+          auth_probed: set[tuple[str, str]]) -> Iterator[Counter[tuple[str, str, int]]]:
+    """(method, path, status) of every fuzzed call; afterwards, every operation must have succeeded at least once,
+    and every one that needs credentials must have been probed without them."""
     seen: Counter[tuple[str, str, int]] = Counter()
     yield seen
     ok = {(m, p) for m, p, status in seen if status < 300}
     missing = [op for op in REACHED if op not in ok]
     assert not missing, f"fuzzing never got a 2xx from {missing}: the run did not reach their logic"
+    unprobed = [op for op, needs in protected.items() if needs and op not in auth_probed]
+    assert not unprobed, f"operations never probed without credentials: {unprobed}"
+
+
+def assert_needs_credentials(case: Any, base_url: str) -> None:
+    """The same request without valid credentials, every way: 401 with the error envelope."""
+    kwargs = case.as_transport_kwargs(base_url=base_url, headers=ADMIN)
+    headers = {k: v for k, v in kwargs.pop("headers").items() if k.lower() not in ("authorization", "x-api-key")}
+    for name, creds in NOT_CREDENTIALS.items():
+        r = requests.request(**kwargs, headers={**headers, **creds}, timeout=15)
+        assert r.status_code == 401, (name, case.method, case.formatted_path, r.status_code, r.text[:300])
+        assert r.json()["error"]["code"] == "UNAUTHORIZED", (name, r.text[:300])
 
 
 @schema.parametrize()
 @hypothesis.settings(max_examples=MAX_EXAMPLES, deadline=None, derandomize=True,
                      suppress_health_check=list(HealthCheck))
 def test_api_conforms_to_its_openapi_document(case: Any, fuzz_stack: Stack, real_ids: dict[str, list[str]],
-                                              tally: Counter[tuple[str, str, int]]) -> None:
-    """No 5xx; status, content type, headers and body of every response as /openapi.json declares them."""
+                                              tally: Counter[tuple[str, str, int]],
+                                              protected: dict[tuple[str, str], bool],
+                                              auth_probed: set[tuple[str, str]]) -> None:
+    """No 5xx; status, content type, headers and body of every response as /openapi.json declares them;
+    invalid data refused with a 4xx; no credentials or bad ones: 401."""
     # 3 in 4 cases use an existing resource, picked from the generated data (no `@schema.given`: it would switch
     # off the coverage phase), so the run stays deterministic.
     pick = zlib.crc32(repr((case.path_parameters, case.body)).encode()) % 8
@@ -146,4 +188,10 @@ def test_api_conforms_to_its_openapi_document(case: Any, fuzz_stack: Stack, real
     if isinstance(case.body, dict) and "taskDefinitionId" in case.body and pick < 6:
         case.body["taskDefinitionId"] = real_ids["definitions"][pick % 2]
     response = case.call_and_validate(base_url=fuzz_stack.url, headers=ADMIN, checks=CHECKS, timeout=15)
-    tally[(case.method.upper(), case.path, response.status_code)] += 1
+    op = (case.method.upper(), case.path)
+    tally[(*op, response.status_code)] += 1
+    # probe once per operation, with a request that got past routing and authentication into the view
+    if (response.status_code < 300 or response.status_code in (400, 409, 422)) and protected.get(op) \
+            and op not in auth_probed:
+        assert_needs_credentials(case, fuzz_stack.url)
+        auth_probed.add(op)

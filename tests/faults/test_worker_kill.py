@@ -1,4 +1,5 @@
-"""`kill -9` of a worker of each pool mid-task, under a load of 200 tasks: nothing lost, nothing run twice.
+"""`kill -9` of a worker of each pool mid-task, under a load of 200 tasks: nothing lost, every task finished once
+(the killed attempt may run again; no attempt completes twice).
 
 Each test runs the router and two workers of one pool (real processes) on a private Redis broker, submits
 200 tasks, kills one worker's process group with SIGKILL while it is really executing something, and

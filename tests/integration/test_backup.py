@@ -28,7 +28,7 @@ def test_libpq_target_keeps_the_password_off_the_command_line() -> None:
     assert env == {"PGPASSWORD": "p@ss"}
     assert libpq_target("postgres://u@h/d") == ("postgresql://u@h/d", {})
     with pytest.raises(BackupError, match="PostgreSQL"):
-        libpq_target("sqlite:///taskexec.sqlite")
+        libpq_target("mysql://u@h/tasks")
 
 
 def test_backup_then_restore_round_trip(env: dict[str, str], client: Any, admin: dict[str, str],
@@ -89,11 +89,6 @@ def test_restore_of_a_missing_or_broken_file_fails_cleanly(env: dict[str, str], 
     broken.write_bytes(b"not a dump")
     out = run(env, "db", "restore", str(broken))
     assert out.returncode != 0 and "pg_restore failed" in out.stderr
-
-
-def test_sqlite_is_refused_with_a_message(env: dict[str, str], tmp_path: Path) -> None:
-    out = run({**env, "DATABASE_URL": f"sqlite:///{tmp_path}/x.sqlite"}, "db", "backup", "--dir", str(tmp_path))
-    assert out.returncode != 0 and "PostgreSQL" in out.stderr
 
 
 def _aged(directory: Path, name: str, days: float) -> Path:

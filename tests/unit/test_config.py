@@ -19,6 +19,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         "LOG_LEVEL",
         "TEL_JWT_SECRET",
         "TEL_PORT",
+        "TEL_PG_PORT",
     ):
         monkeypatch.delenv(name, raising=False)
 
@@ -32,6 +33,7 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
         ("EXECUTION_TIMEOUT", "soon"),
         ("LOG_LEVEL", "LOUD"),
         ("DATABASE_URL", "mysql://x/y"),
+        ("DATABASE_URL", "sqlite:///taskexec.sqlite"),  # PostgreSQL is the only database
         ("CELERY_BROKER_URL", "kafka://x"),
         ("TEL_PORT", "70000"),
     ],
@@ -55,6 +57,13 @@ def test_defaults_and_env(monkeypatch: pytest.MonkeyPatch) -> None:
     assert s.execution_timeout_ms == 300_000 and s.default_timeout_s == 300.0
     assert s.executor_max_timeout_s == 3600 and s.jwt_issuer == "auth-service"
     assert s.queue_automated == "task-execution-automated"
+
+
+def test_without_database_url_every_command_uses_the_local_postgresql(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The cluster scripts/services.sh starts for `make run` and `make test` (its TEL_PG_PORT knob too)."""
+    assert load_settings().database_url == "postgresql+psycopg://postgres@127.0.0.1:55432/taskexec"
+    monkeypatch.setenv("TEL_PG_PORT", "55433")
+    assert load_settings().database_url == "postgresql+psycopg://postgres@127.0.0.1:55433/taskexec"
 
 
 def test_short_jwt_secret_refused() -> None:

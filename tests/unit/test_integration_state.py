@@ -1,4 +1,5 @@
-"""Circuit breaker and token bucket against the real Redis (keys under a unique prefix, never flushed)."""
+"""Circuit breaker and token bucket: against the real Redis (keys under a unique prefix, never flushed), and
+with the same rules on per-process state (`TEL_INTEGRATION_LOCAL_STATE=true`, no Redis configured)."""
 
 from __future__ import annotations
 
@@ -15,12 +16,15 @@ from workers.integration.breaker import CircuitBreaker
 from workers.integration.ratelimit import RateLimiter
 
 
-@pytest.fixture
-def settings() -> Iterator[Settings]:
+@pytest.fixture(params=["redis", "per-process"])
+def settings(request: pytest.FixtureRequest) -> Iterator[Settings]:
     prefix = f"tel:unit:{uuid.uuid4().hex[:8]}"
-    yield Settings(TEL_REDIS_URL=REDIS_URL, TEL_INTEGRATION_KEY_PREFIX=prefix,  # type: ignore[call-arg]
-                   TEL_CIRCUIT_FAILURE_THRESHOLD="3", TEL_CIRCUIT_OPEN_SECONDS="0.5",
-                   TEL_RATE_LIMIT_BURST="2", TEL_RATE_LIMIT_MAX_WAIT="1.0")
+    where = ({"TEL_REDIS_URL": REDIS_URL} if request.param == "redis" else
+             {"CELERY_BROKER_URL": "amqp://guest:guest@127.0.0.1:5672//", "TEL_INTEGRATION_LOCAL_STATE": "true"})
+    s = Settings(TEL_INTEGRATION_KEY_PREFIX=prefix, TEL_CIRCUIT_FAILURE_THRESHOLD="3",  # type: ignore[call-arg]
+                 TEL_CIRCUIT_OPEN_SECONDS="0.5", TEL_RATE_LIMIT_BURST="2", TEL_RATE_LIMIT_MAX_WAIT="1.0", **where)
+    assert (CircuitBreaker(s).client is None) == (request.param == "per-process")
+    yield s
     client = redis.Redis.from_url(REDIS_URL)
     for key in client.scan_iter(f"{prefix}:*"):
         client.delete(key)

@@ -4,7 +4,8 @@ closed -> open after `TEL_CIRCUIT_FAILURE_THRESHOLD` consecutive failures (defau
 calls fail fast with CIRCUIT_OPEN; after `TEL_CIRCUIT_OPEN_SECONDS` (default 30) one trial call is let
 through (half-open): its success closes the circuit, its failure opens it again. Times come from the
 Redis server clock, so workers on different hosts agree. If Redis is unreachable the breaker lets
-calls through (fail open) and logs a warning.
+calls through (fail open) and logs a warning. With no Redis configured (`TEL_INTEGRATION_LOCAL_STATE`)
+the same rules run on per-process state (`local_state`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 import redis
 
 from taskexec.config import Settings
+from workers.integration.local_state import BREAKERS
 from workers.integration.shared import redis_client, run_script, state_key
 
 log = logging.getLogger(__name__)
@@ -93,7 +95,7 @@ class CircuitBreaker:
     def open_for_ms(self, host: str) -> int:
         """Read-only: how long `host`'s circuit stays open (0 if a call may be attempted)."""
         if self.client is None:
-            return 0
+            return BREAKERS.blocked_ms(state_key(self.settings, "cb", host), self.open_ms)
         try:
             return int(run_script(self.client, _BLOCKED, state_key(self.settings, "cb", host), self.open_ms))
         except redis.RedisError:
@@ -102,7 +104,8 @@ class CircuitBreaker:
     def acquire(self, host: str, trial_ms: int) -> Permit:
         """May a call to `host` go out now? `trial_ms` bounds how long a half-open trial holds the slot."""
         if self.client is None:
-            return Permit(True)
+            decision, wait = BREAKERS.acquire(state_key(self.settings, "cb", host), self.open_ms, max(1000, trial_ms))
+            return Permit(decision > 0, trial=decision == 2, wait_ms=wait)
         try:
             decision, wait = run_script(self.client, _ACQUIRE, state_key(self.settings, "cb", host), self.open_ms,
                                               max(1000, trial_ms))
@@ -114,14 +117,15 @@ class CircuitBreaker:
     def record(self, host: str, ok: bool) -> str:
         """Report the call's result; returns the host's circuit state afterwards."""
         if self.client is None:
-            return "closed"
-        try:
-            state = run_script(self.client, _RECORD, state_key(self.settings, "cb", host), 1 if ok else 0,
-                                     self.settings.circuit_failure_threshold, self.ttl_s)
-        except redis.RedisError as exc:
-            log.warning("circuit breaker state unavailable", extra={"error": str(exc)})
-            return "unknown"
-        state = state.decode() if isinstance(state, bytes) else str(state)
+            state = BREAKERS.record(state_key(self.settings, "cb", host), ok, self.settings.circuit_failure_threshold)
+        else:
+            try:
+                state = run_script(self.client, _RECORD, state_key(self.settings, "cb", host), 1 if ok else 0,
+                                   self.settings.circuit_failure_threshold, self.ttl_s)
+            except redis.RedisError as exc:
+                log.warning("circuit breaker state unavailable", extra={"error": str(exc)})
+                return "unknown"
+            state = state.decode() if isinstance(state, bytes) else str(state)
         if state == "open" and not ok:
             log.warning("circuit open", extra={"host": host})
         return state

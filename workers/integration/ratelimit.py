@@ -6,7 +6,8 @@ no sliding window of `window` seconds ever sees more than `count` requests; a bu
 to count + B - 1. Limits: `TEL_RATE_LIMIT_DEFAULT` (100/min), per-host `TEL_RATE_LIMIT_HOSTS`, and a
 definition's `rateLimit.requestsPerMinute`; the slowest of these applies. A worker waits up to
 `TEL_RATE_LIMIT_MAX_WAIT` seconds for a token in-thread; beyond that the task is deferred (re-queued
-for later, not failed, not counted as a retry). If Redis is unreachable calls are let through.
+for later, not failed, not counted as a retry). If Redis is unreachable calls are let through. With no
+Redis configured (`TEL_INTEGRATION_LOCAL_STATE`) each process keeps its own buckets (`local_state`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import redis
 
 from taskexec.config import Settings
 from taskexec.integration_spec import parse_rate, parse_rate_overrides
+from workers.integration.local_state import BUCKETS
 from workers.integration.shared import redis_client, run_script, state_key
 
 log = logging.getLogger(__name__)
@@ -65,10 +67,11 @@ class RateLimiter:
 
     def try_take(self, host: str, count: int, window: float) -> tuple[bool, float]:
         """One atomic attempt: (granted, seconds until a token is expected)."""
-        if self.client is None:
-            return True, 0.0
         key = state_key(self.settings, "rl", f"{host}:{count}/{window:g}s")
         burst = self.settings.rate_limit_burst
+        if self.client is None:
+            granted_here, wait_here = BUCKETS.take(key, burst, count / (window * 1000.0))
+            return granted_here, wait_here / 1000.0
         ttl_ms = int(window * 1000 * 2) + 1000
         try:
             granted, wait_ms = run_script(self.client, _TAKE, key, burst, count / (window * 1000.0), ttl_ms)

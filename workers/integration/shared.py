@@ -1,8 +1,9 @@
 """The Redis that holds state shared by every integration worker (circuit breakers, rate-limit buckets).
 
 `TEL_REDIS_URL`, else the broker URL when it is Redis. Without one (an AMQP broker and no
-`TEL_REDIS_URL`) breakers and rate limits are off, with a warning at first use. Keys live under
-`TEL_INTEGRATION_KEY_PREFIX` and expire on their own.
+`TEL_REDIS_URL`) an integration pool refuses to start (`require_shared_state`), unless
+`TEL_INTEGRATION_LOCAL_STATE=true` tells it to keep that state per process (`local_state`). Keys live
+under `TEL_INTEGRATION_KEY_PREFIX` and expire on their own.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from taskexec.config import Settings
+from taskexec.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 _clients: dict[str, redis.Redis | None] = {}
@@ -22,14 +23,32 @@ _scripts: dict[tuple[int, str], Script] = {}
 _lock = threading.Lock()
 
 
+def shared_state_url(settings: Settings) -> str | None:
+    """The Redis of the breakers and rate limits: TEL_REDIS_URL, else a Redis broker, else none."""
+    if settings.redis_url:
+        return settings.redis_url
+    return settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://")) else None
+
+
+def require_shared_state(settings: Settings) -> None:
+    """Start-up check of an integration pool: fail closed without shared state, unless told otherwise."""
+    if shared_state_url(settings) is None and not settings.integration_local_state:
+        raise ConfigError(
+            "invalid configuration:\n  TEL_REDIS_URL: an integration pool needs a Redis for the circuit breakers "
+            "and rate limits it shares with the other integration workers (the broker is not Redis). Set "
+            "TEL_REDIS_URL=redis://..., or TEL_INTEGRATION_LOCAL_STATE=true to keep that state in each process "
+            "(every process then admits a host's whole rate limit on its own)")
+
+
 def redis_client(settings: Settings) -> redis.Redis | None:
-    url = settings.redis_url or (settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://"))
-                                 else None)
+    """The shared Redis, or None: state per process (`local_state`; the pool checked it may at start-up)."""
+    url = shared_state_url(settings)
     key = url or ""
     with _lock:
         if key not in _clients:
             if url is None:
-                log.warning("no Redis for integration state: circuit breakers and rate limits are disabled")
+                log.warning("no Redis for integration state: circuit breakers and rate limits are kept per process "
+                            "(TEL_INTEGRATION_LOCAL_STATE)")
                 _clients[key] = None
             else:
                 _clients[key] = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2,

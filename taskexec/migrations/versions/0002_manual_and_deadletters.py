@@ -20,7 +20,7 @@ def upgrade() -> None:
     sa.Column('id', sa.String(length=36), nullable=False),
     sa.Column('task_id', sa.String(length=36), nullable=False),
     sa.Column('queue', sa.String(length=256), nullable=False),
-    sa.Column('error', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True),
+    sa.Column('error', postgresql.JSONB(astext_type=sa.Text()), nullable=True),
     sa.Column('created_at', sa.DateTime(timezone=True), nullable=False),
     sa.Column('redriven_at', sa.DateTime(timezone=True), nullable=True),
     sa.Column('redriven_by', sa.String(length=256), nullable=True),
@@ -33,7 +33,7 @@ def upgrade() -> None:
     with op.batch_alter_table('task_instances', schema=None) as batch_op:
         batch_op.add_column(sa.Column('claimed_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.add_column(sa.Column('completed_by', sa.String(length=256), nullable=True))
-        batch_op.add_column(sa.Column('reminders_sent', sa.JSON().with_variant(postgresql.JSONB(astext_type=sa.Text()), 'postgresql'), nullable=True))
+        batch_op.add_column(sa.Column('reminders_sent', postgresql.JSONB(astext_type=sa.Text()), nullable=True))
         batch_op.add_column(sa.Column('escalated_at', sa.DateTime(timezone=True), nullable=True))
         batch_op.create_index(batch_op.f('ix_task_instances_due_date'), ['due_date'], unique=False)
 
