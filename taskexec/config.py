@@ -40,6 +40,8 @@ class Settings(BaseSettings):
     secrets_manager_url: str | None = Field(None, validation_alias="SECRETS_MANAGER_URL")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     broker_url: str = Field("redis://localhost:6379/0", validation_alias="CELERY_BROKER_URL")
+    # The broker password alone (or TEL_BROKER_PASSWORD_FILE): put into CELERY_BROKER_URL.
+    broker_password: SecretStr | None = Field(None, validation_alias="TEL_BROKER_PASSWORD")
 
     # --- TEL_* names
     jwt_secret: SecretStr = Field(SecretStr(""), validation_alias="TEL_JWT_SECRET")
@@ -178,7 +180,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _combine(self) -> Settings:
         if self.database_password is not None and self.database_url.startswith("postgresql"):
-            self.database_url = with_password(self.database_url, self.database_password.get_secret_value())
+            self.database_url = with_password(self.database_url, self.database_password.get_secret_value(),
+                                              "TEL_DATABASE_PASSWORD")
+        if self.broker_password is not None:
+            self.broker_url = with_password(self.broker_url, self.broker_password.get_secret_value(), None)
         if self.jwt_secret_previous is not None and self.jwt_secret_previous_until is None:
             raise ValueError("TEL_JWT_SECRET_PREVIOUS_UNTIL: required with TEL_JWT_SECRET_PREVIOUS (when the "
                              "previous secret stops being accepted, e.g. 2026-03-01T12:00:00Z)")
@@ -242,13 +247,14 @@ def mask_url(url: str) -> str:
     return f"{scheme}{sep}{rest}{qmark}{query}"
 
 
-def with_password(url: str, password: str) -> str:
-    """`url` with its userinfo password replaced by `password` (percent-encoded)."""
+def with_password(url: str, password: str, need_user: str | None) -> str:
+    """`url` with its userinfo password replaced by `password` (percent-encoded). With `need_user` (the
+    variable's name) the URL must name a user (PostgreSQL); without, `redis://:pw@host` is fine."""
     scheme, sep, rest = url.partition("://")
     authority, slash, tail = rest.partition("/")
     userinfo, at, host = authority.rpartition("@")
-    if not at:
-        raise ValueError("TEL_DATABASE_PASSWORD: DATABASE_URL names no user (postgresql://<user>@host/db)")
+    if not at and need_user:
+        raise ValueError(f"{need_user}: the URL names no user (scheme://<user>@host/...)")
     user = userinfo.split(":", 1)[0]
     return f"{scheme}{sep}{user}:{quote(password, safe='')}@{host}{slash}{tail}"
 

@@ -20,12 +20,13 @@ from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 # The settings that hold credentials. DATABASE_URL and CELERY_BROKER_URL carry a password in the URL;
-# TEL_DATABASE_PASSWORD is the database password alone (put into DATABASE_URL, which can then live in
-# a ConfigMap). TEL_VAULT_TOKEN can come from a file but not, obviously, from Vault.
+# TEL_DATABASE_PASSWORD and TEL_BROKER_PASSWORD are the passwords alone (put into DATABASE_URL and
+# CELERY_BROKER_URL, which can then live in a ConfigMap). TEL_VAULT_TOKEN can come from a file but not, obviously, from Vault.
 SECRET_SETTINGS = (
     "DATABASE_URL",
     "TEL_DATABASE_PASSWORD",
     "CELERY_BROKER_URL",
+    "TEL_BROKER_PASSWORD",
     "TEL_REDIS_URL",
     "TEL_JWT_SECRET",
     "TEL_JWT_SECRET_PREVIOUS",
@@ -43,7 +44,10 @@ class SecretSourceError(SystemExit):
 
 
 def read_secret_file(name: str, path: str) -> str:
-    """The file's content without trailing newlines (as `echo`, `kubectl create secret` and editors leave them)."""
+    """The file's content without trailing newlines (as `echo`, `kubectl create secret` and editors leave them).
+
+    An empty file reads as "not set": an optional secret (the webhook secret, say) can be an empty file
+    in a deployment that mounts a fixed set of files; a required one is then reported missing as usual."""
     file = Path(path)
     try:
         if file.stat().st_size > MAX_SECRET_FILE_BYTES:
@@ -55,8 +59,6 @@ def read_secret_file(name: str, path: str) -> str:
     except (OSError, UnicodeDecodeError) as exc:
         raise SecretSourceError(f"invalid configuration:\n  {name}{FILE_SUFFIX}: cannot read {path} "
                                 f"({type(exc).__name__})") from None
-    if not value:
-        raise SecretSourceError(f"invalid configuration:\n  {name}{FILE_SUFFIX}: {path} is empty")
     return value
 
 
@@ -71,14 +73,16 @@ def from_files(environ: os._Environ[str] | dict[str, str] | None = None) -> dict
         if env.get(name):
             raise SecretSourceError(f"invalid configuration:\n  {name}: set both {name} and {name}{FILE_SUFFIX}; "
                                     "give one of them")
-        values[name] = read_secret_file(name, path)
+        value = read_secret_file(name, path)
+        if value:
+            values[name] = value
     return values
 
 
 def vault_token(environ: os._Environ[str] | dict[str, str]) -> str | None:
     name = "TEL_VAULT_TOKEN"
     if environ.get(name + FILE_SUFFIX):
-        return read_secret_file(name, environ[name + FILE_SUFFIX])
+        return read_secret_file(name, environ[name + FILE_SUFFIX]) or None
     return environ.get(name) or None
 
 

@@ -82,10 +82,22 @@ def test_a_whole_database_url_from_a_file(tmp_path: Path, monkeypatch: pytest.Mo
     assert load_settings().database_url == "postgresql+psycopg://u:pw@h/d"
 
 
+def test_broker_password_and_empty_optional_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CELERY_BROKER_URL", "amqp://taskexec@rabbitmq:5672//")
+    monkeypatch.setenv("TEL_BROKER_PASSWORD_FILE", secret_file(tmp_path, "mq", "rabbit pw"))
+    monkeypatch.setenv("TEL_WEBHOOK_SECRET_FILE", secret_file(tmp_path, "hook", ""))  # empty: not set
+    s = load_settings()
+    assert s.broker_url == "amqp://taskexec:rabbit%20pw@rabbitmq:5672//" and s.webhook_secret is None
+    monkeypatch.setenv("CELERY_BROKER_URL", "redis://redis:6379/0")  # Redis: a password without a user
+    assert load_settings().broker_url == "redis://:rabbit%20pw@redis:6379/0"
+    monkeypatch.setenv("TEL_JWT_SECRET_FILE", secret_file(tmp_path, "jwt", ""))
+    with pytest.raises(ConfigError, match="TEL_JWT_SECRET: must be set"):
+        load_settings().require_jwt_secret()
+
+
 @pytest.mark.parametrize(("setup", "message"), [
     ("both", "set both TEL_JWT_SECRET and TEL_JWT_SECRET_FILE"),
     ("missing", "TEL_JWT_SECRET_FILE: no such file"),
-    ("empty", "TEL_JWT_SECRET_FILE:"),
 ])
 def test_bad_secret_files_stop_naming_the_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
                                                    setup: str, message: str) -> None:
@@ -93,8 +105,6 @@ def test_bad_secret_files_stop_naming_the_variable(tmp_path: Path, monkeypatch: 
     if setup == "both":
         path.write_text(NEW)
         monkeypatch.setenv("TEL_JWT_SECRET", OLD)
-    elif setup == "empty":
-        path.write_text("\n")
     monkeypatch.setenv("TEL_JWT_SECRET_FILE", str(path))
     with pytest.raises(ConfigError) as exc:
         load_settings()
