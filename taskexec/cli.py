@@ -41,6 +41,10 @@ def cmd_router(args: argparse.Namespace) -> None:
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("accesslog", None)
             self.cfg.set("child_exit", lambda _server, worker: mark_process_dead(worker.pid))
+            if settings.tls_cert_file and settings.tls_key_file:  # HTTPS, TLS 1.2 at least
+                self.cfg.set("certfile", settings.tls_cert_file)
+                self.cfg.set("keyfile", settings.tls_key_file)
+                self.cfg.set("ssl_context", tls_context)
 
         def load(self) -> Any:
             from api import create_app
@@ -48,6 +52,15 @@ def cmd_router(args: argparse.Namespace) -> None:
             return create_app(settings)
 
     Router().run()
+
+
+def tls_context(_config: Any, default_ssl_context_factory: Any) -> Any:
+    """gunicorn's server context (certificate and key loaded) with TLS 1.2 as the minimum version."""
+    import ssl
+
+    context = default_ssl_context_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def cmd_worker(args: argparse.Namespace) -> None:

@@ -340,3 +340,21 @@ def test_every_long_running_service_has_probes() -> None:
     assert env["TEL_HEALTHCHECK_FILE"].startswith(env["TEL_STATE_DIR"] + "/celerybeat-schedule")
     assert int(env["TEL_HEALTHCHECK_MAX_AGE"]) > 180  # beat rewrites the file every 3 minutes
     assert any(m["mountPath"] == "/var/lib/taskexec" for m in scheduler["volumeMounts"])  # writable
+
+
+@pytest.mark.parametrize("target", ["overlays/production", "overlays/production-rabbitmq"])
+def test_production_exposes_the_router_through_an_ingress_with_tls_only(target: str) -> None:
+    docs = render(target)
+    ingress = by_kind(docs, "Ingress")["task-router"]
+    spec = ingress["spec"]
+    tls_hosts = {h for entry in spec["tls"] for h in entry["hosts"]}
+    assert all(entry["secretName"] for entry in spec["tls"])
+    assert {rule["host"] for rule in spec["rules"]} <= tls_hosts  # no host is served without TLS
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    service = by_kind(docs, "Service")["task-router"]
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    for rule in spec["rules"]:
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            assert backend["name"] == "task-router" and backend["port"]["name"] in ports
+    assert not by_kind(render("base"), "Ingress")  # the base stays cluster-internal
