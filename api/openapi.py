@@ -72,6 +72,7 @@ ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None
 _QUERY: dict[str, type[BaseModel]] = {
     "/api/v1/tasks": schemas.TaskListQuery,
     "/api/v1/tasks/definitions": schemas.DefinitionListQuery,
+    "/api/v1/tasks/definitions/{id}": schemas.DefinitionGetQuery,
     "/api/v1/inbox": schemas.PageQuery,
     "/api/v1/deadletters": schemas.DeadLetterQuery,
     "/api/v1/stats/overview": OverviewQuery,

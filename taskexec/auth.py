@@ -83,16 +83,15 @@ def decode_token(settings: Settings, token: str) -> Principal:
 def _decode_hs256(settings: Settings, token: str) -> dict[str, Any]:
     """Verify with TEL_JWT_SECRET; during a rotation also with TEL_JWT_SECRET_PREVIOUS until its expiry, so
     tokens issued before the switch keep working while the auth service and the routers change over."""
-    options: dict[str, Any] = {"require": ["exp", "sub", "iss"]}
     try:
         return jwt.decode(token, settings.jwt_secret.get_secret_value(), algorithms=["HS256"],
-                          issuer=settings.jwt_issuer, options=options)
+                          issuer=settings.jwt_issuer, options={"require": ["exp", "sub", "iss"]})
     except jwt.InvalidSignatureError:
         if not previous_secret_valid(settings):
             raise
         assert settings.jwt_secret_previous is not None
         return jwt.decode(token, settings.jwt_secret_previous.get_secret_value(), algorithms=["HS256"],
-                          issuer=settings.jwt_issuer, options=options)
+                          issuer=settings.jwt_issuer, options={"require": ["exp", "sub", "iss"]})
 
 
 def previous_secret_valid(settings: Settings, now: datetime | None = None) -> bool:

@@ -97,10 +97,15 @@ def cmd_beat(_: argparse.Namespace) -> None:
     app.start(["beat", "--loglevel", settings.log_level, "-s", os.path.join(_state_dir(), "celerybeat-schedule")])
 
 
-def cmd_migrate(_: argparse.Namespace) -> None:
-    from taskexec.migrate import upgrade
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from taskexec.migrate import current, downgrade, upgrade
 
-    upgrade(get_settings().database_url)
+    url = get_settings().database_url
+    if args.downgrade:  # a rollback: undo this release's migrations before deploying the previous release
+        downgrade(url, args.downgrade)
+        print(f"database is at revision {current(url)}")
+        return
+    upgrade(url)
     print("database is at the latest revision")
 
 
@@ -188,7 +193,10 @@ def build_parser() -> argparse.ArgumentParser:
     w.add_argument("--metrics-port", type=int, default=None, help="Prometheus port (TEL_METRICS_PORT; 0: none)")
     w.set_defaults(func=cmd_worker)
     sub.add_parser("beat", help="the scheduler of periodic jobs").set_defaults(func=cmd_beat)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    m = sub.add_parser("migrate", help="apply database migrations (or roll them back: --downgrade)")
+    m.add_argument("--downgrade", metavar="REVISION", default=None,
+                   help="roll back to this revision (e.g. 0002, or -1 for one step); see docs/operations.md")
+    m.set_defaults(func=cmd_migrate)
     sub.add_parser("config", help="print the configuration (secrets redacted)").set_defaults(func=cmd_config)
     t = sub.add_parser("token", help="print a JWT signed with TEL_JWT_SECRET")
     t.add_argument("--sub", required=True)

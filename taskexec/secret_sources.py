@@ -21,7 +21,8 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource
 
 # The settings that hold credentials. DATABASE_URL and CELERY_BROKER_URL carry a password in the URL;
 # TEL_DATABASE_PASSWORD and TEL_BROKER_PASSWORD are the passwords alone (put into DATABASE_URL and
-# CELERY_BROKER_URL, which can then live in a ConfigMap). TEL_VAULT_TOKEN can come from a file but not, obviously, from Vault.
+# CELERY_BROKER_URL, which can then live in a ConfigMap). TEL_VAULT_TOKEN can come from a file but
+# not, obviously, from Vault.
 SECRET_SETTINGS = (
     "DATABASE_URL",
     "TEL_DATABASE_PASSWORD",
@@ -113,7 +114,8 @@ def from_vault(environ: os._Environ[str] | dict[str, str] | None = None) -> dict
         raise SecretSourceError(f"invalid configuration:\n  TEL_VAULT_PATH: no secret {path!r} in mount "
                                 f"{mount!r}") from None
     except (hx.Forbidden, hx.Unauthorized):
-        raise SecretSourceError(f"invalid configuration:\n  TEL_VAULT_TOKEN: Vault refused access to {path!r}") from None
+        raise SecretSourceError("invalid configuration:\n  TEL_VAULT_TOKEN: Vault refused access to "
+                                f"{path!r}") from None
     except (hx.VaultError, requests.RequestException) as exc:
         raise SecretSourceError(f"invalid configuration:\n  TEL_VAULT_ADDR: cannot read {path!r} from Vault "
                                 f"({type(exc).__name__})") from None
