@@ -352,6 +352,17 @@ class DeferIn(ApiModel):
     reason: str = Field("deferred", max_length=500)
 
 
+class SqsTaskMessage(ApiModel):
+    """The body of an AUTOMATED task's SQS message, router -> serverless executor (workers/serverless.py).
+    Like the broker message: the task id and its dispatch token only; the executor gets the rest from
+    the router's start call."""
+
+    task_id: str = Field(min_length=1, max_length=64)
+    dispatch_token: str = Field(min_length=1, max_length=64)
+    type: Literal["AUTOMATED"] = "AUTOMATED"
+    priority: Priority = Priority.MEDIUM
+
+
 # ---------------------------------------------------------------- dead letters
 
 
