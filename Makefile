@@ -85,13 +85,18 @@ soak: setup
 
 # CycloneDX SBOMs (docs/security.md, "Image scanning"): the Python environment with cyclonedx-bom, and the
 # service image (built offline as tests/e2e/test_image.py does) with its Debian packages and venv.
+# The tools live in a venv of their own (pyproject's `sbom` extra; see the comment there).
+SBOM_VENV := .run/sbom-venv
 sbom: setup
 	mkdir -p '$(SBOM_DIR)'
-	$(BIN)/cyclonedx-py environment --pyproject pyproject.toml --of JSON --output-reproducible --no-validate \
-	  -o '$(SBOM_DIR)/python-environment.cdx.json' $(PYTHON)
+	test -x $(SBOM_VENV)/bin/cyclonedx-py || { python3 -m venv $(SBOM_VENV) && $(SBOM_VENV)/bin/pip install -q \
+	  --disable-pip-version-check $$(python3 -c 'import tomllib; print(" ".join( \
+	  tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["sbom"]))'); }
+	$(SBOM_VENV)/bin/cyclonedx-py environment --pyproject pyproject.toml --of JSON --output-reproducible \
+	  --no-validate -o '$(SBOM_DIR)/python-environment.cdx.json' $(PYTHON)
 	bash scripts/build-base-image.sh
 	docker build -q --build-arg BASE_IMAGE='$(BASE_IMAGE)' -t '$(SBOM_IMAGE)' . >/dev/null
-	$(PYTHON) scripts/image_sbom.py '$(SBOM_IMAGE)' '$(SBOM_DIR)/image.cdx.json'
+	$(SBOM_VENV)/bin/python scripts/image_sbom.py '$(SBOM_IMAGE)' '$(SBOM_DIR)/image.cdx.json'
 
 # `sam build -t serverless/template.yaml` (BuildMethod: makefile) calls this with ARTIFACTS_DIR: the project
 # and its dependencies as Lambda's python3.11 (x86_64) loads them.
