@@ -16,6 +16,7 @@ the Secrets Manager emulator.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -91,7 +92,7 @@ def test_router_sqs_lambda_handler_round_trip_with_partial_batch_failures(
                                aws_access_key_id="testing", aws_secret_access_key="testing")
         arn = secrets.create_secret(Name=name + "-service-token", SecretString=stack.service_key)["ARN"]
         # The function's environment: the router URL, the secret's ARN, AWS; nothing of the database.
-        for key in [k for k in list(__import__("os").environ) if k.startswith(("TEL_", "DATABASE_URL"))]:
+        for key in [k for k in os.environ if k.startswith(("TEL_", "DATABASE_URL"))]:
             monkeypatch.delenv(key)
         for key, value in {**moto, "TASK_ROUTER_URL": stack.url, "TEL_SERVICE_TOKEN_SECRET_ARN": arn}.items():
             monkeypatch.setenv(key, value)

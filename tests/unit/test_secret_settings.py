@@ -7,6 +7,7 @@ a stand-in because we cannot run Vault here. `taskexec config` runs as a real pr
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Iterator
@@ -143,7 +144,7 @@ def test_vault_failures_stop_the_process_naming_the_variable(vault: VaultStub, m
 def test_taskexec_config_never_shows_a_secret_value(vault: VaultStub, tmp_path: Path) -> None:
     values = {"TEL_JWT_SECRET": NEW, "TEL_JWT_SECRET_PREVIOUS": OLD, "TEL_WEBHOOK_SECRET": "hook-value-xyz",
               "TEL_SECRETS_TOKEN": "secrets-token-xyz", "CELERY_BROKER_URL": "amqp://mq:brokerpw-xyz@mq:5672//"}
-    env = {k: v for k, v in __import__("os").environ.items() if not k.startswith(("TEL_", "DATABASE_URL"))}
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TEL_", "DATABASE_URL"))}
     env.update({name + FILE_SUFFIX: secret_file(tmp_path, name.lower(), v) for name, v in values.items()})
     env.update({"TEL_VAULT_ADDR": vault.url, "TEL_VAULT_PATH": "taskexec/router", "TEL_VAULT_TOKEN": VAULT_TOKEN,
                 "TEL_JWT_SECRET_PREVIOUS_UNTIL": "2030-01-01T00:00:00Z",
