@@ -16,11 +16,14 @@ TEL_TEST_AMQP_URL     ?= amqp://guest:guest@127.0.0.1:5672//
 
 PYTEST_ARGS ?=
 BENCH_OUT   ?= bench/results
+SBOM_DIR    ?= sbom
+SBOM_IMAGE  ?= taskexec:latest
+BASE_IMAGE  ?= taskexec-base:bookworm
 SOAK_MINUTES ?= 10
 LINT_PATHS  ?= taskexec api workers sandbox tests bench
 
 .PHONY: help setup bootstrap services services-start services-stop services-status \
-        run test lint bench soak clean distclean
+        run test lint bench soak sbom clean distclean build-AutomatedTaskExecutorFunction
 
 help:
 	@echo "make run            install what is missing, start PostgreSQL/Redis/Docker, run 'taskexec up'"
@@ -30,6 +33,7 @@ help:
 	@echo "make lint           ruff + mypy"
 	@echo "make bench          benchmarks, about 6 min (output in $(BENCH_OUT))"
 	@echo "make soak           10 minutes of load, fails on leaks (SOAK_MINUTES=n to change)"
+	@echo "make sbom           CycloneDX SBOMs of the Python environment and the service image (in $(SBOM_DIR)/)"
 	@echo "make services-stop  stop the Redis and PostgreSQL started by scripts/services.sh"
 	@echo "make clean          stop services, remove .run/ and caches (keeps .venv)"
 	@echo "make distclean      clean + remove .venv"
@@ -79,8 +83,31 @@ soak: setup
 	@export TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)'; \
 	$(PYTHON) bench/soak.py --minutes $(SOAK_MINUTES) | tee '$(BENCH_OUT)/soak.txt'
 
+# CycloneDX SBOMs (docs/security.md, "Image scanning"): the Python environment with cyclonedx-bom, and the
+# service image (built offline as tests/e2e/test_image.py does) with its Debian packages and venv.
+# The tools live in a venv of their own (pyproject's `sbom` extra; see the comment there).
+SBOM_VENV := .run/sbom-venv
+sbom: setup
+	mkdir -p '$(SBOM_DIR)'
+	test -x $(SBOM_VENV)/bin/cyclonedx-py || { python3 -m venv $(SBOM_VENV) && $(SBOM_VENV)/bin/pip install -q \
+	  --disable-pip-version-check $$(python3 -c 'import tomllib; print(" ".join( \
+	  tomllib.load(open("pyproject.toml", "rb"))["project"]["optional-dependencies"]["sbom"]))'); }
+	$(SBOM_VENV)/bin/cyclonedx-py environment --pyproject pyproject.toml --of JSON --output-reproducible \
+	  --no-validate -o '$(SBOM_DIR)/python-environment.cdx.json' $(PYTHON)
+	bash scripts/build-base-image.sh
+	docker build -q --build-arg BASE_IMAGE='$(BASE_IMAGE)' -t '$(SBOM_IMAGE)' . >/dev/null
+	$(SBOM_VENV)/bin/python scripts/image_sbom.py '$(SBOM_IMAGE)' '$(SBOM_DIR)/image.cdx.json'
+
+# `sam build -t serverless/template.yaml` (BuildMethod: makefile) calls this with ARTIFACTS_DIR: the project
+# and its dependencies as Lambda's python3.11 (x86_64) loads them.
+build-AutomatedTaskExecutorFunction:
+	python3 -m pip wheel --quiet --no-deps -w "$(ARTIFACTS_DIR)/.wheel" .
+	python3 -m pip install --quiet --target "$(ARTIFACTS_DIR)" --platform manylinux2014_x86_64 \
+	  --implementation cp --python-version 3.11 --only-binary=:all: "$(ARTIFACTS_DIR)"/.wheel/*.whl
+	rm -rf "$(ARTIFACTS_DIR)/.wheel"
+
 clean: services-stop
-	rm -rf .run .pytest_cache .mypy_cache .ruff_cache *.egg-info '$(BENCH_OUT)'
+	rm -rf .run .pytest_cache .mypy_cache .ruff_cache *.egg-info '$(BENCH_OUT)' '$(SBOM_DIR)'
 	find . -path ./$(VENV) -prune -o -type d -name __pycache__ -print0 | xargs -0 rm -rf
 
 distclean: clean

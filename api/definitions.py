@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, jsonify, request
+from flask import Blueprint, jsonify
 
 from api.io import definition_out, page, parse_body, parse_query
 from api.runtime import runtime
 from api.security import current, require
 from taskexec.constants import API_PREFIX, Permission
-from taskexec.exceptions import BadRequest
-from taskexec.schemas import DefinitionIn, DefinitionListQuery
+from taskexec.schemas import DefinitionGetQuery, DefinitionIn, DefinitionListQuery
 
 bp = Blueprint("definitions", __name__, url_prefix=f"{API_PREFIX}/tasks/definitions")
 
@@ -38,13 +37,7 @@ def list_():
 @bp.get("/<def_id>")
 @require(Permission.DEFINITIONS_READ)
 def get(def_id: str):
-    raw = request.args.get("version")
-    version = None
-    if raw is not None:
-        if not raw.isdigit() or int(raw) < 1:
-            raise BadRequest("version must be a positive integer",
-                             details=[{"field": "version", "message": "not a positive integer"}])
-        version = int(raw)
+    q = parse_query(DefinitionGetQuery)  # ?version=1.2.0 (a semantic version), else the latest
     rt = runtime()
     with rt.db.session() as s:
-        return jsonify(definition_out(rt.manager.get_definition(s, def_id, version)))
+        return jsonify(definition_out(rt.manager.get_definition(s, def_id, q.version)))

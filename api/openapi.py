@@ -75,6 +75,7 @@ _OPTIONAL_BODY = {("post", "/api/v1/tasks/{id}/cancel")}
 _QUERY: dict[str, type[BaseModel]] = {
     "/api/v1/tasks": schemas.TaskListQuery,
     "/api/v1/tasks/definitions": schemas.DefinitionListQuery,
+    "/api/v1/tasks/definitions/{id}": schemas.DefinitionGetQuery,
     "/api/v1/inbox": schemas.PageQuery,
     "/api/v1/deadletters": schemas.DeadLetterQuery,
     "/api/v1/stats/overview": OverviewQuery,

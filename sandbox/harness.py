@@ -13,6 +13,11 @@ it changes; it uses only the standard library of ``python3-minimal``. Protocol:
    marker followed by a JSON record to stderr. The host reads up to both markers.
 4. Block on stdin until the host kills the container (so cgroup stats can still be read).
 
+Process mode (``sandbox.process``, no container: e.g. inside an AWS Lambda function): the job also
+carries ``root`` (a fresh working directory instead of ``/task``) and ``process: true``. The harness
+is then not PID 1, so step 3 cannot ``kill(-1)``: it makes itself a child subreaper (orphans of the
+user's processes are re-parented to it) and kills its descendants until none is left.
+
 The record is informative only: time, memory and stream-size limits are enforced on the
 host, so a user who forges a record can only misreport their own task's output.
 """
@@ -54,6 +59,15 @@ def _status(obj):
         pass
 
 
+def _set_root(job):
+    """Paths under the job's root (``/task`` in a container, a fresh directory in process mode)."""
+    global CODE_PY, CODE_SH, INPUT, OUTPUT, STATUS, RETURN
+    root = job.get("root") or "/task"
+    CODE_PY, CODE_SH, INPUT = root + "/main.py", root + "/main.sh", root + "/input.json"
+    OUTPUT, STATUS, RETURN = root + "/output/output.json", root + "/.status.json", root + "/.return.json"
+    return root
+
+
 def _prepare_child(job):
     """Common set-up in the forked child before running user code."""
     try:
@@ -71,10 +85,12 @@ def _prepare_child(job):
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
-    os.chdir("/task")
+    os.chdir(job.get("root") or "/task")
     for sig in (signal.SIGPIPE, signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, signal.SIG_DFL)
     env = dict(BASE_ENV)
+    if job.get("process"):  # no private /tmp: the working directory is the only scratch space
+        env.update({"HOME": job["root"], "TMPDIR": job["root"] + "/tmp"})
     env.update({str(k): str(v) for k, v in (job.get("env") or {}).items()})
     return env
 
@@ -166,6 +182,49 @@ def _child(job):
         os._exit(code if isinstance(code, int) and 0 <= code < 256 else 1)
 
 
+def _subreaper():
+    """Process mode: orphaned descendants are re-parented to us, so _kill_descendants finds them."""
+    import ctypes
+
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except (OSError, AttributeError):
+        pass
+
+
+def _children():
+    me = str(os.getpid())
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open("/proc/%s/stat" % entry, "rb") as f:
+                    fields = f.read().rsplit(b")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[1].decode() == me:
+                found.append(int(entry))
+    return found
+
+
+def _kill_descendants():
+    """SIGKILL our children until none are left; as a subreaper, orphans come back to us as children."""
+    while True:
+        kids = _children()
+        if not kids:
+            return
+        for pid in kids:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        for pid in kids:  # their orphans are ours now: the next round finds them
+            try:
+                os.waitpid(pid, 0)
+            except ChildProcessError:
+                pass
+
+
 def _kill_all():
     """SIGKILL every process but ourselves (PID 1) and reap until none are left."""
     while True:
@@ -203,12 +262,18 @@ def main():
         return
     job = json.loads(line)
     nonce = job.pop("nonce").encode()
+    _set_root(job)
+    if job.get("process"):
+        _subreaper()
     _write(INPUT, json.dumps(job["input"]).encode())
     pid = os.fork()
     if pid == 0:
         _child(job)
     _, wstatus = os.waitpid(pid, 0)
-    _kill_all()
+    if job.get("process"):
+        _kill_descendants()
+    else:
+        _kill_all()
     record: dict = {"exit": None, "signal": None}
     if os.WIFSIGNALED(wstatus):
         record["signal"] = os.WTERMSIG(wstatus)

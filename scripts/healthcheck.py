@@ -14,6 +14,7 @@ TEL_HEALTHCHECK_URL picks what is checked otherwise:
 
 import glob
 import os
+import ssl
 import sys
 import time
 import urllib.request
@@ -37,11 +38,17 @@ def main() -> int:
         return check_file(pattern, float(os.environ.get("TEL_HEALTHCHECK_MAX_AGE") or 600))
     url = os.environ.get("TEL_HEALTHCHECK_URL")
     if url is None:
-        url = f"http://127.0.0.1:{os.environ.get('TEL_PORT', '8081')}/health"
+        scheme = "https" if os.environ.get("TEL_TLS_CERT_FILE") else "http"  # the router serving HTTPS itself
+        url = f"{scheme}://127.0.0.1:{os.environ.get('TEL_PORT', '8081')}/health"
     if url.strip().lower() in ("", "none", "off"):
         return 0
+    context = None
+    if url.startswith("https://127.0.0.1:"):  # our own process: its certificate names the service, not 127.0.0.1
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
     try:
-        with urllib.request.urlopen(url, timeout=4) as resp:  # noqa: S310 - local health URL
+        with urllib.request.urlopen(url, timeout=4, context=context) as resp:  # noqa: S310 - local health URL
             return 0 if 200 <= resp.status < 300 else 1
     except Exception as exc:  # noqa: BLE001 - any failure means unhealthy
         print(f"unhealthy: {url}: {exc}", file=sys.stderr)

@@ -6,6 +6,8 @@ import hashlib
 import secrets
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
 
 import jwt
 from sqlalchemy import Connection, bindparam, select
@@ -66,10 +68,7 @@ def decode_token(settings: Settings, token: str) -> Principal:
                 options={"require": ["exp", "sub", "iss"]},
             )
         else:
-            claims = jwt.decode(
-                token, settings.jwt_secret.get_secret_value(), algorithms=["HS256"], issuer=settings.jwt_issuer,
-                options={"require": ["exp", "sub", "iss"]},
-            )
+            claims = _decode_hs256(settings, token)
     except jwt.ExpiredSignatureError:
         raise Unauthorized("token expired") from None
     except jwt.InvalidTokenError as exc:
@@ -79,6 +78,30 @@ def decode_token(settings: Settings, token: str) -> Principal:
     if not isinstance(roles, list) or not isinstance(perms, list):
         raise Unauthorized("invalid token: roles and permissions must be lists")
     return Principal(sub=str(claims["sub"]), roles=tuple(map(str, roles)), extra_permissions=tuple(map(str, perms)))
+
+
+def _decode_hs256(settings: Settings, token: str) -> dict[str, Any]:
+    """Verify with TEL_JWT_SECRET; during a rotation also with TEL_JWT_SECRET_PREVIOUS until its expiry, so
+    tokens issued before the switch keep working while the auth service and the routers change over."""
+    try:
+        return jwt.decode(token, settings.jwt_secret.get_secret_value(), algorithms=["HS256"],
+                          issuer=settings.jwt_issuer, options={"require": ["exp", "sub", "iss"]})
+    except jwt.InvalidSignatureError:
+        if not previous_secret_valid(settings):
+            raise
+        assert settings.jwt_secret_previous is not None
+        return jwt.decode(token, settings.jwt_secret_previous.get_secret_value(), algorithms=["HS256"],
+                          issuer=settings.jwt_issuer, options={"require": ["exp", "sub", "iss"]})
+
+
+def previous_secret_valid(settings: Settings, now: datetime | None = None) -> bool:
+    """True while the previous JWT secret is still accepted (a naive expiry is read as UTC)."""
+    until = settings.jwt_secret_previous_until
+    if settings.jwt_secret_previous is None or until is None:
+        return False
+    if until.tzinfo is None:
+        until = until.replace(tzinfo=UTC)
+    return (now or datetime.now(UTC)) < until
 
 
 def hash_key(key: str) -> str:

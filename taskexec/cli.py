@@ -40,6 +40,10 @@ def cmd_router(args: argparse.Namespace) -> None:
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("accesslog", None)
             self.cfg.set("child_exit", lambda _server, worker: mark_process_dead(worker.pid))
+            if settings.tls_cert_file and settings.tls_key_file:  # HTTPS, TLS 1.2 at least
+                self.cfg.set("certfile", settings.tls_cert_file)
+                self.cfg.set("keyfile", settings.tls_key_file)
+                self.cfg.set("ssl_context", tls_context)
 
         def load(self) -> Any:
             from api import create_app
@@ -47,6 +51,15 @@ def cmd_router(args: argparse.Namespace) -> None:
             return create_app(settings)
 
     Router().run()
+
+
+def tls_context(_config: Any, default_ssl_context_factory: Any) -> Any:
+    """gunicorn's server context (certificate and key loaded) with TLS 1.2 as the minimum version."""
+    import ssl
+
+    context = default_ssl_context_factory()
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    return context
 
 
 def cmd_worker(args: argparse.Namespace) -> None:
@@ -91,10 +104,15 @@ def cmd_beat(_: argparse.Namespace) -> None:
     app.start(["beat", "--loglevel", settings.log_level, "-s", os.path.join(_state_dir(), "celerybeat-schedule")])
 
 
-def cmd_migrate(_: argparse.Namespace) -> None:
-    from taskexec.migrate import upgrade
+def cmd_migrate(args: argparse.Namespace) -> None:
+    from taskexec.migrate import current, downgrade, upgrade
 
-    upgrade(get_settings().database_url)
+    url = get_settings().database_url
+    if args.downgrade:  # a rollback: undo this release's migrations before deploying the previous release
+        downgrade(url, args.downgrade)
+        print(f"database is at revision {current(url)}")
+        return
+    upgrade(url)
     print("database is at the latest revision")
 
 
@@ -184,7 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="let Celery's autoscaler size the pool between MIN and MAX slots")
     w.set_defaults(func=cmd_worker)
     sub.add_parser("beat", help="the scheduler of periodic jobs").set_defaults(func=cmd_beat)
-    sub.add_parser("migrate", help="apply database migrations").set_defaults(func=cmd_migrate)
+    m = sub.add_parser("migrate", help="apply database migrations (or roll them back: --downgrade)")
+    m.add_argument("--downgrade", metavar="REVISION", default=None,
+                   help="roll back to this revision (e.g. 0002, or -1 for one step); see docs/operations.md")
+    m.set_defaults(func=cmd_migrate)
     sub.add_parser("config", help="print the configuration (secrets redacted)").set_defaults(func=cmd_config)
     t = sub.add_parser("token", help="print a JWT signed with TEL_JWT_SECRET")
     t.add_argument("--sub", required=True)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import functools
 import os
+from datetime import datetime
 from typing import Any
+from urllib.parse import parse_qsl, quote, urlencode
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from taskexec.constants import DEFAULT_QUEUES, TaskType
+from taskexec.secret_sources import SecretFilesSource, SecretSourceError, VaultSource
 
 # The PostgreSQL that scripts/services.sh starts for `make run` and `make test` (port: its TEL_PG_PORT knob);
 # every command uses it unless DATABASE_URL says otherwise, and `taskexec up` creates the database.
@@ -26,6 +29,16 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
 
+    @classmethod
+    def settings_customise_sources(
+        cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Secret settings also come from `<NAME>_FILE` and from Vault (taskexec/secret_sources.py)."""
+        return (init_settings, env_settings, SecretFilesSource(settings_cls), VaultSource(settings_cls),
+                dotenv_settings, file_secret_settings)
+
     # --- seed names (contract section 2)
     database_url: str = Field(default_factory=local_database_url, validation_alias="DATABASE_URL")
     workflow_orchestrator_url: str | None = Field(None, validation_alias="WORKFLOW_ORCHESTRATOR_URL")
@@ -37,9 +50,26 @@ class Settings(BaseSettings):
     secrets_manager_url: str | None = Field(None, validation_alias="SECRETS_MANAGER_URL")
     log_level: str = Field("INFO", validation_alias="LOG_LEVEL")
     broker_url: str = Field("redis://localhost:6379/0", validation_alias="CELERY_BROKER_URL")
+    # The broker password alone (or TEL_BROKER_PASSWORD_FILE): put into CELERY_BROKER_URL.
+    broker_password: SecretStr | None = Field(None, validation_alias="TEL_BROKER_PASSWORD")
 
     # --- TEL_* names
     jwt_secret: SecretStr = Field(SecretStr(""), validation_alias="TEL_JWT_SECRET")
+    # Rotation without downtime: tokens signed with the previous secret are accepted until the given time.
+    jwt_secret_previous: SecretStr | None = Field(None, validation_alias="TEL_JWT_SECRET_PREVIOUS")
+    jwt_secret_previous_until: datetime | None = Field(None, validation_alias="TEL_JWT_SECRET_PREVIOUS_UNTIL")
+    # The database password alone (or TEL_DATABASE_PASSWORD_FILE): put into DATABASE_URL, which then holds none.
+    database_password: SecretStr | None = Field(None, validation_alias="TEL_DATABASE_PASSWORD")
+    # Vault KV v2 as the source of the secret settings at start-up (taskexec/secret_sources.py).
+    vault_addr: str | None = Field(None, validation_alias="TEL_VAULT_ADDR")
+    vault_path: str | None = Field(None, validation_alias="TEL_VAULT_PATH")
+    vault_kv_mount: str = Field("secret", min_length=1, validation_alias="TEL_VAULT_KV_MOUNT")
+    vault_token: SecretStr | None = Field(None, validation_alias="TEL_VAULT_TOKEN")
+    # The router serves HTTPS itself when both are set (TLS 1.2 at least).
+    tls_cert_file: str | None = Field(None, validation_alias="TEL_TLS_CERT_FILE")
+    tls_key_file: str | None = Field(None, validation_alias="TEL_TLS_KEY_FILE")
+    # AUTOMATED tasks go to this SQS queue (the serverless executor, serverless/) instead of the broker.
+    sqs_queue_url: str | None = Field(None, validation_alias="TEL_SQS_QUEUE_URL")
     jwt_issuer: str = Field("auth-service", validation_alias="TEL_JWT_ISSUER")
     jwt_public_key: str | None = Field(None, validation_alias="TEL_JWT_PUBLIC_KEY")
     service_token: SecretStr | None = Field(None, validation_alias="TEL_SERVICE_TOKEN")
@@ -148,14 +178,41 @@ class Settings(BaseSettings):
     @field_validator("broker_url")
     @classmethod
     def _broker(cls, value: str) -> str:
+        if value.startswith("sqs://"):
+            raise ValueError("Celery's broker must be Redis or RabbitMQ; to run AUTOMATED tasks on AWS Lambda "
+                             "from an SQS queue, set TEL_SQS_QUEUE_URL (docs/serverless.md)")
         if not value.startswith(("redis://", "rediss://", "amqp://", "amqps://", "pyamqp://", "memory://")):
             raise ValueError("must be a redis:// or amqp:// URL")
         return value
+
+    @field_validator("sqs_queue_url")
+    @classmethod
+    def _sqs(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("https://", "http://")):
+            raise ValueError("must be the queue's URL (https://sqs.<region>.amazonaws.com/<account>/<name>)")
+        return value or None
+
+    @model_validator(mode="after")
+    def _combine(self) -> Settings:
+        if self.database_password is not None and self.database_url.startswith("postgresql"):
+            self.database_url = with_password(self.database_url, self.database_password.get_secret_value(),
+                                              "TEL_DATABASE_PASSWORD")
+        if self.broker_password is not None:
+            self.broker_url = with_password(self.broker_url, self.broker_password.get_secret_value(), None)
+        if self.jwt_secret_previous is not None and self.jwt_secret_previous_until is None:
+            raise ValueError("TEL_JWT_SECRET_PREVIOUS_UNTIL: required with TEL_JWT_SECRET_PREVIOUS (when the "
+                             "previous secret stops being accepted, e.g. 2026-03-01T12:00:00Z)")
+        if bool(self.tls_cert_file) != bool(self.tls_key_file):
+            raise ValueError("TEL_TLS_CERT_FILE and TEL_TLS_KEY_FILE: set both or neither")
+        return self
 
     def require_jwt_secret(self) -> None:
         """Processes that sign or verify tokens refuse to start without a real secret."""
         if not self.jwt_public_key and len(self.jwt_secret.get_secret_value()) < 32:
             raise ConfigError("invalid configuration:\n  TEL_JWT_SECRET: must be set (at least 32 characters)")
+        previous = self.jwt_secret_previous.get_secret_value() if self.jwt_secret_previous else None
+        if previous is not None and len(previous) < 32:
+            raise ConfigError("invalid configuration:\n  TEL_JWT_SECRET_PREVIOUS: at least 32 characters")
 
     @property
     def queues(self) -> dict[TaskType, str]:
@@ -180,21 +237,41 @@ class Settings(BaseSettings):
         for name, value in self.model_dump().items():
             if isinstance(value, SecretStr):
                 out[name] = "***" if value.get_secret_value() else None
-            elif isinstance(value, str) and "://" in value and "@" in value:
+            elif isinstance(value, str) and "://" in value:
                 out[name] = mask_url(value)
             else:
                 out[name] = value
         return out
 
 
+# Query parameters that carry a credential (libpq's `password`, `sslpassword`; tokens in some URLs).
+_SECRET_QUERY = {"password", "sslpassword", "token", "secret"}
+
+
 def mask_url(url: str) -> str:
-    """Hide the password (or token) part of a URL's userinfo."""
+    """Hide the password (or token) part of a URL's userinfo, and credential query parameters."""
     scheme, sep, rest = url.partition("://")
-    userinfo, at, host = rest.partition("@")
-    if not at:
-        return url
+    rest, qmark, query = rest.partition("?")
+    userinfo, at, host = rest.rpartition("@")
+    if at:
+        user = userinfo.split(":", 1)[0]
+        rest = f"{user}:***@{host}"
+    if qmark:
+        pairs = [(k, "***" if k.lower() in _SECRET_QUERY else v) for k, v in parse_qsl(query, keep_blank_values=True)]
+        query = urlencode(pairs, safe="*/:")
+    return f"{scheme}{sep}{rest}{qmark}{query}"
+
+
+def with_password(url: str, password: str, need_user: str | None) -> str:
+    """`url` with its userinfo password replaced by `password` (percent-encoded). With `need_user` (the
+    variable's name) the URL must name a user (PostgreSQL); without, `redis://:pw@host` is fine."""
+    scheme, sep, rest = url.partition("://")
+    authority, slash, tail = rest.partition("/")
+    userinfo, at, host = authority.rpartition("@")
+    if not at and need_user:
+        raise ValueError(f"{need_user}: the URL names no user (scheme://<user>@host/...)")
     user = userinfo.split(":", 1)[0]
-    return f"{scheme}{sep}{user}:***@{host}"
+    return f"{scheme}{sep}{user}:{quote(password, safe='')}@{host}{slash}{tail}"
 
 
 class ConfigError(SystemExit):
@@ -204,11 +281,14 @@ class ConfigError(SystemExit):
 def load_settings(**overrides: Any) -> Settings:
     try:
         return Settings(**overrides)
+    except SecretSourceError as exc:
+        raise ConfigError(str(exc)) from None
     except ValidationError as exc:
         lines = []
         for err in exc.errors():
-            name = ".".join(str(p) for p in err["loc"]) or "?"
-            lines.append(f"  {name}: {err['msg']}")
+            name = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            lines.append(f"  {name}: {msg}" if name else f"  {msg}")  # a model check names its variables
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
 
 

@@ -7,6 +7,7 @@ import logging
 import threading
 import time
 from datetime import timedelta
+from typing import TYPE_CHECKING
 
 import requests
 from celery import Celery
@@ -14,12 +15,15 @@ from sqlalchemy import Select, bindparam, select
 
 from taskexec.celery_app import broker_priority, execute_task_name
 from taskexec.config import Settings
-from taskexec.constants import Status
+from taskexec.constants import Status, TaskType
 from taskexec.db import Database
 from taskexec.exceptions import Unavailable
 from taskexec.manager import mark_enqueued
 from taskexec.models import TaskInstance, utcnow
 from taskexec.outbox import deliver_due
+
+if TYPE_CHECKING:
+    from taskexec.sqs import SqsPublisher
 
 log = logging.getLogger(__name__)
 # Wake-ups closer together than this (one per finished task under load) are served by one dispatcher pass.
@@ -34,8 +38,16 @@ class Publisher:
     def __init__(self, settings: Settings, app: Celery) -> None:
         self.settings = settings
         self.app = app
+        self.sqs: SqsPublisher | None = None
+        if settings.sqs_queue_url:  # AUTOMATED tasks go to the serverless executor's SQS queue
+            from taskexec.sqs import SqsPublisher
+
+            self.sqs = SqsPublisher(settings)
 
     def publish(self, task_id: str, task_type: str, priority: str, token: str) -> None:
+        if self.sqs is not None and task_type == TaskType.AUTOMATED.value:
+            self.sqs.publish(task_id, token, priority)
+            return
         self.app.send_task(
             execute_task_name(task_type),
             args=[task_id, token],
@@ -49,9 +61,9 @@ class Publisher:
         try:
             with self.app.connection_for_write() as conn:
                 conn.ensure_connection(max_retries=1, timeout=2)
-            return True
         except Exception:
             return False
+        return self.sqs is None or self.sqs.ping()
 
 
 def publish_stored(db: Database, publisher: Publisher, task: TaskInstance) -> bool:

@@ -12,7 +12,7 @@ from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from taskexec import tracing
+from taskexec import semver, tracing
 from taskexec.auth import Principal
 from taskexec.config import Settings
 from taskexec.constants import DEFERRED_EVENT, TERMINAL_STATUSES, Status, TaskErrorCode, TaskType
@@ -38,7 +38,7 @@ DEFINITION_CACHE_SIZE = 1024
 _TASK = select(TaskInstance).where(TaskInstance.id == bindparam("task_id"))
 _TASK_FOR_UPDATE = _TASK.with_for_update()
 _LATEST_DEFINITION = (select(TaskDefinition).where(TaskDefinition.id == bindparam("def_id"))
-                      .order_by(TaskDefinition.version.desc()).limit(1))
+                      .order_by(TaskDefinition.version_key.desc()).limit(1))
 
 
 class TaskManager:
@@ -46,19 +46,21 @@ class TaskManager:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
-        self._versions: dict[tuple[str, int], TaskDefinition] = {}
+        self._versions: dict[tuple[str, str], TaskDefinition] = {}
 
     # ------------------------------------------------------------ definitions
 
     def create_definition(self, s: Session, body: DefinitionIn, actor: str | None) -> TaskDefinition:
         config = validate_definition(body, self.settings)
-        latest = s.scalar(select(func.max(TaskDefinition.version)).where(TaskDefinition.id == body.id))
-        version = body.version or (latest or 0) + 1
+        latest = s.scalar(select(TaskDefinition.version).where(TaskDefinition.id == body.id)
+                          .order_by(TaskDefinition.version_key.desc()).limit(1))
+        version = body.version or semver.next_patch(latest)
         if s.get(TaskDefinition, (body.id, version)) is not None:
             raise Conflict(f"definition {body.id} version {version} exists", details={"field": "version"})
         row = TaskDefinition(
             id=body.id,
             version=version,
+            version_key=semver.sort_key(version),
             name=body.name,
             description=body.description,
             type=body.type.value,
@@ -76,7 +78,7 @@ class TaskManager:
             raise Conflict(f"definition {body.id} version {version} exists", details={"field": "version"}) from None
         return row
 
-    def get_definition(self, s: Session, def_id: str, version: int | None = None) -> TaskDefinition:
+    def get_definition(self, s: Session, def_id: str, version: str | None = None) -> TaskDefinition:
         """One version, or the latest; a given version may be a shared detached copy (read it, never change it)."""
         if version is not None:
             cached = self._versions.get((def_id, version))
@@ -95,12 +97,12 @@ class TaskManager:
 
     def list_definitions(self, s: Session, q: DefinitionListQuery) -> tuple[list[TaskDefinition], int]:
         latest = (
-            select(TaskDefinition.id, func.max(TaskDefinition.version).label("v"))
+            select(TaskDefinition.id, func.max(TaskDefinition.version_key).label("k"))
             .group_by(TaskDefinition.id)
             .subquery()
         )
         stmt = select(TaskDefinition).join(
-            latest, (TaskDefinition.id == latest.c.id) & (TaskDefinition.version == latest.c.v)
+            latest, (TaskDefinition.id == latest.c.id) & (TaskDefinition.version_key == latest.c.k)
         )
         if q.type:
             stmt = stmt.where(TaskDefinition.type == q.type.value)

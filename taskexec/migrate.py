@@ -21,6 +21,25 @@ def upgrade(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
+def downgrade(url: str, revision: str) -> None:
+    """Roll the schema back to `revision` (an id, or `-1` for one step): run with the NEWER release's code,
+    which knows how to undo its own migrations, before deploying the older release (docs/operations.md)."""
+    command.downgrade(alembic_config(url), revision)
+
+
+def current(url: str) -> str | None:
+    """The database's revision (None before the first migration)."""
+    from alembic.runtime.migration import MigrationContext
+    from sqlalchemy import create_engine, pool
+
+    engine = create_engine(url, poolclass=pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return MigrationContext.configure(conn).get_current_revision()
+    finally:
+        engine.dispose()
+
+
 def revision(url: str, message: str) -> None:
     """Developer helper: autogenerate a new revision against the database at `url`."""
     command.revision(alembic_config(url), message=message, autogenerate=True)

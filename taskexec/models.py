@@ -53,12 +53,17 @@ class Base(DeclarativeBase):
 
 
 class TaskDefinition(Base):
-    """One version of a definition; (id, version) is the key, the latest version wins by default."""
+    """One version of a definition; (id, version) is the key, the latest version wins by default.
+
+    `version` is a semantic version ("1.2.0"); `version_key` its sort key (taskexec/semver.py), so the
+    latest is the maximum in SQL too (1.10.0 after 1.9.0)."""
 
     __tablename__ = "task_definitions"
+    __table_args__ = (Index("ix_task_definitions_version_key", "id", "version_key"),)
 
     id: Mapped[str] = mapped_column(String(128), primary_key=True)
-    version: Mapped[int] = mapped_column(Integer, primary_key=True)
+    version: Mapped[str] = mapped_column(String(50), primary_key=True)
+    version_key: Mapped[str] = mapped_column(String(32))
     name: Mapped[str] = mapped_column(String(256))
     description: Mapped[str | None] = mapped_column(Text)
     type: Mapped[str] = mapped_column(String(16), index=True)
@@ -77,7 +82,8 @@ class TaskInstance(Base):
     __tablename__ = "task_instances"
     __table_args__ = (
         ForeignKeyConstraint(
-            ["definition_id", "definition_version"], ["task_definitions.id", "task_definitions.version"]
+            ["definition_id", "definition_version"], ["task_definitions.id", "task_definitions.version"],
+            name="fk_task_instances_definition",
         ),
         Index("ix_task_instances_status_type", "status", "type"),
         Index("ix_task_instances_created_at", "created_at"),
@@ -86,7 +92,7 @@ class TaskInstance(Base):
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     definition_id: Mapped[str] = mapped_column(String(128), index=True)
-    definition_version: Mapped[int] = mapped_column(Integer)
+    definition_version: Mapped[str] = mapped_column(String(50))
     type: Mapped[str] = mapped_column(String(16))
     status: Mapped[str] = mapped_column(String(16))
     priority: Mapped[str] = mapped_column(String(16), default="MEDIUM")

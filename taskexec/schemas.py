@@ -11,6 +11,7 @@ from pydantic.alias_generators import to_camel
 
 from taskexec.constants import Priority, Runtime, Status, TaskType
 from taskexec.limits import parse_cpu, parse_memory
+from taskexec.semver import PATTERN as SEMVER
 
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
@@ -147,7 +148,8 @@ class DefinitionIn(ApiModel):
     name: str = Field(min_length=1, max_length=256)
     description: str | None = Field(None, max_length=4096)
     type: TaskType
-    version: int | None = Field(None, ge=1, description="omit to register the next version")
+    version: str | None = Field(None, max_length=50, pattern=SEMVER, examples=["1.2.0"],
+                                description="a semantic version MAJOR.MINOR.PATCH; omit for the next patch")
     input_schema: dict[str, Any] = Field(default_factory=lambda: {"type": "object"})
     output_schema: dict[str, Any] = Field(default_factory=dict)
     timeout: int | None = Field(None, gt=0, description="ms")
@@ -167,7 +169,7 @@ class DefinitionOut(ApiModel):
     name: str
     description: str | None
     type: TaskType
-    version: int
+    version: str
     input_schema: dict[str, Any]
     output_schema: dict[str, Any]
     timeout: int | None
@@ -204,7 +206,7 @@ class TaskError(ApiModel):
 class TaskOut(ApiModel):
     id: str
     task_definition_id: str
-    definition_version: int
+    definition_version: str
     type: TaskType
     status: Status
     priority: Priority
@@ -290,6 +292,10 @@ class TaskListQuery(PageQuery):
     assignee: str | None = None
 
 
+class DefinitionGetQuery(ApiModel):
+    version: str | None = Field(None, max_length=50, pattern=SEMVER, description="e.g. 1.2.0; default: the latest")
+
+
 class DefinitionListQuery(PageQuery):
     type: TaskType | None = None
     search: str | None = Field(None, max_length=256)
@@ -344,6 +350,17 @@ class DeferIn(ApiModel):
     attempt: int = Field(ge=1)
     delay_ms: int = Field(ge=0, le=3_600_000, description="how long the task waits before it is queued again")
     reason: str = Field("deferred", max_length=500)
+
+
+class SqsTaskMessage(ApiModel):
+    """The body of an AUTOMATED task's SQS message, router -> serverless executor (workers/serverless.py).
+    Like the broker message: the task id and its dispatch token only; the executor gets the rest from
+    the router's start call."""
+
+    task_id: str = Field(min_length=1, max_length=64)
+    dispatch_token: str = Field(min_length=1, max_length=64)
+    type: Literal["AUTOMATED"] = "AUTOMATED"
+    priority: Priority = Priority.MEDIUM
 
 
 # ---------------------------------------------------------------- dead letters

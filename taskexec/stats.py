@@ -193,10 +193,10 @@ def outbox_backlog(s: Session) -> list[dict[str, Any]]:
 
 def definitions(s: Session) -> list[dict[str, str]]:
     """Definition ids with their latest name and type (for the filter)."""
-    latest = select(TaskDefinition.id, func.max(TaskDefinition.version).label("v")).group_by(TaskDefinition.id)
+    latest = select(TaskDefinition.id, func.max(TaskDefinition.version_key).label("k")).group_by(TaskDefinition.id)
     sub = latest.subquery()
     stmt = (select(TaskDefinition.id, TaskDefinition.name, TaskDefinition.type)
-            .join(sub, (TaskDefinition.id == sub.c.id) & (TaskDefinition.version == sub.c.v))
+            .join(sub, (TaskDefinition.id == sub.c.id) & (TaskDefinition.version_key == sub.c.k))
             .order_by(TaskDefinition.id))
     return [{"id": i, "name": n, "type": t} for i, n, t in s.execute(stmt)]
 

@@ -124,8 +124,9 @@ class PostgresCluster:
     survives `-m immediate`); `fsync=off` only spares the disk, the machine itself does not crash.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, options: str = "") -> None:
         assert PG_BIN is not None, "PostgreSQL server binaries missing: run scripts/bootstrap.sh"
+        self.options = options  # extra `-c name=value` server settings (e.g. ssl=on)
         self.bin: Path = PG_BIN
         self.user = _pg_user()
         # /var/tmp: every parent must be traversable by the cluster's owner (pytest's tmp_path is not)
@@ -142,6 +143,13 @@ class PostgresCluster:
             for path in (self.base, self.sock, self.logfile):
                 os.chown(path, entry.pw_uid, entry.pw_gid)
 
+    def chown(self, *paths: Path) -> None:
+        """Give files to the cluster's owner (PostgreSQL refuses a key file it does not own)."""
+        if os.getuid() == 0:
+            entry = pwd.getpwnam(self.user)
+            for path in paths:
+                os.chown(path, entry.pw_uid, entry.pw_gid)
+
     def _as_pg(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         cmd = list(args)
         if os.getuid() == 0:
@@ -155,7 +163,7 @@ class PostgresCluster:
 
     def start(self) -> None:
         opts = (f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.sock} -c fsync=off "
-                "-c full_page_writes=off -c max_connections=100")
+                f"-c full_page_writes=off -c max_connections=100 {self.options}").strip()
         r = self._as_pg(str(self.bin / "pg_ctl"), "-D", str(self.data), "-l", str(self.logfile), "-o", opts,
                         "-w", "-t", "60", "start")
         assert r.returncode == 0, r.stdout + r.stderr + self.log()[-2000:]
@@ -175,11 +183,17 @@ class PostgresCluster:
 
     def up(self) -> bool:
         try:
-            with psycopg.connect(self.libpq("postgres"), connect_timeout=2) as conn:
+            with psycopg.connect(dbname="postgres", user="postgres", host=str(self.sock), port=self.port,
+                                 connect_timeout=2) as conn:  # the socket: TCP may need TLS and a password
                 conn.execute("SELECT 1")
             return True
         except psycopg.Error:
             return False
+
+    def admin(self) -> psycopg.Connection:
+        """A superuser connection over the cluster's Unix socket (trust)."""
+        return psycopg.connect(dbname="postgres", user="postgres", host=str(self.sock), port=self.port,
+                               autocommit=True)
 
     def libpq(self, db: str) -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{db}"
@@ -191,7 +205,7 @@ class PostgresCluster:
         """A new database with the project's schema (Alembic, as `taskexec migrate`); returns its URL."""
         from taskexec.migrate import upgrade
 
-        with psycopg.connect(self.libpq("postgres"), autocommit=True) as conn:
+        with self.admin() as conn:
             conn.execute(f"CREATE DATABASE {name}")
         upgrade(self.url(name))
         return self.url(name)

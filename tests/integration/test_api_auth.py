@@ -177,3 +177,36 @@ def test_internal_endpoints_need_the_service_role(
 def test_public_ops_endpoints_need_no_credentials(client: Any) -> None:
     for path in ("/health", "/metrics", "/openapi.json", "/docs"):
         assert client.get(path).status_code == 200, path
+
+
+def test_jwt_secret_rotation_keeps_old_tokens_working_for_the_grace_period(env: dict[str, str]) -> None:
+    """The router restarted with a new secret still serves clients holding tokens signed with the old one
+    until TEL_JWT_SECRET_PREVIOUS_UNTIL; after that they get 401 and fetch new ones."""
+    from datetime import UTC, datetime, timedelta
+
+    from api import create_app
+    from taskexec.config import Settings
+
+    old_token = make_token("alice", ("admin",))  # signed with the secret the router had so far
+    new_secret = "rotated-secret-0123456789abcdef-0123456"
+    base = {k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_"))}
+
+    def router(until: datetime) -> Any:
+        settings = Settings(**{**base, "TEL_JWT_SECRET": new_secret, "TEL_JWT_SECRET_PREVIOUS": env["TEL_JWT_SECRET"],
+                               "TEL_JWT_SECRET_PREVIOUS_UNTIL": until.isoformat()})
+        return create_app(settings, start_dispatcher=False), settings
+
+    app, settings = router(datetime.now(UTC) + timedelta(minutes=10))
+    from taskexec.auth import issue_token
+
+    new_token = issue_token(settings, "bob", ["admin"])
+    client = app.test_client()
+    for token in (old_token, new_token):
+        assert client.get(f"{API}/tasks", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    app.extensions["taskexec"].db.dispose()
+
+    app, _ = router(datetime.now(UTC) - timedelta(seconds=1))  # the grace period is over
+    client = app.test_client()
+    assert_envelope(client.get(f"{API}/tasks", headers={"Authorization": f"Bearer {old_token}"}), 401, "UNAUTHORIZED")
+    assert client.get(f"{API}/tasks", headers={"Authorization": f"Bearer {new_token}"}).status_code == 200
+    app.extensions["taskexec"].db.dispose()

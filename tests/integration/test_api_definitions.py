@@ -14,32 +14,38 @@ DEFS = f"{API}/tasks/definitions"
 
 def test_versions_increment_and_are_addressable(client: Any, admin: dict[str, str]) -> None:
     v1 = create_definition(client, admin)
-    assert v1["version"] == 1 and v1["id"] == "greet" and v1["type"] == "AUTOMATED"
+    assert v1["version"] == "1.0.0" and v1["id"] == "greet" and v1["type"] == "AUTOMATED"
     assert v1["executionConfig"]["runtime"] == "python" and "createdAt" in v1
     v2 = create_definition(client, admin, definition(name="Greet v2"))
-    assert v2["version"] == 2
+    assert v2["version"] == "1.0.1"  # omitted: the next patch after the latest
     latest = client.get(f"{DEFS}/greet", headers=admin)
-    assert latest.status_code == 200 and latest.json["version"] == 2 and latest.json["name"] == "Greet v2"
-    old = client.get(f"{DEFS}/greet?version=1", headers=admin)
-    assert old.status_code == 200 and old.json["version"] == 1 and old.json["name"] == "Greet someone"
+    assert latest.status_code == 200 and latest.json["version"] == "1.0.1" and latest.json["name"] == "Greet v2"
+    old = client.get(f"{DEFS}/greet?version=1.0.0", headers=admin)
+    assert old.status_code == 200 and old.json["version"] == "1.0.0" and old.json["name"] == "Greet someone"
 
 
-def test_explicit_version(client: Any, admin: dict[str, str], database: str) -> None:
-    assert create_definition(client, admin, definition(version=5))["version"] == 5
-    r = client.post(DEFS, json=definition(version=5), headers=admin)
-    assert_envelope(r, 409, "CONFLICT")
-    assert create_definition(client, admin)["version"] == 6
-    assert count(database, "task_definitions") == 2
+def test_explicit_semantic_versions_order_numerically(client: Any, admin: dict[str, str], database: str) -> None:
+    """As in the design ("1.2.0"); 1.10.0 comes after 1.9.0, in the API and in SQL (the list's latest)."""
+    for version in ("1.9.0", "1.10.0", "1.2.0"):
+        assert create_definition(client, admin, definition(version=version, name=f"v{version}"))["version"] == version
+    taken = client.post(DEFS, json=definition(version="1.10.0"), headers=admin)
+    assert_envelope(taken, 409, "CONFLICT")
+    assert taken.json["error"]["details"] == {"field": "version"} and "1.10.0" in taken.json["error"]["message"]
+    assert client.get(f"{DEFS}/greet", headers=admin).json["version"] == "1.10.0"
+    listed = {d["id"]: d for d in client.get(DEFS, headers=admin).json["items"]}
+    assert listed["greet"]["version"] == "1.10.0" and listed["greet"]["name"] == "v1.10.0"
+    assert create_definition(client, admin)["version"] == "1.10.1"
+    assert create_definition(client, admin, definition(version="2.0.0"))["version"] == "2.0.0"
+    assert client.get(f"{DEFS}/greet?version=1.9.0", headers=admin).json["name"] == "v1.9.0"
+    assert count(database, "task_definitions") == 5
 
 
 def test_get_unknown_is_404(client: Any, admin: dict[str, str]) -> None:
     assert_envelope(client.get(f"{DEFS}/nope", headers=admin), 404, "NOT_FOUND")
     create_definition(client, admin)
-    assert_envelope(client.get(f"{DEFS}/greet?version=9", headers=admin), 404, "NOT_FOUND")
-    assert_envelope(
-        client.get(f"{DEFS}/greet?version=abc", headers=admin), 400, "VALIDATION_ERROR", "version"
-    )
-    assert_envelope(client.get(f"{DEFS}/greet?version=0", headers=admin), 400, "VALIDATION_ERROR", "version")
+    assert_envelope(client.get(f"{DEFS}/greet?version=9.0.0", headers=admin), 404, "NOT_FOUND")
+    for bad in ("abc", "0", "1", "1.0", "01.0.0", "1.0.0-beta.1", "1.0.0.0"):
+        assert_envelope(client.get(f"{DEFS}/greet?version={bad}", headers=admin), 400, "VALIDATION_ERROR", "version")
 
 
 def test_list_filters_and_pagination(client: Any, admin: dict[str, str]) -> None:
@@ -53,7 +59,7 @@ def test_list_filters_and_pagination(client: Any, admin: dict[str, str]) -> None
     assert r.json["pagination"] == {"page": 1, "limit": 20, "totalItems": 4, "totalPages": 1}
     by_id = {d["id"]: d for d in r.json["items"]}
     assert set(by_id) == {"calc-0", "calc-1", "calc-2", "approve-order"}
-    assert by_id["calc-0"]["version"] == 2  # latest version only
+    assert by_id["calc-0"]["version"] == "1.0.1"  # latest version only
 
     r = client.get(f"{DEFS}?type=MANUAL", headers=admin)
     assert [d["id"] for d in r.json["items"]] == ["approve-order"]
@@ -138,7 +144,9 @@ BAD: list[tuple[str, dict[str, Any], tuple[int, ...], str]] = [
     ("slug-with-space", {"id": "has space"}, (400, 422), "id"),
     ("unknown-type", {"type": "ROBOT"}, (400, 422), "type"),
     ("unknown-field", {"colour": "red"}, (400,), "colour"),
-    ("version-zero", {"version": 0}, (400, 422), "version"),
+    ("version-integer", {"version": 2}, (400, 422), "version"),
+    ("version-not-semantic", {"version": "1.2"}, (400, 422), "version"),
+    ("version-pre-release", {"version": "1.2.0-rc.1"}, (400, 422), "version"),
     (
         "manual-without-assignee",
         {"type": "MANUAL", "executionConfig": {"assignment": {}}},

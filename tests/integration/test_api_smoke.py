@@ -18,7 +18,7 @@ DEF = {
 def test_definition_submit_and_get(client: Any, admin: dict[str, str]) -> None:
     r = client.post("/api/v1/tasks/definitions", json=DEF, headers=admin)
     assert r.status_code == 201, r.json
-    assert r.json["version"] == 1
+    assert r.json["version"] == "1.0.0"
     r = client.post("/api/v1/tasks", json={"taskDefinitionId": "greet", "input": {"name": "x"}}, headers=admin)
     assert r.status_code == 201, r.json
     task_id = r.json["id"]

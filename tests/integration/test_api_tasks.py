@@ -38,7 +38,7 @@ def test_submit_returns_201_and_a_pending_task(
     assert detail["priority"] == "HIGH" and detail["input"] == {"name": "Ada"} and detail["retryCount"] == 0
     assert (
         detail["correlationId"] == "wf-1"
-        and detail["definitionVersion"] == 1
+        and detail["definitionVersion"] == "1.0.0"
         and detail["type"] == "AUTOMATED"
     )
     assert sql(database, "SELECT status, created_by FROM task_instances")[0] == ("PENDING", "admin")
@@ -264,5 +264,5 @@ def test_a_new_definition_version_does_not_change_submitted_tasks(
 ) -> None:
     task_id = submit(client, admin)
     create_definition(client, admin, definition(name="v2"))
-    assert client.get(f"{TASKS}/{task_id}", headers=admin).json["definitionVersion"] == 1
-    assert client.get(f"{TASKS}/{submit(client, admin)}", headers=admin).json["definitionVersion"] == 2
+    assert client.get(f"{TASKS}/{task_id}", headers=admin).json["definitionVersion"] == "1.0.0"
+    assert client.get(f"{TASKS}/{submit(client, admin)}", headers=admin).json["definitionVersion"] == "1.0.1"

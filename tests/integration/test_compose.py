@@ -1,5 +1,6 @@
 """compose.yaml: `docker-compose config` accepts it, it validates against the compose-spec JSON schema
-(vendored in k8s/schemas/), and it has the seed deployment document's services and variable names."""
+(vendored in k8s/schemas/), it has the seed deployment document's services and variable names, and
+every secret is a Docker secret (a file), never a value in the environment."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import json
 import os
 import shutil
 import subprocess
+from pathlib import Path
 from typing import Any
 
 import jsonschema
@@ -18,16 +20,20 @@ from tests.support import ROOT
 from workers.node import POOLS
 
 COMPOSE = ROOT / "compose.yaml"
-REQUIRED = {"TEL_JWT_SECRET": "x" * 32, "TEL_SERVICE_TOKEN": "service-token", "POSTGRES_PASSWORD": "pw",
-            "FLOWER_BASIC_AUTH": "ops:flower-pw", "GRAFANA_ADMIN_PASSWORD": "grafana-pw"}
-# Seed document: services and the environment variable names each one is given.
+REQUIRED: dict[str, str] = {}  # nothing secret comes from the environment any more
+# Seed document: services and the environment variable names each one is given (the seed's
+# POSTGRES_PASSWORD as the official image's POSTGRES_PASSWORD_FILE).
 SEED_ENV = {
     "task-router": {"LOG_LEVEL", "WORKFLOW_ORCHESTRATOR_URL", "DATABASE_URL"},
     "automated-task-executor": {"LOG_LEVEL", "TASK_ROUTER_URL", "MAX_CONCURRENT_TASKS", "EXECUTION_TIMEOUT"},
     "manual-task-handler": {"LOG_LEVEL", "TASK_ROUTER_URL", "NOTIFICATION_SERVICE_URL"},
     "integration-task-executor": {"LOG_LEVEL", "TASK_ROUTER_URL", "INTEGRATION_SERVICE_URL", "SECRETS_MANAGER_URL"},
-    "postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD", "POSTGRES_DB"},
+    "postgres": {"POSTGRES_USER", "POSTGRES_PASSWORD_FILE", "POSTGRES_DB"},
 }
+# Variables that would hold a secret's value; only their *_FILE forms may appear.
+SECRET_VALUES = {"TEL_JWT_SECRET", "TEL_JWT_SECRET_PREVIOUS", "TEL_SERVICE_TOKEN", "TEL_WEBHOOK_SECRET",
+                 "TEL_SECRETS_TOKEN", "TEL_DATABASE_PASSWORD", "TEL_BROKER_PASSWORD", "POSTGRES_PASSWORD",
+                 "RABBITMQ_DEFAULT_PASS", "FLOWER_BASIC_AUTH", "TEL_VAULT_TOKEN"}
 
 
 def compose_command() -> list[str]:
@@ -40,7 +46,7 @@ def compose_command() -> list[str]:
 
 
 def run_config(env: dict[str, str], *overrides: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if k not in REQUIRED and k != "RABBITMQ_PASSWORD"}
+    clean = {k: v for k, v in os.environ.items() if k not in SECRET_VALUES and k != "TEL_SECRETS_DIR"}
     files = [arg for f in (str(COMPOSE), *overrides) for arg in ("-f", f)]
     return subprocess.run([*compose_command(), *files, "--project-directory", str(ROOT), "config"],
                           env={**clean, **env}, capture_output=True, text=True, timeout=60)
@@ -57,10 +63,54 @@ def test_docker_compose_config_passes(rendered: dict[str, Any]) -> None:
     assert {"task-router", "automated-task-executor", "flower"} <= set(rendered["services"])
 
 
-@pytest.mark.parametrize("secret", ["TEL_JWT_SECRET", "FLOWER_BASIC_AUTH", "GRAFANA_ADMIN_PASSWORD"])
-def test_compose_refuses_to_start_without_its_secrets(secret: str) -> None:
-    out = run_config({k: v for k, v in REQUIRED.items() if k != secret})
-    assert out.returncode != 0 and secret in out.stderr
+def _secrets_of(rendered: dict[str, Any]) -> dict[str, set[str]]:
+    return {name: {s["source"] if isinstance(s, dict) else s for s in svc.get("secrets", [])}
+            for name, svc in rendered["services"].items()}
+
+
+def test_secrets_are_files_mounted_only_where_needed(rendered: dict[str, Any]) -> None:
+    files = {name: Path(spec["file"]) for name, spec in rendered["secrets"].items()}
+    assert set(files) == {"jwt_secret", "service_token", "postgres_password", "webhook_secret", "secrets_token",
+                          "flower_basic_auth", "grafana_admin_password"}
+    assert {p.parent for p in files.values()} == {ROOT / "secrets"}  # TEL_SECRETS_DIR, git-ignored
+    assert "secrets/" in (ROOT / ".gitignore").read_text().splitlines()
+    mounted = _secrets_of(rendered)
+    for name, service in rendered["services"].items():
+        env = service.get("environment", {})
+        assert not SECRET_VALUES & set(env), (name, SECRET_VALUES & set(env))
+        for key, value in env.items():
+            scheme, _, rest = str(value).partition("://")
+            userinfo, at, _ = rest.partition("/")[0].rpartition("@")
+            assert not (at and ":" in userinfo), (name, key)  # no password in a URL's userinfo
+            if key.removesuffix("_FILE") in SECRET_VALUES:  # each points at a secret this service mounts
+                assert value.startswith("/run/secrets/") and value.rsplit("/", 1)[1] in mounted[name], (name, key)
+    assert mounted["task-router"] == {"jwt_secret", "service_token", "webhook_secret", "postgres_password"}
+    holders = {name for name, secrets in mounted.items() if "postgres_password" in secrets}
+    assert holders == {"task-router", "migrate", "backup", "postgres"}
+    assert {name for name, secrets in mounted.items() if "jwt_secret" in secrets} == {"task-router"}
+    assert rendered["services"]["task-router"]["environment"]["DATABASE_URL"] == \
+        "postgresql+psycopg://tasks@postgres:5432/tasks"
+
+
+def test_the_rendered_file_variables_configure_taskexec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The router's environment from compose, with the secret files where compose mounts them, gives the
+    settings the router needs (taskexec reads *_FILE the same way in the container)."""
+    from taskexec.config import load_settings
+
+    out = run_config({"TEL_SECRETS_DIR": str(tmp_path)})
+    rendered = yaml.safe_load(out.stdout)
+    values = {"jwt_secret": "j" * 40, "service_token": "tel_service", "postgres_password": "db pw",
+              "webhook_secret": "", "secrets_token": ""}
+    for name, value in values.items():
+        (tmp_path / name).write_text(value + "\n")
+    assert {Path(s["file"]).parent for s in rendered["secrets"].values()} == {tmp_path}
+    for key, value in rendered["services"]["task-router"]["environment"].items():
+        monkeypatch.setenv(key, str(value).replace("/run/secrets", str(tmp_path)))
+    settings = load_settings()
+    settings.require_jwt_secret()
+    assert settings.database_url == "postgresql+psycopg://tasks:db%20pw@postgres:5432/tasks"
+    assert settings.service_token and settings.service_token.get_secret_value() == "tel_service"
+    assert settings.webhook_secret is None  # an empty optional secret file
 
 
 def test_compose_file_validates_against_the_compose_spec_schema() -> None:
@@ -97,6 +147,7 @@ def test_no_docker_socket_and_database_credentials_only_where_needed(rendered: d
     assert automated["environment"]["DOCKER_HOST"].startswith("tcp://dind:")  # the sidecar engine, over TLS
     holders = {n for n, s in rendered["services"].items() if "DATABASE_URL" in s.get("environment", {})}
     assert holders <= {"task-router", "migrate", "backup"} and "task-router" in holders
+    assert set(rendered["services"]["flower"]["command"][:3]) == {"celery", "-A", "taskexec.flower_app"}
 
 
 def test_worker_and_scheduler_healthchecks(rendered: dict[str, Any]) -> None:
@@ -117,25 +168,33 @@ def test_worker_and_scheduler_healthchecks(rendered: dict[str, Any]) -> None:
 
 def test_rabbitmq_override_moves_every_service_to_amqp_and_keeps_redis_for_integration_state() -> None:
     override = str(ROOT / "compose.rabbitmq.yaml")
-    refused = run_config(REQUIRED, override)
-    assert refused.returncode != 0 and "RABBITMQ_PASSWORD" in refused.stderr
-    out = run_config({**REQUIRED, "RABBITMQ_PASSWORD": "rabbit-pw"}, override)
+    out = run_config(REQUIRED, override)
     assert out.returncode == 0, out.stderr
-    services = yaml.safe_load(out.stdout)["services"]
-    assert services["rabbitmq"]["environment"]["RABBITMQ_DEFAULT_PASS"] == "rabbit-pw"
+    rendered = yaml.safe_load(out.stdout)
+    services = rendered["services"]
+    assert Path(rendered["secrets"]["rabbitmq_password"]["file"]) == ROOT / "secrets" / "rabbitmq_password"
+    rabbit = services["rabbitmq"]
+    assert "RABBITMQ_DEFAULT_PASS" not in rabbit["environment"]  # read from the secret file at start
+    assert "/run/secrets/rabbitmq_password" in " ".join(rabbit["entrypoint"])
     taskexec = [name for name, svc in services.items() if "redis://redis" in json.dumps(svc.get("environment"))
                 or "amqp://" in json.dumps(svc.get("environment"))]
     assert set(taskexec) == {"task-router", "automated-task-executor", "manual-task-handler",
                              "integration-task-executor", "scheduler", "flower"}
+    mounted = _secrets_of(rendered)
     for name in taskexec:
         env = services[name]["environment"]
-        assert env["CELERY_BROKER_URL"] == "amqp://taskexec:rabbit-pw@rabbitmq:5672//", name
+        assert env["CELERY_BROKER_URL"] == "amqp://taskexec@rabbitmq:5672//", name
+        assert env["TEL_BROKER_PASSWORD_FILE"] == "/run/secrets/rabbitmq_password", name
+        assert "rabbitmq_password" in mounted[name], name
         assert services[name]["depends_on"]["rabbitmq"] == {"condition": "service_healthy"}, name
-        assert env["TEL_SERVICE_TOKEN"] == "service-token", name  # compose.yaml's environment is kept
+    for name in ("task-router", "automated-task-executor", "scheduler"):  # compose.yaml's settings are kept
+        assert services[name]["environment"]["TEL_SERVICE_TOKEN_FILE"] == "/run/secrets/service_token", name
+        assert "service_token" in mounted[name], name
     assert services["integration-task-executor"]["environment"]["TEL_REDIS_URL"] == "redis://redis:6379/0"
-    # Flower's queue lengths on RabbitMQ come from the management API (the image that serves it)
-    assert services["flower"]["environment"]["FLOWER_BROKER_API"] == "http://taskexec:rabbit-pw@rabbitmq:15672/api/"
+    # Flower's queue lengths on RabbitMQ come from the management API (the image that serves it;
+    # taskexec.flower_app points Flower at it with the broker's credentials)
     assert services["rabbitmq"]["image"].endswith("-management")
+    assert services["flower"]["command"][:3] == ["celery", "-A", "taskexec.flower_app"]
 
 
 POOL_SERVICES = {"automated": "automated-task-executor", "manual": "manual-task-handler",
@@ -206,12 +265,14 @@ def test_grafana_is_provisioned_with_prometheus_and_the_dashboard(rendered: dict
     assert source["type"] == "prometheus" and source["isDefault"] is True
     assert source["url"] == "http://prometheus:9090" and "prometheus" in rendered["services"]
     assert _networks(grafana) & _networks(rendered["services"]["prometheus"])
-    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD"] == REQUIRED["GRAFANA_ADMIN_PASSWORD"]
+    assert grafana["environment"]["GF_SECURITY_ADMIN_PASSWORD__FILE"] == "/run/secrets/grafana_admin_password"
+    assert "grafana_admin_password" in _secrets_of(rendered)["grafana"]
     assert grafana["environment"]["GF_AUTH_ANONYMOUS_ENABLED"] == "false"
     assert _published_on_loopback(grafana)
 
 
 def test_flower_requires_basic_auth(rendered: dict[str, Any]) -> None:
     flower = rendered["services"]["flower"]
-    assert flower["environment"]["FLOWER_BASIC_AUTH"] == REQUIRED["FLOWER_BASIC_AUTH"]
+    assert flower["environment"]["FLOWER_BASIC_AUTH_FILE"] == "/run/secrets/flower_basic_auth"
+    assert "flower_basic_auth" in _secrets_of(rendered)["flower"]
     assert _published_on_loopback(flower)

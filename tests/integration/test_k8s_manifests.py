@@ -138,13 +138,55 @@ def _env_names(obj: dict[str, Any]) -> set[str]:
     return {e["name"] for c in spec["containers"] + spec.get("initContainers", []) for e in c.get("env", [])}
 
 
+def _secret_keys(obj: dict[str, Any]) -> set[str]:
+    """Keys of task-execution-secrets a pod gets (as files; no pod reads one into its environment)."""
+    keys = set()
+    for volume in pod_spec(obj).get("volumes", []):
+        if volume.get("secret", {}).get("secretName") == "task-execution-secrets":
+            keys |= {item["key"] for item in volume["secret"]["items"]}
+    return keys
+
+
 def test_only_the_router_and_its_database_jobs_hold_database_credentials() -> None:
     docs = render("overlays/production")
     holders = {d["metadata"]["name"] for d in docs
-               if d["kind"] in ("Deployment", "Job", "CronJob") and "DATABASE_URL" in _env_names(d)}
+               if d["kind"] in ("Deployment", "Job", "CronJob") and "database_url" in _secret_keys(d)}
     assert holders == {"task-router", "taskexec-migrate", "taskexec-backup"}
     for pool in POOLS:
-        assert "TEL_JWT_SECRET" not in _env_names(by_kind(docs, "Deployment")[pool])
+        assert "jwt_secret" not in _secret_keys(by_kind(docs, "Deployment")[pool])
+    workloads = [d for d in docs if d["kind"] in ("Deployment", "Job", "CronJob")]
+    assert {d["metadata"]["name"] for d in workloads if "jwt_secret" in _secret_keys(d)} == {"task-router"}
+
+
+@pytest.mark.parametrize("target", ["base", "overlays/production", "overlays/production-rabbitmq"])
+def test_secrets_are_files_never_environment_values(target: str) -> None:
+    """Each secret reaches a pod as a file of a `secret` volume, read through its *_FILE variable."""
+    workloads = [d for d in render(target) if d["kind"] in ("Deployment", "Job", "CronJob")]
+    for doc in workloads:
+        name = doc["metadata"]["name"]
+        spec = pod_spec(doc)
+        keys = _secret_keys(doc)
+        for container in spec["containers"] + spec.get("initContainers", []):
+            mounts = {m["name"]: m for m in container.get("volumeMounts", [])}
+            for env in container.get("env", []):
+                assert "secretKeyRef" not in env.get("valueFrom", {}), (name, env["name"])
+                if env["name"].endswith("_FILE") and env["value"].startswith("/run/secrets/"):
+                    assert mounts["secrets"]["mountPath"] == "/run/secrets/taskexec", name
+                    assert mounts["secrets"]["readOnly"] is True, name
+                    assert env["value"].rsplit("/", 1)[1] in keys, (name, env["name"])
+            assert "envFrom" not in container, name
+        mode = next(v["secret"]["defaultMode"] for v in spec.get("volumes", []) if v["name"] == "secrets") \
+            if keys else None
+        if keys and spec.get("securityContext", {}).get("fsGroup") != 10001:
+            assert mode == 0o444, name  # root-owned files: the non-root user needs the "other" bit
+        elif keys:
+            assert mode == 0o440, name
+    router = by_kind(render(target), "Deployment")["task-router"]
+    assert {"DATABASE_URL_FILE", "TEL_JWT_SECRET_FILE", "TEL_SERVICE_TOKEN_FILE"} <= _env_names(router)
+    assert not {"DATABASE_URL", "TEL_JWT_SECRET", "TEL_SERVICE_TOKEN", "CELERY_BROKER_URL"} & _env_names(router)
+    if target.endswith("rabbitmq"):
+        integration = by_kind(render(target), "Deployment")["integration-task-executor"]
+        assert "redis_url" in _secret_keys(integration) and "TEL_REDIS_URL_FILE" in _env_names(integration)
 
 
 def test_no_pod_mounts_the_node_docker_socket() -> None:
@@ -242,11 +284,8 @@ def test_rabbitmq_overlay_scales_on_the_amqp_queues_and_keeps_redis_for_integrat
     assert auth == [{"parameter": "host", "name": "task-execution-secrets", "key": "amqp_url"}]
     deployments = by_kind(docs, "Deployment")
     integration = pod_spec(deployments["integration-task-executor"])["containers"][0]
-    assert {"name": "TEL_REDIS_URL", "valueFrom": {"secretKeyRef": {"name": "task-execution-secrets",
-                                                                    "key": "redis_url"}}} in integration["env"]
-    flower = pod_spec(deployments["flower"])["containers"][0]  # queue lengths from the management API
-    assert {"name": "FLOWER_BROKER_API", "valueFrom": {"secretKeyRef": {"name": "task-execution-secrets",
-                                                                        "key": "flower_broker_api"}}} in flower["env"]
+    assert {"name": "TEL_REDIS_URL_FILE", "value": "/run/secrets/taskexec/redis_url"} in integration["env"]
+    assert "redis_url" in _secret_keys(deployments["integration-task-executor"])
     policies = by_kind(docs, "NetworkPolicy")
     egress = policies["taskexec-to-rabbitmq"]["spec"]
     apps = set(egress["podSelector"]["matchExpressions"][0]["values"])
@@ -281,7 +320,7 @@ def test_backup_cronjob_runs_taskexec_db_backup() -> None:
     assert container["image"].startswith("registry.example.com/taskexec:")
     args = build_parser().parse_args(container["args"][1:])
     assert (args.command, args.action, args.dir) == ("db", "backup", "/backups")
-    assert {"DATABASE_URL", "TEL_BACKUP_RETENTION_DAYS"} <= _env_names(cron)
+    assert {"DATABASE_URL_FILE", "TEL_BACKUP_RETENTION_DAYS"} <= _env_names(cron)
     claim = next(v for v in pod_spec(cron)["volumes"] if v["name"] == "backups")["persistentVolumeClaim"]
     assert claim["claimName"] in by_kind(docs, "PersistentVolumeClaim")
     assert by_kind(docs, "ConfigMap")["task-execution-config"]["data"]["backup_retention_days"] == "30"
@@ -391,3 +430,21 @@ def test_flower_requires_basic_auth() -> None:
     assert auth["valueFrom"] == {"secretKeyRef": {"name": "task-execution-secrets", "key": "flower_basic_auth"}}
     example = yaml.safe_load((K8S / "base" / "secret.example.yaml").read_text())
     assert example["stringData"]["flower_basic_auth"]
+
+
+@pytest.mark.parametrize("target", ["overlays/production", "overlays/production-rabbitmq"])
+def test_production_exposes_the_router_through_an_ingress_with_tls_only(target: str) -> None:
+    docs = render(target)
+    ingress = by_kind(docs, "Ingress")["task-router"]
+    spec = ingress["spec"]
+    tls_hosts = {h for entry in spec["tls"] for h in entry["hosts"]}
+    assert all(entry["secretName"] for entry in spec["tls"])
+    assert {rule["host"] for rule in spec["rules"]} <= tls_hosts  # no host is served without TLS
+    assert ingress["metadata"]["annotations"]["nginx.ingress.kubernetes.io/force-ssl-redirect"] == "true"
+    service = by_kind(docs, "Service")["task-router"]
+    ports = {p["name"] for p in service["spec"]["ports"]}
+    for rule in spec["rules"]:
+        for path in rule["http"]["paths"]:
+            backend = path["backend"]["service"]
+            assert backend["name"] == "task-router" and backend["port"]["name"] in ports
+    assert not by_kind(render("base"), "Ingress")  # the base stays cluster-internal
