@@ -425,9 +425,12 @@ def test_grafana_dashboard_configmap_is_the_dashboard_file() -> None:
 
 def test_flower_requires_basic_auth() -> None:
     """Flower can revoke tasks and stop or resize pools: its credentials are required, never optional."""
-    flower = pod_spec(by_kind(render("overlays/production"), "Deployment")["flower"])["containers"][0]
-    (auth,) = [e for e in flower["env"] if e["name"] == "FLOWER_BASIC_AUTH"]
-    assert auth["valueFrom"] == {"secretKeyRef": {"name": "task-execution-secrets", "key": "flower_basic_auth"}}
+    deployment = by_kind(render("overlays/production"), "Deployment")["flower"]
+    flower = pod_spec(deployment)["containers"][0]
+    assert {"name": "FLOWER_BASIC_AUTH_FILE", "value": "/run/secrets/taskexec/flower_basic_auth"} in flower["env"]
+    volume = next(v for v in pod_spec(deployment)["volumes"] if v.get("secret"))["secret"]
+    assert not volume.get("optional")  # a Secret without the key: the pod does not start
+    assert "flower_basic_auth" in _secret_keys(deployment)  # taskexec.flower_app refuses an empty one
     example = yaml.safe_load((K8S / "base" / "secret.example.yaml").read_text())
     assert example["stringData"]["flower_basic_auth"]
 
