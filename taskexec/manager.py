@@ -31,6 +31,10 @@ PUBLISH_GRACE = timedelta(seconds=5)
 DEFAULT_INFRA_RETRIES = 3
 # A target's Retry-After is honoured up to this many seconds.
 MAX_RETRY_AFTER_S = 3600.0
+# Final whatever a definition's retryableErrors say: a user's cancel, an egress refusal (the same URL is
+# refused again), a task that waited too long in its queue.
+NEVER_RETRIED = frozenset({TaskErrorCode.CANCELLED.value, TaskErrorCode.DESTINATION_NOT_ALLOWED.value,
+                           TaskErrorCode.QUEUE_TIMEOUT.value})
 # A stored definition version never changes: (id, version) lookups are answered from memory, up to this many.
 DEFINITION_CACHE_SIZE = 1024
 # The statements every task goes through, built once (building and cache-keying one costs more CPU than running it).
@@ -327,7 +331,7 @@ class TaskManager:
                 error = {"code": TaskErrorCode.OUTPUT_VALIDATION_ERROR.value, "message": exc.message,
                          "details": exc.details}
         dead = False
-        if target is Status.FAILED and body.retry:
+        if target in (Status.FAILED, Status.TIMED_OUT) and self.retryable(s, task, error, body.retry):
             delay = self.retry_delay(s, task, error)
             if delay is not None:
                 meta["lastError"] = error
@@ -344,15 +348,25 @@ class TaskManager:
             record_dead_letter(s, task, self.settings.queues[TaskType(task.type)], error)
         return task
 
+    def retryable(self, s: Session, task: TaskInstance, error: dict[str, Any] | None, requested: bool) -> bool:
+        """May this failed (or timed-out) attempt be retried? For every task type the definition's
+        `retryPolicy.retryableErrors` decides when it is given; without it the worker's own verdict
+        (`requested`: our faults such as SANDBOX_ERROR, transient integration failures) does. Codes in
+        NEVER_RETRIED are final whatever the policy says."""
+        code = (error or {}).get("code")
+        if code in NEVER_RETRIED:
+            return False
+        policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
+        allowed = policy.get("retryableErrors")
+        if allowed is not None:
+            return code in allowed
+        return requested
+
     def retry_delay(self, s: Session, task: TaskInstance, error: dict[str, Any] | None = None) -> float | None:
-        """Seconds before the next retry, or None when retries are spent or the error is not in the
-        policy's `retryableErrors` (contract section 5). A `details.retryAfterMs` (e.g. a 429's
-        Retry-After) is a floor on the delay."""
+        """Seconds before the next retry, or None when retries are spent (contract section 5). A
+        `details.retryAfterMs` (e.g. a 429's Retry-After) is a floor on the delay."""
         policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
         if task.retry_count >= policy.get("maxRetries", DEFAULT_INFRA_RETRIES):
-            return None
-        allowed = policy.get("retryableErrors")
-        if allowed and error is not None and error.get("code") not in allowed:
             return None
         delay = backoff_delay(policy, task.retry_count)
         details = (error or {}).get("details")
