@@ -20,6 +20,7 @@ from taskexec.deadletters import record_dead_letter, resolve_dead_letters
 from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound, ValidationFailed
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
+from taskexec.queue_timeout import deadline as queue_deadline
 from taskexec.recovery import Recovery
 from taskexec.schemas import DefinitionIn, DefinitionListQuery, FinishIn, SubmitIn, TaskListQuery
 from taskexec.statemachine import event_type_for, transition
@@ -147,7 +148,8 @@ class TaskManager:
             idempotency_key=scoped_key,
             created_by=principal.sub,
             dispatch_token=new_id(),
-            available_at=now + PUBLISH_GRACE,
+            available_at=now + PUBLISH_GRACE,  # published by this request; the dispatcher takes over after this
+            queue_deadline=queue_deadline(self.settings, now, definition.execution_config, config),
             retry_count=0,
             attempt=0,
             version=1,
@@ -385,7 +387,8 @@ class TaskManager:
         available = utcnow() + timedelta(seconds=max(0.0, delay_s))
         transition(s, task, Status.PENDING, actor=actor, event_type=DEFERRED_EVENT,
                    details={"reason": reason, "nextAttemptAt": available.isoformat()},
-                   dispatch_token=new_id(), enqueued_at=None, available_at=available, worker_id=None)
+                   dispatch_token=new_id(), enqueued_at=None, available_at=available, worker_id=None,
+                   queue_deadline=self._queue_deadline(s, task, available))
         return task
 
     # ------------------------------------------------------------ helpers
@@ -395,10 +398,15 @@ class TaskManager:
         available = now + timedelta(seconds=delay_s)
         self._move(
             s, task, Status.PENDING, actor=actor, dispatch_token=new_id(), enqueued_at=None, available_at=available,
-            retry_count=task.retry_count + 1, worker_id=None, output=None, error=None,
+            queue_deadline=self._queue_deadline(s, task, available), retry_count=task.retry_count + 1,
+            worker_id=None, output=None, error=None,
             extra={"nextAttemptAt": available.isoformat()},
             details={**(fields.pop("details", None) or {}), "nextAttemptAt": available.isoformat()}, **fields,
         )
+
+    def _queue_deadline(self, s: Session, task: TaskInstance, ready_at: datetime) -> datetime:
+        definition = self.get_definition(s, task.definition_id, task.definition_version)
+        return queue_deadline(self.settings, ready_at, definition.execution_config, task.execution_config)
 
     def _move(self, s: Session, task: TaskInstance, target: Status, *, actor: str | None,
               extra: dict[str, Any] | None = None, details: dict[str, Any] | None = None,

@@ -33,6 +33,10 @@ TASKS_FINISHED = Counter(
     "taskexec_tasks_finished_total",
     "Tasks that reached a final status (COMPLETED, FAILED, CANCELLED, TIMED_OUT).",
     ["type", "definition", "status"])
+TASK_QUEUE_TIMEOUTS = Counter(
+    "taskexec_tasks_queue_timeouts_total",
+    "Tasks that waited in their queue past their queued timeout (TIMED_OUT, QUEUE_TIMEOUT) by type and queue.",
+    ["type", "queue"])
 TASK_RETRIES = Counter(
     "taskexec_task_retries_total", "Tasks put back in the queue for another attempt.", ["type", "definition"])
 TASK_QUEUE_TIME = Histogram(
