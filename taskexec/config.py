@@ -5,10 +5,12 @@ from __future__ import annotations
 import functools
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from taskexec.constants import DEFAULT_QUEUES, TaskType
+
+RATE_OFF = ("off", "0", "none", "")  # values of TEL_API_RATE_LIMIT / TEL_API_BULK_RATE_LIMIT meaning no limit
 
 
 class Settings(BaseSettings):
@@ -56,6 +58,14 @@ class Settings(BaseSettings):
     metrics_port: int = Field(9540, ge=0, le=65535, validation_alias="TEL_METRICS_PORT")  # worker HTTP; 0: none
     health_stale_s: float = Field(30.0, gt=0, validation_alias="TEL_HEALTH_STALE_SECONDS")  # worker /health
     stale_running_grace_s: float = Field(60.0, ge=0, validation_alias="TEL_STALE_RUNNING_GRACE")
+    # --- API rate limits and load shedding (docs/architecture.md, "Rate limits and shedding")
+    api_rate_limit: str = Field("100/min", validation_alias="TEL_API_RATE_LIMIT")  # per principal; "off": none
+    api_bulk_rate_limit: str = Field("20/min", validation_alias="TEL_API_BULK_RATE_LIMIT")  # routes marked @bulk
+    api_rate_limit_exempt_roles: str = Field("admin,service", validation_alias="TEL_API_RATE_LIMIT_EXEMPT_ROLES")
+    shed_low_queue_depth: int = Field(10_000, ge=0, validation_alias="TEL_SHED_LOW_QUEUE_DEPTH")  # 0: never
+    shed_medium_queue_depth: int = Field(50_000, ge=0, validation_alias="TEL_SHED_MEDIUM_QUEUE_DEPTH")  # 0: never
+    shed_retry_after_s: int = Field(30, ge=1, le=3600, validation_alias="TEL_SHED_RETRY_AFTER")
+    shed_check_interval_s: float = Field(2.0, gt=0, le=300, validation_alias="TEL_SHED_CHECK_INTERVAL")
     # --- manual tasks
     manual_max_open_tasks: int = Field(10, ge=1, le=10_000, validation_alias="TEL_MANUAL_MAX_OPEN_TASKS")
     manual_rebalance_s: float = Field(30.0, gt=0, validation_alias="TEL_MANUAL_REBALANCE_INTERVAL")
@@ -122,6 +132,15 @@ class Settings(BaseSettings):
         parse_rate(value)
         return value
 
+    @field_validator("api_rate_limit", "api_bulk_rate_limit")
+    @classmethod
+    def _api_rate(cls, value: str) -> str:
+        from taskexec.integration_spec import parse_rate
+
+        if value.strip().lower() not in RATE_OFF:
+            parse_rate(value)
+        return value.strip()
+
     @field_validator("rate_limit_hosts")
     @classmethod
     def _rate_hosts(cls, value: str) -> str:
@@ -137,6 +156,14 @@ class Settings(BaseSettings):
             raise ValueError("must be a redis:// or amqp:// URL")
         return value
 
+    @field_validator("shed_medium_queue_depth")
+    @classmethod
+    def _shedding(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("shed_low_queue_depth") or 0
+        if low and value and value < low:
+            raise ValueError(f"must not be below TEL_SHED_LOW_QUEUE_DEPTH ({low})")
+        return value
+
     def require_jwt_secret(self) -> None:
         """Processes that sign or verify tokens refuse to start without a real secret."""
         if not self.jwt_public_key and len(self.jwt_secret.get_secret_value()) < 32:
@@ -149,6 +176,25 @@ class Settings(BaseSettings):
             TaskType.MANUAL: self.queue_manual,
             TaskType.INTEGRATION: self.queue_integration,
         }
+
+    @property
+    def state_redis_url(self) -> str | None:
+        """The Redis holding state shared by every process (integration breakers and rate limits, API rate
+        limits): `TEL_REDIS_URL`, else the broker when it is Redis; None with an AMQP broker and no Redis."""
+        if self.redis_url:
+            return self.redis_url
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
+    def api_rate(self, bulk: bool = False) -> tuple[int, float] | None:
+        """(requests, window seconds) of the standard or bulk API class; None when switched off."""
+        from taskexec.integration_spec import parse_rate
+
+        spec = self.api_bulk_rate_limit if bulk else self.api_rate_limit
+        return None if spec.lower() in RATE_OFF else parse_rate(spec)
+
+    @property
+    def rate_limit_exempt_roles(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.api_rate_limit_exempt_roles.split(",") if r.strip())
 
     @property
     def default_timeout_s(self) -> float:

@@ -51,6 +51,13 @@ OUTBOX_DELIVERIES = Counter(
     "taskexec_outbox_deliveries_total", "Outbound event deliveries by target and result (ok, failed).",
     ["target", "result"])
 
+API_RATE_LIMITED = Counter(
+    "taskexec_api_rate_limited_total", "API requests refused with 429 (per-principal rate limit), by class.",
+    ["rate_class"])
+API_SHED = Counter(
+    "taskexec_api_shed_total", "Submissions refused with 503 because their queue is over a shedding threshold.",
+    ["queue", "priority"])
+
 # ------------------------------------------------------------------ router: computed at scrape time
 
 CELERY_QUEUE_LENGTH = "celery_queue_length"  # {queue_name} messages waiting on the broker (celery-exporter)

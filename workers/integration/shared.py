@@ -23,8 +23,7 @@ _lock = threading.Lock()
 
 
 def redis_client(settings: Settings) -> redis.Redis | None:
-    url = settings.redis_url or (settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://"))
-                                 else None)
+    url = settings.state_redis_url
     key = url or ""
     with _lock:
         if key not in _clients:
