@@ -80,6 +80,13 @@ class Settings(BaseSettings):
     sandbox_image_shell: str = Field("taskexec-sandbox-shell:1", validation_alias="TEL_SANDBOX_IMAGE_SHELL")
     sandbox_runtime: str | None = Field(None, validation_alias="TEL_SANDBOX_RUNTIME")
     sandbox_allow_network: bool = Field(False, validation_alias="TEL_SANDBOX_ALLOW_NETWORK")
+    # tasks with outbound access: their Docker network, who installs its firewall rules (sandbox/egress.py),
+    # and the private ranges they may reach all the same (comma-separated CIDRs)
+    sandbox_network: str = Field("taskexec-egress", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                                 validation_alias="TEL_SANDBOX_NETWORK")
+    sandbox_egress_rules: str = Field("install", pattern=r"^(install|external)$",
+                                      validation_alias="TEL_SANDBOX_EGRESS_RULES")
+    sandbox_allowed_networks: str = Field("", validation_alias="TEL_SANDBOX_ALLOWED_NETWORKS")
     sandbox_pool_size: int = Field(2, ge=0, le=32, validation_alias="TEL_SANDBOX_POOL_SIZE")
     sandbox_default_cpu: float = Field(1.0, gt=0, validation_alias="TEL_SANDBOX_DEFAULT_CPU")
     sandbox_max_cpu: float = Field(2.0, gt=0, validation_alias="TEL_SANDBOX_MAX_CPU")
@@ -95,6 +102,9 @@ class Settings(BaseSettings):
     integration_key_prefix: str = Field("tel:integration", min_length=1, validation_alias="TEL_INTEGRATION_KEY_PREFIX")
     integration_connect_timeout_ms: int = Field(5000, gt=0, validation_alias="TEL_INTEGRATION_CONNECT_TIMEOUT_MS")
     integration_read_timeout_ms: int = Field(30000, gt=0, validation_alias="TEL_INTEGRATION_READ_TIMEOUT_MS")
+    # definition-controlled URLs reach public addresses only, plus these ranges (comma-separated CIDRs)
+    integration_allowed_networks: str = Field("", validation_alias="TEL_INTEGRATION_ALLOWED_NETWORKS")
+    integration_max_redirects: int = Field(5, ge=0, le=20, validation_alias="TEL_INTEGRATION_MAX_REDIRECTS")
     integration_max_response_bytes: int = Field(10 * 1024 * 1024, ge=1024,
                                                 validation_alias="TEL_INTEGRATION_MAX_RESPONSE_BYTES")
     circuit_failure_threshold: int = Field(5, ge=1, validation_alias="TEL_CIRCUIT_FAILURE_THRESHOLD")
@@ -140,6 +150,14 @@ class Settings(BaseSettings):
         if value.strip().lower() not in RATE_OFF:
             parse_rate(value)
         return value.strip()
+
+    @field_validator("integration_allowed_networks", "sandbox_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from taskexec.netpolicy import parse_networks
+
+        parse_networks(value)
+        return value
 
     @field_validator("rate_limit_hosts")
     @classmethod
@@ -191,6 +209,13 @@ class Settings(BaseSettings):
 
         spec = self.api_bulk_rate_limit if bulk else self.api_rate_limit
         return None if spec.lower() in RATE_OFF else parse_rate(spec)
+
+    @property
+    def integration_allowed(self) -> tuple[Any, ...]:
+        """TEL_INTEGRATION_ALLOWED_NETWORKS parsed (ipaddress networks)."""
+        from taskexec.netpolicy import parse_networks
+
+        return parse_networks(self.integration_allowed_networks)
 
     @property
     def rate_limit_exempt_roles(self) -> frozenset[str]:

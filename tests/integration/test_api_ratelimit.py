@@ -150,7 +150,7 @@ def limited_stack(env: dict[str, str], tmp_path: Path) -> Iterator[Stack]:
 
 def test_the_limit_holds_across_gunicorn_processes(limited_stack: Stack) -> None:
     """24 concurrent-ish requests over fresh connections reach both router processes; 10 are let through."""
-    answers = Counter()
+    answers: Counter[int] = Counter()
     for _ in range(24):
         with requests.Session() as http:
             answers[http.get(f"{limited_stack.url}{API}/tasks", headers=SUBMITTER, timeout=10).status_code] += 1
