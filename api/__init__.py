@@ -35,8 +35,8 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool | Non
     for bp in (ops.bp, metrics.bp, definitions.bp, tasks.bp, manual.bp, inbox_page.bp, dashboard.bp, internal.bp):
         app.register_blueprint(bp)
     app.register_blueprint(deadletters_bp)
+    ratelimit.install(app, settings)  # per-principal limits and X-RateLimit-* headers on every /api/v1 answer
     app.before_request(reject_nul_in_url)
-    ratelimit.install(app, settings)  # per-principal limits and X-RateLimit-* headers on /api/v1
     shedding.install(app, settings, broker_stats)  # 503 for LOW/MEDIUM submissions to an overloaded queue
     register_openapi(app)
     register_error_handlers(app)
