@@ -11,6 +11,7 @@ from taskexec.constants import INTERNAL_PREFIX, Permission
 from taskexec.dispatch import dispatch_due, republish_overdue
 from taskexec.exceptions import NotFound
 from taskexec.outbox import deliver_due
+from taskexec.queue_timeout import QueueTimeouts
 from taskexec.recovery import Recovery
 from taskexec.schemas import DeferIn, FinishIn, LostIn, StartIn
 
@@ -101,6 +102,10 @@ def sweep(name: str):
             failed = Recovery(rt.manager).stale(s)
         _wake()
         return jsonify({"stale": failed})
+    if name == "queued":
+        with rt.db.session() as s:
+            timed_out = QueueTimeouts(rt.settings).sweep(s)
+        return jsonify({"queued": timed_out})
     if name in ("reminders", "escalations"):
         from taskexec.manual_timers import TimerSweeps
 

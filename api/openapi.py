@@ -71,6 +71,15 @@ ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None
 
 # Operations whose body may be left out (cancel: the reason is optional).
 _OPTIONAL_BODY = {("post", "/api/v1/tasks/{id}/cancel")}
+# Every /api/v1 response (api/ratelimit.py); absent only while the rate-limit store is unreachable.
+RATE_HEADERS: dict[str, Any] = {
+    "X-RateLimit-Limit": {"description": "requests allowed per window for this principal and route class",
+                          "schema": {"type": "integer"}},
+    "X-RateLimit-Remaining": {"description": "requests left in the current window", "schema": {"type": "integer"}},
+    "X-RateLimit-Reset": {"description": "Unix time at which the current window ends", "schema": {"type": "integer"}},
+}
+RETRY_AFTER = {"description": "seconds to wait before trying again (429, 503)", "schema": {"type": "integer"}}
+SHEDDABLE = {("post", "/api/v1/tasks")}  # routes declared `@sheddable` (api/shedding.py)
 
 _QUERY: dict[str, type[BaseModel]] = {
     "/api/v1/tasks": schemas.TaskListQuery,
@@ -90,16 +99,22 @@ def build_spec() -> dict[str, Any]:
         ref_template="#/components/schemas/{model}",
     )
     components = defs.get("$defs", {})
-    error = {"description": "error", "content": _json_ref("ErrorEnvelope")}
+    limits = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_HEADERS}
+    error = {"description": "error (429 RATE_LIMITED with Retry-After over the rate limit)",
+             "content": _json_ref("ErrorEnvelope"), "headers": {**limits, "Retry-After": RETRY_AFTER}}
     paths: dict[str, Any] = {}
     for method, path, summary, req, resp, status in ROUTES:
         op: dict[str, Any] = {"summary": summary, "responses": {"4XX": error},
                               "security": [{"bearer": []}, {"apiKey": []}]}
         if req:
             op["requestBody"] = {"required": (method, path) not in _OPTIONAL_BODY, "content": _json_ref(req.__name__)}
-        op["responses"][str(status)] = {"description": "success"} | (
+        op["responses"][str(status)] = {"description": "success", "headers": limits} | (
             {"content": _json_ref(resp.__name__)} if resp else {}
         )
+        if (method, path) in SHEDDABLE:
+            op["responses"]["503"] = {"description": "UNAVAILABLE: the task's queue is over the shedding threshold "
+                                      "for its priority", "content": _json_ref("ErrorEnvelope"),
+                                      "headers": {**limits, "Retry-After": RETRY_AFTER}}
         params = ([{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
                   if "{id}" in path else [])
         if method == "get" and path in _QUERY:
@@ -118,6 +133,7 @@ def build_spec() -> dict[str, Any]:
         "paths": paths,
         "components": {
             "schemas": components,
+            "headers": RATE_HEADERS,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
                 "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"},

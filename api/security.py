@@ -11,13 +11,39 @@ from flask import g, request
 from api.runtime import runtime
 from taskexec.auth import API_KEY_CACHE, Principal, decode_token, hash_key, verify_api_key
 from taskexec.constants import Permission
-from taskexec.exceptions import Unauthorized
+from taskexec.exceptions import TaskexecError, Unauthorized
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def authenticate() -> Principal:
-    """Resolve the caller from `Authorization: Bearer` or `X-API-Key`; 401 if neither is valid."""
+    """Resolve the caller from `Authorization: Bearer` or `X-API-Key`; 401 if neither is valid.
+
+    Once per request: the rate-limit hook resolves the caller before the route does, and both get the
+    same answer (the principal, or the same 401)."""
+    cached = g.get("auth_result")
+    if isinstance(cached, Principal):
+        return cached
+    if isinstance(cached, Unauthorized):
+        raise cached
+    try:
+        principal = _authenticate()
+    except Unauthorized as exc:
+        g.auth_result = exc
+        raise
+    g.auth_result = principal
+    return principal
+
+
+def try_authenticate() -> Principal | None:
+    """The caller, or None when the request carries no valid credentials (the route answers 401 itself)."""
+    try:
+        return authenticate()
+    except TaskexecError:  # 401, or the API key store unreachable: the route reports it
+        return None
+
+
+def _authenticate() -> Principal:
     rt = runtime()
     header = request.headers.get("Authorization", "")
     api_key = request.headers.get("X-API-Key")

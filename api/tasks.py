@@ -7,6 +7,7 @@ from flask import Blueprint, jsonify, request
 from api.io import event_out, page, parse_body, parse_query, task_out
 from api.runtime import runtime
 from api.security import audit_fields, current, require
+from api.shedding import sheddable
 from taskexec.auth import Principal
 from taskexec.constants import API_PREFIX, Permission
 from taskexec.dispatch import publish_stored
@@ -35,6 +36,7 @@ def load_visible(s, task_id: str) -> TaskInstance:
 
 
 @bp.post("")
+@sheddable()
 @require(Permission.EXECUTE)
 def submit():
     key = request.headers.get("Idempotency-Key")

@@ -56,7 +56,9 @@ def inproc(args: argparse.Namespace) -> int:
         conn.execute(f"CREATE DATABASE {dbname}")
     try:
         upgrade(support.db_url(dbname))
-        env = support.base_env(dbname, prefix, LOG_LEVEL="WARNING", **dict(item.split("=", 1) for item in args.env))
+        env = support.base_env(dbname, prefix, LOG_LEVEL="WARNING",  # clients counted, never refused (as throughput.py)
+                               TEL_API_RATE_LIMIT_EXEMPT_ROLES="admin,service,submitter",
+                               **dict(item.split("=", 1) for item in args.env))
         settings = Settings(**{k: v for k, v in env.items()  # type: ignore[arg-type]
                                if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))})
         db = Database(settings.database_url)

@@ -49,6 +49,7 @@ class ContainerKey:
     network: bool
     worker_id: str
     container_runtime: str | None = None
+    network_name: str | None = None  # with `network`: the egress network (sandbox/egress.py); None: Docker's bridge
 
     @property
     def limits(self) -> Limits:
@@ -99,7 +100,7 @@ def create(api: Any, key: ContainerKey, labels: dict[str, str], name: str | None
     """Create (not start) a hardened container for ``key``; return its id."""
     lim = key.limits
     host_config = api.create_host_config(
-        network_mode="bridge" if key.network else "none",
+        network_mode=(key.network_name or "bridge") if key.network else "none",
         read_only=True,
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],

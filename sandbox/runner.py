@@ -31,6 +31,7 @@ from sandbox import cgroups
 from sandbox import containers as c
 from sandbox import reaper as reaper_mod
 from sandbox.classify import Outcome, classify
+from sandbox.egress import Egress
 from sandbox.errors import SandboxUnavailable
 from sandbox.images import DEFAULT_IMAGES
 from sandbox.pool import ContainerPool, Handle
@@ -50,7 +51,7 @@ class DockerRunner:
                  log_tail_bytes: int = 64 * 1024, container_runtime: str | None = None,
                  allow_network: bool = False, pool_size: int | None = None,
                  pool_idle_ttl_s: float = 600.0, reap_grace_s: float = 30.0,
-                 async_remove: bool = True, deployment: str | None = None) -> None:
+                 async_remove: bool = True, deployment: str | None = None, egress: Egress | None = None) -> None:
         self.images = dict(DEFAULT_IMAGES)
         # Every container carries this label and the reaper only looks at containers carrying it, so
         # deployments sharing one engine never reap (and report lost) each other's containers.
@@ -60,6 +61,9 @@ class DockerRunner:
         self.log_tail_bytes = log_tail_bytes
         self.container_runtime = container_runtime
         self.allow_network = allow_network
+        # Where containers with network go: the egress network with its rules (the worker always sets it);
+        # without it Docker's default bridge, which reaches the host and private ranges (library use only).
+        self.egress = egress
         self.reap_grace_s = reap_grace_s
         if pool_size is None:
             pool_size = int(os.environ.get("TASKEXEC_SANDBOX_POOL_SIZE", "0") or 0)  # library default: no pool
@@ -141,10 +145,12 @@ class DockerRunner:
     def _key(self, spec: RunSpec) -> c.ContainerKey:
         if spec.runtime not in RUNTIMES:
             raise ValueError(f"unknown runtime {spec.runtime!r} (expected one of {RUNTIMES})")
+        network = bool(spec.network and self.allow_network)
+        network_name = self.egress.network(self.client).name if network and self.egress is not None else None
         return c.ContainerKey(image=self.images[spec.runtime], runtime=spec.runtime,
-                              limits_class=spec.limits.container_class(),
-                              network=bool(spec.network and self.allow_network),
-                              worker_id=spec.worker_id, container_runtime=self.container_runtime)
+                              limits_class=spec.limits.container_class(), network=network,
+                              worker_id=spec.worker_id, container_runtime=self.container_runtime,
+                              network_name=network_name)
 
     def _start(self, key: c.ContainerKey, labels: dict[str, str], pooled: bool) -> Handle:
         """Create, attach and start a container (removing it again if any step fails)."""

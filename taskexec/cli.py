@@ -8,7 +8,7 @@ import os
 import sys
 from typing import Any
 
-from taskexec.config import ConfigError, get_settings, reset_settings
+from taskexec.config import ConfigError, Settings, get_settings, reset_settings
 
 POOLS = ("automated", "manual", "integration")
 
@@ -148,7 +148,30 @@ def cmd_sandbox(args: argparse.Namespace) -> None:
     from sandbox import build_images
 
     settings = get_settings()
+    if args.action == "egress-rules":
+        cmd_egress_rules(args, settings)
+        return
     build_images({"python": settings.sandbox_image_python, "shell": settings.sandbox_image_shell}, force=args.force)
+
+
+def cmd_egress_rules(args: argparse.Namespace, settings: Settings) -> None:
+    """Create the egress network of tasks with outbound access and install (or print, or remove) its rules."""
+    import docker
+
+    from sandbox import egress
+    from taskexec.netpolicy import parse_networks, refused_ipv4_networks
+
+    net = egress.ensure_network(docker.from_env(timeout=60), settings.sandbox_network)
+    allowed = [str(n) for n in parse_networks(settings.sandbox_allowed_networks) if n.version == 4]
+    resolvers = egress.host_resolvers()
+    if args.remove:
+        egress.remove(net)
+        print(f"removed the egress rules of network {net.name}")
+    elif args.print:
+        print(egress.script(net, refused_ipv4_networks(), allowed, resolvers), end="")
+    else:
+        egress.install(net, refused_ipv4_networks(), allowed, resolvers)
+        print(f"egress rules installed for network {net.name} (bridge {net.bridge}, {net.subnet})")
 
 
 def cmd_db(args: argparse.Namespace) -> None:
@@ -225,6 +248,10 @@ def build_parser() -> argparse.ArgumentParser:
     sbsub = sb.add_subparsers(dest="action", required=True)
     bi = sbsub.add_parser("build-image", help="build the runtime images (offline, via debootstrap)")
     bi.add_argument("--force", action="store_true")
+    er = sbsub.add_parser("egress-rules", help="network + iptables rules for tasks with outbound access "
+                                               "(run as root on the Docker engine's host)")
+    er.add_argument("--print", action="store_true", help="print them as a shell script instead of applying them")
+    er.add_argument("--remove", action="store_true", help="take them away")
     sb.set_defaults(func=cmd_sandbox)
     db = sub.add_parser("db", help="back up or restore the task database (pg_dump / pg_restore)")
     dbsub = db.add_subparsers(dest="action", required=True)

@@ -8,7 +8,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import parse_qsl, quote, urlencode
 
-from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from taskexec.constants import DEFAULT_QUEUES, TaskType
@@ -22,6 +22,8 @@ LOCAL_DATABASE_NAME = "taskexec"
 def local_database_url() -> str:
     port = os.environ.get("TEL_PG_PORT") or "55432"
     return f"postgresql+psycopg://postgres@127.0.0.1:{port}/{LOCAL_DATABASE_NAME}"
+
+RATE_OFF = ("off", "0", "none", "")  # values of TEL_API_RATE_LIMIT / TEL_API_BULK_RATE_LIMIT meaning no limit
 
 
 class Settings(BaseSettings):
@@ -99,6 +101,14 @@ class Settings(BaseSettings):
     # worker /health and /ready: 503 once its queue has waited this long with a free slot and nothing taken
     health_stall_s: float = Field(60.0, gt=0, validation_alias="TEL_HEALTH_STALL_SECONDS")
     stale_running_grace_s: float = Field(60.0, ge=0, validation_alias="TEL_STALE_RUNNING_GRACE")
+    # --- API rate limits and load shedding (docs/architecture.md, "Rate limits and shedding")
+    api_rate_limit: str = Field("100/min", validation_alias="TEL_API_RATE_LIMIT")  # per principal; "off": none
+    api_bulk_rate_limit: str = Field("20/min", validation_alias="TEL_API_BULK_RATE_LIMIT")  # routes marked @bulk
+    api_rate_limit_exempt_roles: str = Field("admin,service", validation_alias="TEL_API_RATE_LIMIT_EXEMPT_ROLES")
+    shed_low_queue_depth: int = Field(10_000, ge=0, validation_alias="TEL_SHED_LOW_QUEUE_DEPTH")  # 0: never
+    shed_medium_queue_depth: int = Field(50_000, ge=0, validation_alias="TEL_SHED_MEDIUM_QUEUE_DEPTH")  # 0: never
+    shed_retry_after_s: int = Field(30, ge=1, le=3600, validation_alias="TEL_SHED_RETRY_AFTER")
+    shed_check_interval_s: float = Field(2.0, gt=0, le=300, validation_alias="TEL_SHED_CHECK_INTERVAL")
     # --- manual tasks
     manual_max_open_tasks: int = Field(10, ge=1, le=10_000, validation_alias="TEL_MANUAL_MAX_OPEN_TASKS")
     manual_rebalance_s: float = Field(30.0, gt=0, validation_alias="TEL_MANUAL_REBALANCE_INTERVAL")
@@ -113,6 +123,13 @@ class Settings(BaseSettings):
     sandbox_image_shell: str = Field("taskexec-sandbox-shell:1", validation_alias="TEL_SANDBOX_IMAGE_SHELL")
     sandbox_runtime: str | None = Field(None, validation_alias="TEL_SANDBOX_RUNTIME")
     sandbox_allow_network: bool = Field(False, validation_alias="TEL_SANDBOX_ALLOW_NETWORK")
+    # tasks with outbound access: their Docker network, who installs its firewall rules (sandbox/egress.py),
+    # and the private ranges they may reach all the same (comma-separated CIDRs)
+    sandbox_network: str = Field("taskexec-egress", pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+                                 validation_alias="TEL_SANDBOX_NETWORK")
+    sandbox_egress_rules: str = Field("install", pattern=r"^(install|external)$",
+                                      validation_alias="TEL_SANDBOX_EGRESS_RULES")
+    sandbox_allowed_networks: str = Field("", validation_alias="TEL_SANDBOX_ALLOWED_NETWORKS")
     sandbox_pool_size: int = Field(2, ge=0, le=32, validation_alias="TEL_SANDBOX_POOL_SIZE")
     sandbox_default_cpu: float = Field(1.0, gt=0, validation_alias="TEL_SANDBOX_DEFAULT_CPU")
     sandbox_max_cpu: float = Field(2.0, gt=0, validation_alias="TEL_SANDBOX_MAX_CPU")
@@ -130,6 +147,9 @@ class Settings(BaseSettings):
     integration_key_prefix: str = Field("tel:integration", min_length=1, validation_alias="TEL_INTEGRATION_KEY_PREFIX")
     integration_connect_timeout_ms: int = Field(5000, gt=0, validation_alias="TEL_INTEGRATION_CONNECT_TIMEOUT_MS")
     integration_read_timeout_ms: int = Field(30000, gt=0, validation_alias="TEL_INTEGRATION_READ_TIMEOUT_MS")
+    # definition-controlled URLs reach public addresses only, plus these ranges (comma-separated CIDRs)
+    integration_allowed_networks: str = Field("", validation_alias="TEL_INTEGRATION_ALLOWED_NETWORKS")
+    integration_max_redirects: int = Field(5, ge=0, le=20, validation_alias="TEL_INTEGRATION_MAX_REDIRECTS")
     integration_max_response_bytes: int = Field(10 * 1024 * 1024, ge=1024,
                                                 validation_alias="TEL_INTEGRATION_MAX_RESPONSE_BYTES")
     circuit_failure_threshold: int = Field(5, ge=1, validation_alias="TEL_CIRCUIT_FAILURE_THRESHOLD")
@@ -165,6 +185,23 @@ class Settings(BaseSettings):
         from taskexec.integration_spec import parse_rate
 
         parse_rate(value)
+        return value
+
+    @field_validator("api_rate_limit", "api_bulk_rate_limit")
+    @classmethod
+    def _api_rate(cls, value: str) -> str:
+        from taskexec.integration_spec import parse_rate
+
+        if value.strip().lower() not in RATE_OFF:
+            parse_rate(value)
+        return value.strip()
+
+    @field_validator("integration_allowed_networks", "sandbox_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from taskexec.netpolicy import parse_networks
+
+        parse_networks(value)
         return value
 
     @field_validator("rate_limit_hosts")
@@ -206,6 +243,14 @@ class Settings(BaseSettings):
             raise ValueError("TEL_TLS_CERT_FILE and TEL_TLS_KEY_FILE: set both or neither")
         return self
 
+    @field_validator("shed_medium_queue_depth")
+    @classmethod
+    def _shedding(cls, value: int, info: ValidationInfo) -> int:
+        low = info.data.get("shed_low_queue_depth") or 0
+        if low and value and value < low:
+            raise ValueError(f"must not be below TEL_SHED_LOW_QUEUE_DEPTH ({low})")
+        return value
+
     def require_jwt_secret(self) -> None:
         """Processes that sign or verify tokens refuse to start without a real secret."""
         if not self.jwt_public_key and len(self.jwt_secret.get_secret_value()) < 32:
@@ -221,6 +266,32 @@ class Settings(BaseSettings):
             TaskType.MANUAL: self.queue_manual,
             TaskType.INTEGRATION: self.queue_integration,
         }
+
+    @property
+    def state_redis_url(self) -> str | None:
+        """The Redis holding state shared by every process (integration breakers and rate limits, API rate
+        limits): `TEL_REDIS_URL`, else the broker when it is Redis; None with an AMQP broker and no Redis."""
+        if self.redis_url:
+            return self.redis_url
+        return self.broker_url if self.broker_url.startswith(("redis://", "rediss://")) else None
+
+    def api_rate(self, bulk: bool = False) -> tuple[int, float] | None:
+        """(requests, window seconds) of the standard or bulk API class; None when switched off."""
+        from taskexec.integration_spec import parse_rate
+
+        spec = self.api_bulk_rate_limit if bulk else self.api_rate_limit
+        return None if spec.lower() in RATE_OFF else parse_rate(spec)
+
+    @property
+    def integration_allowed(self) -> tuple[Any, ...]:
+        """TEL_INTEGRATION_ALLOWED_NETWORKS parsed (ipaddress networks)."""
+        from taskexec.netpolicy import parse_networks
+
+        return parse_networks(self.integration_allowed_networks)
+
+    @property
+    def rate_limit_exempt_roles(self) -> frozenset[str]:
+        return frozenset(r.strip() for r in self.api_rate_limit_exempt_roles.split(",") if r.strip())
 
     @property
     def default_timeout_s(self) -> float:

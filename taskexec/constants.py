@@ -79,6 +79,7 @@ class TaskErrorCode(StrEnum):
     CANCELLED = "CANCELLED"
     QUEUE_TIMEOUT = "QUEUE_TIMEOUT"
     WORKER_LOST = "WORKER_LOST"
+    DESTINATION_NOT_ALLOWED = "DESTINATION_NOT_ALLOWED"  # an integration URL resolving to a refused address
 
 
 class EventType(StrEnum):

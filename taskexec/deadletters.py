@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 from taskexec.constants import Status
 from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound
-from taskexec.models import DeadLetter, TaskInstance, new_id, utcnow
+from taskexec.models import DeadLetter, TaskDefinition, TaskInstance, new_id, utcnow
 from taskexec.statemachine import transition
 
 if TYPE_CHECKING:
@@ -71,11 +71,16 @@ class DeadLetters:
         if task.status not in REDRIVABLE:
             raise Conflict(f"task {task.id} is {task.status}; only a FAILED or TIMED_OUT task can be re-driven",
                            details={"status": task.status})
+        from taskexec.queue_timeout import deadline as queue_deadline  # it records dead letters: imported late
+
         now = utcnow()
+        definition = s.get(TaskDefinition, (task.definition_id, task.definition_version))
+        deadline = queue_deadline(self.settings, now, definition.execution_config if definition else None,
+                                  task.execution_config)
         evt = transition(s, task, Status.PENDING, actor=actor,
                          details={"redrive": row.id, "previousError": task.error, "nextAttemptAt": now.isoformat()},
                          dispatch_token=new_id(), enqueued_at=None, available_at=now, retry_count=0,
-                         worker_id=None, output=None, error=None)
+                         worker_id=None, output=None, error=None, queue_deadline=deadline)
         enqueue_event(s, self.settings, task, evt.type, {"nextAttemptAt": now.isoformat(), "redrive": row.id})
         row.redriven_at, row.redriven_by = now, actor
         return row, task

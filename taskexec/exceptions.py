@@ -80,3 +80,17 @@ class PayloadTooLarge(ValidationFailed):
 def field_error(field: str, message: str, status: int = 400) -> ValidationFailed:
     """A validation error naming one offending field."""
     return ValidationFailed(message, details=[{"field": field, "message": message}], status=status)
+
+
+class DestinationNotAllowed(Exception):
+    """A user-controlled URL resolves to an address user traffic may not reach (`taskexec.netpolicy`).
+
+    Not an API error: the integration pool turns it into the task error DESTINATION_NOT_ALLOWED. The message
+    names the host and the kind of address, not the address itself (which only the worker's log shows).
+    """
+
+    def __init__(self, host: str, address: str, reason: str) -> None:
+        super().__init__(f"{host} resolves to a refused address ({reason})")
+        self.host = host
+        self.address = address
+        self.reason = reason

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select, update
@@ -21,6 +21,7 @@ from taskexec.deadletters import record_dead_letter, resolve_dead_letters
 from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound, ValidationFailed
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, parse_time, utcnow
+from taskexec.queue_timeout import deadline as queue_deadline
 from taskexec.recovery import Recovery
 from taskexec.schemas import DefinitionIn, DefinitionListQuery, FinishIn, SubmitIn, TaskListQuery
 from taskexec.statemachine import event_type_for, transition
@@ -32,6 +33,10 @@ PUBLISH_GRACE = timedelta(seconds=5)
 DEFAULT_INFRA_RETRIES = 3
 # A target's Retry-After is honoured up to this many seconds.
 MAX_RETRY_AFTER_S = 3600.0
+# Final whatever a definition's retryableErrors say: a user's cancel, an egress refusal (the same URL is
+# refused again), a task that waited too long in its queue.
+NEVER_RETRIED = frozenset({TaskErrorCode.CANCELLED.value, TaskErrorCode.DESTINATION_NOT_ALLOWED.value,
+                           TaskErrorCode.QUEUE_TIMEOUT.value})
 # A stored definition version never changes: (id, version) lookups are answered from memory, up to this many.
 DEFINITION_CACHE_SIZE = 1024
 # The statements every task goes through, built once (building and cache-keying one costs more CPU than running it).
@@ -148,7 +153,8 @@ class TaskManager:
             # the submitting request's ids travel with the task to the pools' logs and calls (taskexec.tracing)
             execution_metadata=_trace_metadata(),
             dispatch_token=new_id(),
-            available_at=now + PUBLISH_GRACE,
+            available_at=now + PUBLISH_GRACE,  # published by this request; the dispatcher takes over after this
+            queue_deadline=queue_deadline(self.settings, now, definition.execution_config, config),
             retry_count=0,
             attempt=0,
             version=1,
@@ -332,7 +338,7 @@ class TaskManager:
                 error = {"code": TaskErrorCode.OUTPUT_VALIDATION_ERROR.value, "message": exc.message,
                          "details": exc.details}
         dead = False
-        if target is Status.FAILED and body.retry:
+        if target in (Status.FAILED, Status.TIMED_OUT) and self.retryable(s, task, error, body.retry):
             delay = self.retry_delay(s, task, error)
             if delay is not None:
                 meta["lastError"] = error
@@ -349,15 +355,25 @@ class TaskManager:
             record_dead_letter(s, task, self.settings.queues[TaskType(task.type)], error)
         return task
 
+    def retryable(self, s: Session, task: TaskInstance, error: dict[str, Any] | None, requested: bool) -> bool:
+        """May this failed (or timed-out) attempt be retried? For every task type the definition's
+        `retryPolicy.retryableErrors` decides when it is given; without it the worker's own verdict
+        (`requested`: our faults such as SANDBOX_ERROR, transient integration failures) does. Codes in
+        NEVER_RETRIED are final whatever the policy says."""
+        code = (error or {}).get("code")
+        if code in NEVER_RETRIED:
+            return False
+        policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
+        allowed = policy.get("retryableErrors")
+        if allowed is not None:
+            return code in allowed
+        return requested
+
     def retry_delay(self, s: Session, task: TaskInstance, error: dict[str, Any] | None = None) -> float | None:
-        """Seconds before the next retry, or None when retries are spent or the error is not in the
-        policy's `retryableErrors` (contract section 5). A `details.retryAfterMs` (e.g. a 429's
-        Retry-After) is a floor on the delay."""
+        """Seconds before the next retry, or None when retries are spent (contract section 5). A
+        `details.retryAfterMs` (e.g. a 429's Retry-After) is a floor on the delay."""
         policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
         if task.retry_count >= policy.get("maxRetries", DEFAULT_INFRA_RETRIES):
-            return None
-        allowed = policy.get("retryableErrors")
-        if allowed and error is not None and error.get("code") not in allowed:
             return None
         delay = backoff_delay(policy, task.retry_count)
         details = (error or {}).get("details")
@@ -376,7 +392,8 @@ class TaskManager:
         available = utcnow() + timedelta(seconds=max(0.0, delay_s))
         transition(s, task, Status.PENDING, actor=actor, event_type=DEFERRED_EVENT,
                    details={"reason": reason, "nextAttemptAt": available.isoformat()},
-                   dispatch_token=new_id(), enqueued_at=None, available_at=available, worker_id=None)
+                   dispatch_token=new_id(), enqueued_at=None, available_at=available, worker_id=None,
+                   queue_deadline=self._queue_deadline(s, task, available))
         return task
 
     # ------------------------------------------------------------ helpers
@@ -386,10 +403,15 @@ class TaskManager:
         available = now + timedelta(seconds=delay_s)
         self._move(
             s, task, Status.PENDING, actor=actor, dispatch_token=new_id(), enqueued_at=None, available_at=available,
-            retry_count=task.retry_count + 1, worker_id=None, output=None, error=None,
+            queue_deadline=self._queue_deadline(s, task, available), retry_count=task.retry_count + 1,
+            worker_id=None, output=None, error=None,
             extra={"nextAttemptAt": available.isoformat()},
             details={**(fields.pop("details", None) or {}), "nextAttemptAt": available.isoformat()}, **fields,
         )
+
+    def _queue_deadline(self, s: Session, task: TaskInstance, ready_at: datetime) -> datetime:
+        definition = self.get_definition(s, task.definition_id, task.definition_version)
+        return queue_deadline(self.settings, ready_at, definition.execution_config, task.execution_config)
 
     def _move(self, s: Session, task: TaskInstance, target: Status, *, actor: str | None,
               extra: dict[str, Any] | None = None, details: dict[str, Any] | None = None,

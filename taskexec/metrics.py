@@ -33,6 +33,10 @@ TASKS_FINISHED = Counter(
     "taskexec_tasks_finished_total",
     "Tasks that reached a final status (COMPLETED, FAILED, CANCELLED, TIMED_OUT).",
     ["type", "definition", "status"])
+TASK_QUEUE_TIMEOUTS = Counter(
+    "taskexec_tasks_queue_timeouts_total",
+    "Tasks that waited in their queue past their queued timeout (TIMED_OUT, QUEUE_TIMEOUT) by type and queue.",
+    ["type", "queue"])
 TASK_RETRIES = Counter(
     "taskexec_task_retries_total", "Tasks put back in the queue for another attempt.", ["type", "definition"])
 TASK_QUEUE_TIME = Histogram(
@@ -54,6 +58,12 @@ HTTP_REQUESTS = Counter(
 HTTP_REQUEST_TIME = Histogram(
     "taskexec_http_request_duration_seconds", "Time the router took to answer, by route template.",
     ["method", "route"], buckets=HTTP_BUCKETS)
+API_RATE_LIMITED = Counter(
+    "taskexec_api_rate_limited_total", "API requests refused with 429 (per-principal rate limit), by class.",
+    ["rate_class"])
+API_SHED = Counter(
+    "taskexec_api_shed_total", "Submissions refused with 503 because their queue is over a shedding threshold.",
+    ["queue", "priority"])
 
 # ------------------------------------------------------------------ router: computed at scrape time
 

@@ -88,6 +88,7 @@ class TaskInstance(Base):
         Index("ix_task_instances_status_type", "status", "type"),
         Index("ix_task_instances_created_at", "created_at"),
         Index("ix_task_instances_dispatch", "enqueued_at", "available_at"),
+        Index("ix_task_instances_queue_deadline", "status", "queue_deadline"),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -112,6 +113,8 @@ class TaskInstance(Base):
     dispatch_token: Mapped[str | None] = mapped_column(String(36))
     enqueued_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    # PENDING only: past this, no worker took the task in time and the `queued` sweep ends it (QUEUE_TIMEOUT)
+    queue_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_id: Mapped[str | None] = mapped_column(String(256))
     workflow_instance_id: Mapped[str | None] = mapped_column(String(256), index=True)
     correlation_id: Mapped[str | None] = mapped_column(String(256))

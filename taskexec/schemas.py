@@ -59,12 +59,20 @@ class NetworkConfig(ApiModel):
     outbound_access: StrictBool = False  # JSON true/false only: 0, 1 or "yes" are refused, not read as a bool
 
 
+def queued_timeout_field() -> Any:
+    """`queuedTimeoutSeconds`, in every type's executionConfig: how long a task may wait in its queue for a
+    worker before it ends TIMED_OUT with QUEUE_TIMEOUT (default TEL_QUEUED_TIMEOUT)."""
+    return Field(None, ge=1, le=30 * 86400,
+                 description="seconds a task may stay PENDING before it ends TIMED_OUT (QUEUE_TIMEOUT)")
+
+
 class AutomatedConfig(ApiModel):
     runtime: Runtime
     code: str = Field(min_length=1, max_length=512 * 1024)
     resource_requirements: ResourceRequirements | None = None
     environment_variables: dict[str, str] | None = None
     network: NetworkConfig | None = None
+    queued_timeout_seconds: int | None = queued_timeout_field()
 
     @field_validator("environment_variables")
     @classmethod
@@ -81,6 +89,7 @@ class ManualConfig(LooseModel):
     reminder_thresholds: list[float] | None = None
     escalation: dict[str, Any] | None = None
     form_schema: dict[str, Any] | None = None
+    queued_timeout_seconds: int | None = queued_timeout_field()
 
     @field_validator("assignment")
     @classmethod
@@ -134,6 +143,7 @@ class IntegrationConfig(LooseModel):
     timeout_ms: int | None = Field(None, gt=0)
     rate_limit: dict[str, Any] | None = None
     response_mapping: dict[str, Any] | None = None
+    queued_timeout_seconds: int | None = queued_timeout_field()
 
 
 CONFIG_MODELS: dict[TaskType, type[ApiModel]] = {

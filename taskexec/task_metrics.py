@@ -89,6 +89,9 @@ def observations(evt: TaskEvent, task: TaskInstance) -> list[Observation]:
     if target in TERMINAL_STATUSES and source is not target:
         status = target.value
         out.append(lambda: metrics.TASKS_FINISHED.labels(type=kind, definition=definition, status=status).inc())
+    if source is Status.PENDING and target is Status.TIMED_OUT:
+        queue = str(((task.error or {}).get("details") or {}).get("queue") or "")
+        out.append(lambda: metrics.TASK_QUEUE_TIMEOUTS.labels(type=kind, queue=queue).inc())
     if target is Status.PENDING and source in (Status.RUNNING, Status.FAILED, Status.TIMED_OUT):
         out.append(lambda: metrics.TASK_RETRIES.labels(type=kind, definition=definition).inc())
     return out

@@ -71,7 +71,7 @@ def require_header(name: str, expected: Callable[[], str], then: Handler) -> Han
 
 
 class _Server:
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         outer = self
 
         class RequestHandler(BaseHTTPRequestHandler):
@@ -108,10 +108,10 @@ class _Server:
             def log_message(self, *_: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), RequestHandler)
+        self.server = ThreadingHTTPServer((host, 0), RequestHandler)  # always an address in 127.0.0.0/8
         self.server.daemon_threads = True
         self.port = int(self.server.server_address[1])
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.url = f"http://{host}:{self.port}"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
 
     def dispatch(self, seen: Seen) -> Reply:
@@ -125,11 +125,11 @@ class _Server:
 class Target(_Server):
     """An external service under the test's control: `target.on(path, handler)`; `target.seen` records calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1") -> None:
         self.routes: dict[str, Handler] = {}
         self.seen: list[Seen] = []
         self._lock = threading.Lock()
-        super().__init__()
+        super().__init__(host)
 
     def on(self, path: str, handler: Handler | Reply) -> str:
         if callable(handler):

@@ -70,3 +70,17 @@ def module_stack(logdir: Path, **env: str) -> Iterator[tuple[Stack, Receiver]]:
         stack.stop()
         receiver.close()
         support.drop_database(name)
+
+
+def with_hosts(hosts: dict[str, str], tmp: Path, argv: list[str]) -> list[str]:
+    """`argv` run in a private mount namespace whose /etc/hosts maps each name to its address.
+
+    Names then resolve through the system's own resolver (glibc getaddrinfo, NSS `files`), exactly as in
+    production; only the file it reads is this test's, and only inside that process (util-linux `unshare`,
+    private propagation: the machine's /etc/hosts is untouched). Needs root, as CI has. No DNS server is
+    asked anything.
+    """
+    path = tmp / f"hosts-{uuid.uuid4().hex[:8]}"
+    path.write_text("127.0.0.1 localhost\n" + "".join(f"{address} {name}\n" for name, address in hosts.items()))
+    return ["unshare", "--mount", "--propagation", "private", "--", "sh", "-c",
+            'mount --bind "$0" /etc/hosts && exec "$@"', str(path), *argv]

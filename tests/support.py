@@ -88,6 +88,9 @@ def base_env(database: str, prefix: str, **extra: str) -> dict[str, str]:
             "TEL_QUEUE_DEADLETTER_NAME": f"{prefix}-deadletter",
             "TEL_OUTBOX_POLL_INTERVAL": "0.2",
             "TEL_OUTBOX_MAX_BACKOFF": "2",
+            # the stand-ins for external services listen on 127.0.0.1: open exactly that address to the egress
+            # guard of integration calls (every other loopback address stays refused)
+            "TEL_INTEGRATION_ALLOWED_NETWORKS": "127.0.0.1/32",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }

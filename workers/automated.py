@@ -9,10 +9,12 @@ import threading
 from typing import Any
 
 from sandbox import DockerRunner, Limits, RunResult, RunSpec, SandboxUnavailable
+from sandbox.egress import Egress
 from taskexec.client import RouterClient
 from taskexec.config import Settings, get_settings
 from taskexec.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskType
 from taskexec.limits import attempt_timeout_s, parse_cpu, parse_memory
+from taskexec.netpolicy import parse_networks, refused_ipv4_networks
 from workers.base import ExecuteTask, Outcome, worker_id
 
 log = logging.getLogger(__name__)
@@ -28,6 +30,10 @@ def runner(settings: Settings | None = None) -> DockerRunner:
     with _runner_lock:
         if _runner is None:
             s = settings or get_settings()
+            egress = None
+            if s.sandbox_allow_network:
+                allowed = [str(n) for n in parse_networks(s.sandbox_allowed_networks) if n.version == 4]
+                egress = Egress(s.sandbox_network, refused_ipv4_networks(), allowed, mode=s.sandbox_egress_rules)
             _runner = DockerRunner(
                 images={"python": s.sandbox_image_python, "shell": s.sandbox_image_shell},
                 log_tail_bytes=s.sandbox_log_tail_bytes,
@@ -35,6 +41,7 @@ def runner(settings: Settings | None = None) -> DockerRunner:
                 allow_network=s.sandbox_allow_network,
                 pool_size=s.sandbox_pool_size,
                 deployment=s.queue_automated,  # one deployment = one automated queue: reap only our containers
+                egress=egress,  # tasks with outbound access: their own network, public addresses only
             )
         return _runner
 

@@ -19,6 +19,7 @@ SWEEPS: dict[str, tuple[float, str]] = {
     "outbox": (5.0, "manual"),     # deliver orchestrator events the router could not send yet
     "reap": (30.0, "automated"),   # remove sandbox containers past their deadline or of dead workers
     "stale": (30.0, "manual"),     # RUNNING tasks past their deadline + grace whose worker is gone
+    "queued": (30.0, "manual"),    # PENDING tasks no worker took before their queued timeout (QUEUE_TIMEOUT)
     "reminders": (15.0, "manual"),    # manual-task reminders (interval: TEL_MANUAL_SWEEP_INTERVAL)
     "escalations": (15.0, "manual"),  # manual tasks past their deadline (interval: TEL_MANUAL_SWEEP_INTERVAL)
 }

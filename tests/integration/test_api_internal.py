@@ -220,3 +220,56 @@ def test_result_with_nul_bytes_is_still_recorded(
         "stdout": "x\ufffdy",
         "stderr": "\ufffd",
     }
+
+
+def _attempt(client: Any, database: str, task_id: str, attempt: int, **result: Any) -> Any:
+    """Start the task's current dispatch and report `result` for it."""
+    start(client, task_id, token_of(database, task_id))
+    r = finish(client, task_id, attempt=attempt, **result)
+    assert r.status_code == 200, r.json
+    return r.json
+
+
+@pytest.mark.parametrize("error_code, status, listed, worker_retry, retried", [
+    ("NON_ZERO_EXIT", "FAILED", ["NON_ZERO_EXIT"], False, True),   # the policy decides, not the worker
+    ("MEMORY_LIMIT_EXCEEDED", "FAILED", ["NON_ZERO_EXIT"], False, False),
+    ("TIME_LIMIT_EXCEEDED", "TIMED_OUT", ["TIME_LIMIT_EXCEEDED"], False, True),
+    ("SANDBOX_ERROR", "FAILED", None, True, True),                  # no list: our own fault is retried
+    ("NON_ZERO_EXIT", "FAILED", None, False, False),                # no list: the user's error is final
+    ("INTEGRATION_ERROR", "FAILED", ["CONNECTION_ERROR"], True, False),
+    ("DESTINATION_NOT_ALLOWED", "FAILED", ["DESTINATION_NOT_ALLOWED"], True, False),  # never retried
+], ids=["listed", "not-listed", "time-limit", "default-our-fault", "default-user-error", "list-overrides-worker",
+        "egress-refusal"])
+def test_retryable_errors_decide_for_every_task_type(
+        client: Any, admin: dict[str, str], database: str, error_code: str, status: str, listed: list[str] | None,
+        worker_retry: bool, retried: bool) -> None:
+    policy: dict[str, Any] = {"maxRetries": 1, "retryInterval": 10}
+    if listed is not None:
+        policy["retryableErrors"] = listed
+    create_definition(client, admin, definition(retryPolicy=policy))
+    task_id = submit(client, admin)
+    got = _attempt(client, database, task_id, 1, status=status, retry=worker_retry,
+                   error={"code": error_code, "message": "it failed"})
+    assert got["status"] == ("PENDING" if retried else status), got
+    if retried:  # and the second failure spends the single retry
+        got = _attempt(client, database, task_id, 2, status=status, retry=worker_retry,
+                       error={"code": error_code, "message": "it failed again"})
+        assert got == {"id": task_id, "status": status, "retryCount": 1}
+        detail = client.get(f"{API}/tasks/{task_id}", headers=admin).json
+        assert detail["error"]["code"] == "MAX_RETRIES_EXCEEDED"
+        assert detail["error"]["details"]["cause"] == error_code
+        assert sql(database, "SELECT count(*) FROM dead_letters WHERE task_id = %s", task_id) == [(1,)]
+    else:
+        detail = client.get(f"{API}/tasks/{task_id}", headers=admin).json
+        assert detail["error"]["code"] == error_code and detail["retryCount"] == 0
+
+
+def test_output_validation_error_is_retried_when_the_policy_lists_it(
+        client: Any, admin: dict[str, str], database: str) -> None:
+    """The router, not the worker, finds an output failing outputSchema: its retry is decided there."""
+    create_definition(client, admin, definition(retryPolicy={"maxRetries": 1, "retryInterval": 10,
+                                                             "retryableErrors": ["OUTPUT_VALIDATION_ERROR"]}))
+    task_id = submit(client, admin)
+    assert _attempt(client, database, task_id, 1, status="COMPLETED", output={"hi": 42})["status"] == "PENDING"
+    assert outbox_types(database, task_id)[-1] == "task.instance.retry"
+    assert _attempt(client, database, task_id, 2, status="COMPLETED", output={"hi": "Ada"})["status"] == "COMPLETED"

@@ -50,3 +50,17 @@ def test_rules_use_only_defined_metrics() -> None:
             assert used and used <= known | PROMETHEUS_SERIES, (rule["alert"], used - known)
             assert rule["labels"]["severity"] in {"warning", "critical"}
             assert rule["annotations"]["runbook_url"].startswith("docs/monitoring.md#")
+
+
+def test_a_queue_with_messages_and_no_consumer_alerts() -> None:
+    """The rule joins the two scrape-time gauges per queue: messages waiting AND nobody consuming."""
+    doc = yaml.safe_load(RULES.read_text())
+    rules = {r["alert"]: r for g in doc["spec"]["groups"] for r in g["rules"]}
+    rule = rules["TaskQueueWithoutConsumer"]
+    expr = " ".join(rule["expr"].split())
+    assert expr == ("max by (queue_name) (celery_queue_length) > 0 and on (queue_name) "
+                    "max by (queue_name) (celery_active_worker_count) == 0")
+    assert rule["labels"]["severity"] == "critical" and rule["for"] == "5m"
+    assert metrics.CELERY_QUEUE_LENGTH in expr and metrics.CELERY_ACTIVE_WORKER_COUNT in expr
+    timeouts = rules["TasksTimedOutInQueue"]
+    assert metrics.TASK_QUEUE_TIMEOUTS._name in timeouts["expr"]  # noqa: SLF001 - the registered name

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from taskexec.flower_app import broker_api
 
-CHECK = "import os, taskexec.flower_app as f; print(os.environ['FLOWER_BASIC_AUTH'], os.environ.get('FLOWER_BROKER_API'))"
+CHECK = ("import os, taskexec.flower_app as f; "
+         "print(os.environ['FLOWER_BASIC_AUTH'], os.environ.get('FLOWER_BROKER_API'))")
 
 
 def run(tmp_path: Path, auth: str, broker: str) -> subprocess.CompletedProcess[str]:

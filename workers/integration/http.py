@@ -3,27 +3,40 @@
 Retryable: connection errors, timeouts, 408, 429 (with `Retry-After`), 502, 503, 504. 401/403 are
 AUTHENTICATION_ERROR, other 4xx and 5xx INTEGRATION_ERROR, none of them retried. Connection errors,
 timeouts and every 5xx count as failures of the host for the circuit breaker.
+
+Definition-controlled requests go through the egress guard (`egress.py`): a destination that resolves to
+a refused address is DESTINATION_NOT_ALLOWED, never retried. Redirects (up to
+`TEL_INTEGRATION_MAX_REDIRECTS`, 5) are followed here, hop by hop, so each is checked by the guard again;
+a redirect to another origin drops the credentials (`Authorization`, basic auth, cookies and every header
+the definition added) and 303 (or 301/302 after a POST) turns the request into a GET without a body.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from email.utils import parsedate_to_datetime
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import requests
 from requests.adapters import HTTPAdapter
 
 from taskexec.constants import TaskErrorCode
+from taskexec.exceptions import DestinationNotAllowed
+from taskexec.netpolicy import Network
+from workers.integration.egress import GuardedAdapter
 from workers.integration.failure import CallFailure
 
 E = TaskErrorCode
 RETRYABLE_STATUS = {408: E.TIMEOUT_ERROR, 429: E.RATE_LIMIT_ERROR, 502: E.SERVICE_UNAVAILABLE,
                     503: E.SERVICE_UNAVAILABLE, 504: E.SERVICE_UNAVAILABLE}
 SNIPPET_CHARS = 300
+REDIRECTS = (301, 302, 303, 307, 308)
+# kept on a redirect to another origin; every other header (credentials, the definition's own) is dropped
+SAFE_HEADERS = frozenset({"accept", "user-agent", "idempotency-key"})
 
 
 def host_key(url: str) -> str:
@@ -39,6 +52,7 @@ class Reply:
     headers: dict[str, str]
     content: bytes
     elapsed_ms: int
+    redirects: int = 0
 
     def text(self) -> str:
         return self.content.decode("utf-8", errors="replace")
@@ -53,40 +67,48 @@ class Request:
     json: Any = None
     data: dict[str, str] | None = None
     auth: tuple[str, str] | None = None
+    guarded: bool = True  # False only for the operator's own URL (the Integration Service)
 
 
 class SessionPool:
-    """A keep-alive session per host, sized to the worker's concurrency."""
+    """A keep-alive session per host (guarded or not), sized to the worker's concurrency."""
 
-    def __init__(self, pool_size: int = 16) -> None:
+    def __init__(self, pool_size: int = 16, allowed: Sequence[Network] = (), max_redirects: int = 5) -> None:
         self.pool_size = pool_size
-        self._sessions: dict[str, requests.Session] = {}
+        self.allowed = tuple(allowed)
+        self.max_redirects = max_redirects
+        self._sessions: dict[tuple[str, bool], requests.Session] = {}
         self._lock = threading.Lock()
 
-    def session(self, host: str) -> requests.Session:
+    def session(self, host: str, guarded: bool = True) -> requests.Session:
         with self._lock:
-            sess = self._sessions.get(host)
+            sess = self._sessions.get((host, guarded))
             if sess is None:
                 sess = requests.Session()
                 sess.trust_env = False  # no proxies or .netrc credentials picked up from the environment
-                adapter = HTTPAdapter(pool_connections=1, pool_maxsize=self.pool_size, max_retries=0)
+                options: dict[str, Any] = {"pool_connections": 1, "pool_maxsize": self.pool_size, "max_retries": 0}
+                adapter = GuardedAdapter(self.allowed, **options) if guarded else HTTPAdapter(**options)
                 sess.mount("http://", adapter)
                 sess.mount("https://", adapter)
-                self._sessions[host] = sess
+                self._sessions[(host, guarded)] = sess
             return sess
 
     def send(self, req: Request, timeout: tuple[float, float], max_bytes: int, shown: str) -> Reply:
-        """Send and read at most `max_bytes`; `shown` is the masked endpoint used in messages."""
+        """Send (following redirects) and read at most `max_bytes`; `shown` is the masked endpoint used in
+        messages."""
         started = time.monotonic()
-        sess = self.session(host_key(req.url))
         try:
-            resp = sess.request(req.method, req.url, headers=req.headers, params=req.params or None,
-                                json=req.json, data=req.data, auth=req.auth, timeout=timeout, stream=True,
-                                allow_redirects=False)
+            resp, hops = self._follow(req, timeout, shown)
             try:
                 content = _read(resp, max_bytes, shown)
             finally:
                 resp.close()
+        except DestinationNotAllowed as exc:
+            where = shown if not exc.host or exc.host in shown else f"{shown} (redirected to {exc.host})"
+            raise CallFailure(E.DESTINATION_NOT_ALLOWED,
+                              f"{where}: {exc}; integration calls reach public addresses only "
+                              "(TEL_INTEGRATION_ALLOWED_NETWORKS opens ranges)",
+                              details={"host": exc.host, "reason": exc.reason}) from None
         except requests.Timeout:
             raise CallFailure(E.TIMEOUT_ERROR, f"timed out calling {shown} (connect {timeout[0]}s, read {timeout[1]}s)",
                               retryable=True, breaker=True) from None
@@ -95,7 +117,44 @@ class SessionPool:
         except requests.RequestException as exc:
             raise CallFailure(E.INTEGRATION_ERROR, f"request to {shown} failed: {type(exc).__name__}",
                               details={"reason": "BAD_REQUEST"}) from None
-        return Reply(resp.status_code, dict(resp.headers), content, int((time.monotonic() - started) * 1000))
+        return Reply(resp.status_code, dict(resp.headers), content, int((time.monotonic() - started) * 1000),
+                     redirects=hops)
+
+    def _follow(self, req: Request, timeout: tuple[float, float], shown: str) -> tuple[requests.Response, int]:
+        """The final response (stream open) and the number of redirects followed to get it."""
+        method, url, headers = req.method, req.url, dict(req.headers)
+        params, body, data, auth = req.params or None, req.json, req.data, req.auth
+        origin, guarded = _origin(url), req.guarded
+        for hop in range(self.max_redirects + 1):
+            resp = self.session(host_key(url), guarded).request(
+                method, url, headers=headers, params=params, json=body, data=data, auth=auth, timeout=timeout,
+                stream=True, allow_redirects=False)
+            location = resp.headers.get("Location")
+            if resp.status_code not in REDIRECTS or not location or self.max_redirects == 0:
+                return resp, hop
+            resp.close()
+            if hop == self.max_redirects:
+                raise CallFailure(E.INTEGRATION_ERROR, f"{shown}: more than {self.max_redirects} redirects",
+                                  details={"reason": "TOO_MANY_REDIRECTS"})
+            url = urljoin(resp.url, location)
+            if urlsplit(url).scheme.lower() not in ("http", "https"):
+                raise CallFailure(E.INTEGRATION_ERROR, f"{shown} redirected to a non-HTTP URL",
+                                  details={"reason": "BAD_REDIRECT"})
+            params = None  # the new URL carries its own query
+            if resp.status_code == 303 or (resp.status_code in (301, 302) and method == "POST"):
+                method = "GET" if method != "HEAD" else method
+                body = data = None
+                headers = {k: v for k, v in headers.items() if k.lower() not in ("content-type", "content-length")}
+            if _origin(url) != origin:  # another origin: no credentials, and the guard applies again
+                headers = {k: v for k, v in headers.items() if k.lower() in SAFE_HEADERS}
+                auth = None
+                guarded = True
+        raise AssertionError("unreachable")
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    return parts.scheme.lower(), host_key(url)
 
 
 def _read(resp: requests.Response, max_bytes: int, shown: str) -> bytes:

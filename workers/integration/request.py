@@ -74,7 +74,7 @@ def prepare(job: dict[str, Any], settings: Settings, secret: Callable[[str], str
         url = f"{base}/api/integrations/{quote(str(cfg['integrationId']), safe='')}/invoke"
         invoke = {"operation": cfg.get("operation"), "params": _fill(cfg.get("params") or {}, inputs, secret, "params"),
                   "taskId": task["id"]}
-        req = Request("POST", url, headers=headers, json=invoke)
+        req = Request("POST", url, headers=headers, json=invoke, guarded=False)  # the operator's own service
         kind = "integration-service"
     else:
         spec = cfg.get("request") or {}

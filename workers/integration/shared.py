@@ -23,16 +23,9 @@ _scripts: dict[tuple[int, str], Script] = {}
 _lock = threading.Lock()
 
 
-def shared_state_url(settings: Settings) -> str | None:
-    """The Redis of the breakers and rate limits: TEL_REDIS_URL, else a Redis broker, else none."""
-    if settings.redis_url:
-        return settings.redis_url
-    return settings.broker_url if settings.broker_url.startswith(("redis://", "rediss://")) else None
-
-
 def require_shared_state(settings: Settings) -> None:
     """Start-up check of an integration pool: fail closed without shared state, unless told otherwise."""
-    if shared_state_url(settings) is None and not settings.integration_local_state:
+    if settings.state_redis_url is None and not settings.integration_local_state:
         raise ConfigError(
             "invalid configuration:\n  TEL_REDIS_URL: an integration pool needs a Redis for the circuit breakers "
             "and rate limits it shares with the other integration workers (the broker is not Redis). Set "
@@ -42,7 +35,7 @@ def require_shared_state(settings: Settings) -> None:
 
 def redis_client(settings: Settings) -> redis.Redis | None:
     """The shared Redis, or None: state per process (`local_state`; the pool checked it may at start-up)."""
-    url = shared_state_url(settings)
+    url = settings.state_redis_url
     key = url or ""
     with _lock:
         if key not in _clients:

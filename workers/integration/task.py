@@ -11,8 +11,9 @@ from typing import Any
 from taskexec import metrics
 from taskexec.config import Settings, get_settings
 from taskexec.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskType
-from taskexec.exceptions import Conflict, ValidationFailed
+from taskexec.exceptions import Conflict, DestinationNotAllowed, ValidationFailed
 from taskexec.mapping import MappingError, Response, apply, needs_json
+from taskexec.netpolicy import check_url
 from taskexec.validation import validate_instance
 from workers.base import ExecuteTask, Outcome, worker_id
 from workers.integration.auth import Authenticator
@@ -32,7 +33,8 @@ _pool: SessionPool | None = None
 def session_pool(settings: Settings) -> SessionPool:
     global _pool
     if _pool is None:
-        _pool = SessionPool(settings.integration_concurrency)
+        _pool = SessionPool(settings.integration_concurrency, allowed=settings.integration_allowed,
+                            max_redirects=settings.integration_max_redirects)
     return _pool
 
 
@@ -71,6 +73,8 @@ class Attempt:
         shown = self.redactor.url(call.request.url)  # messages name the endpoint without its query
         self.meta.update({"endpoint": shown, "method": call.request.method, "callKind": call.kind,
                           "targetHost": call.host, "idempotencyKey": call.request.headers["Idempotency-Key"]})
+        if call.request.guarded:  # refused before any rate-limit token, breaker slot or secret is spent on it;
+            self._check_destination(call, shown)  # the connection checks again (and pins the address it checked)
         breaker = CircuitBreaker(self.settings)
         blocked = breaker.open_for_ms(call.host)  # fail fast before waiting for a rate-limit token
         if blocked:
@@ -98,6 +102,21 @@ class Attempt:
             raise failure
         return self._complete(reply)
 
+    def _check_destination(self, call: Call, shown: str) -> None:
+        try:
+            check_url(call.request.url, self.settings.integration_allowed)
+        except DestinationNotAllowed as exc:
+            metrics.record_integration_request(call.host, E.DESTINATION_NOT_ALLOWED.value)
+            log.warning("integration call refused: destination not allowed",
+                        extra={"taskId": self.job["task"]["id"], "host": exc.host, "address": exc.address,
+                               "reason": exc.reason})
+            raise CallFailure(E.DESTINATION_NOT_ALLOWED,
+                              f"{shown}: {exc}; integration calls reach public addresses only "
+                              "(TEL_INTEGRATION_ALLOWED_NETWORKS opens ranges)",
+                              details={"host": exc.host, "reason": exc.reason}) from None
+        except OSError:
+            pass  # does not resolve (now): the call itself reports CONNECTION_ERROR
+
     @staticmethod
     def _observe(breaker: CircuitBreaker, host: str, *, ok: bool, outcome: str, started: float) -> None:
         """Feed the breaker and the metrics with one request's result."""
@@ -120,6 +139,8 @@ class Attempt:
             self.meta["tokenRefreshed"] = True
             reply = self.pool.send(call.request, call.timeout, self.settings.integration_max_response_bytes, shown)
         self.meta.update({"httpStatus": reply.status, "responseTimeMs": reply.elapsed_ms})
+        if reply.redirects:
+            self.meta["redirects"] = reply.redirects
         return reply
 
     def _complete(self, reply: Reply) -> Outcome:

@@ -1,7 +1,7 @@
 """semantic definition versions: integer n becomes "n.0.0", with a sortable version_key
 
 Revision ID: 0005
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-30 21:30:00.000000
 
 Upgrade: `task_definitions.version` and `task_instances.definition_version` become strings ("n.0.0"),
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = '0005'
-down_revision = '0002'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 
