@@ -13,7 +13,7 @@ output ``null`` (a script may legitimately only print), and ``error_details`` st
 from __future__ import annotations
 
 import signal as _signal
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from sandbox import spec as s
@@ -59,6 +59,10 @@ def classify(o: Outcome, spec: RunSpec) -> RunResult:
     lim = spec.limits
     out_tail, err_tail = o.reader.tails()
     usage = o.usage
+    record = o.reader.record
+    if usage.oom_kills is None and record and isinstance(record.get("maxrss"), int):
+        # no cgroup (process mode): the harness's measure of the user process is the one to trust
+        usage = replace(usage, peak_memory=record["maxrss"])
     result = RunResult(ok=False, duration_ms=o.duration_ms,
                        cpu_time_ms=None if usage.cpu_ns is None else usage.cpu_ns // 1_000_000,
                        peak_memory_bytes=usage.peak_memory, stdout_tail=out_tail, stderr_tail=err_tail)
@@ -71,7 +75,6 @@ def classify(o: Outcome, spec: RunSpec) -> RunResult:
     if o.reader.over_cap:
         return _fail(result, s.OUTPUT_LIMIT_EXCEEDED,
                      f"stdout+stderr exceeded {lim.output_bytes} bytes", {"limitBytes": lim.output_bytes})
-    record = o.reader.record
     if record is None or record.get("corrupt"):
         state = o.state or {}
         result.exit_code = state.get("ExitCode")

@@ -39,8 +39,10 @@ def run(runner: ProcessRunner, code: str, runtime: str = "python", **limits: flo
 
 
 def uid_processes(uid: int) -> list[str]:
-    out = subprocess.run(["ps", "-eo", "uid=,pid=,args="], capture_output=True, text=True).stdout
-    return [line for line in out.splitlines() if line.split()[0] == str(uid)]
+    """Live processes of `uid`. A zombie (state Z) is dead already: it waits for whoever adopted it (the
+    machine's init) to collect its exit status, and holds no memory, CPU or files meanwhile."""
+    out = subprocess.run(["ps", "-eo", "uid=,pid=,stat=,args="], capture_output=True, text=True).stdout
+    return [line for line in out.splitlines() if line.split()[0] == str(uid) and not line.split()[2].startswith("Z")]
 
 
 def test_result_environment_and_working_directory(runner: ProcessRunner) -> None:
