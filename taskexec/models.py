@@ -94,7 +94,7 @@ class TaskInstance(Base):
     available_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     worker_id: Mapped[str | None] = mapped_column(String(256))
     workflow_instance_id: Mapped[str | None] = mapped_column(String(256), index=True)
-    correlation_id: Mapped[str | None] = mapped_column(String(256))
+    correlation_id: Mapped[str | None] = mapped_column(String(256), index=True)
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     execution_config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     execution_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
