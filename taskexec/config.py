@@ -172,6 +172,15 @@ class Settings(BaseSettings):
         return out
 
 
+class ClientSettings(BaseSettings):
+    """What the Python client and the user commands (`taskexec submit|get|...`) read; nothing else is needed."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
+
+    api_url: str = Field("http://127.0.0.1:8081", min_length=1, validation_alias="TEL_API_URL")
+    api_token: SecretStr | None = Field(None, validation_alias="TEL_API_TOKEN")  # a JWT or an API key
+
+
 def mask_url(url: str) -> str:
     """Hide the password (or token) part of a URL's userinfo."""
     scheme, sep, rest = url.partition("://")
@@ -195,6 +204,11 @@ def load_settings(**overrides: Any) -> Settings:
             name = ".".join(str(p) for p in err["loc"]) or "?"
             lines.append(f"  {name}: {err['msg']}")
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def load_client_settings(**overrides: Any) -> ClientSettings:
+    """TEL_API_URL and TEL_API_TOKEN only: a client does not need (or validate) the server's configuration."""
+    return ClientSettings(**overrides)
 
 
 @functools.lru_cache(maxsize=1)
