@@ -70,8 +70,9 @@ def build_spec(app: Flask) -> dict[str, Any]:
 
 def _operation(rule: Rule, op: Operation) -> dict[str, Any]:
     has_id = bool(rule.arguments)
-    out: dict[str, Any] = {"summary": op.summary, "operationId": f"{op.method.lower()}_{rule.endpoint}",
-                           "tags": [_tag(rule.rule)], "security": SECURITY if op.auth else []}
+    operation_id = op.method.lower() + "_" + rule.endpoint.replace(".", "_")  # e.g. get_tasks_list_
+    out: dict[str, Any] = {"summary": op.summary, "operationId": operation_id, "tags": [_tag(rule.rule)],
+                           "security": SECURITY if op.auth else []}
     if op.description or op.permission:
         needs = f"Needs `{op.permission.value}`." if op.permission else ""
         out["description"] = " ".join(x for x in (op.description, needs) if x)

@@ -51,6 +51,17 @@ def test_up_prints_a_working_curl_line(tmp_path: Path) -> None:
         metrics = requests.get(f"http://127.0.0.1:{port}/metrics", timeout=10).text
         assert "taskexec_tasks_finished_total" in metrics
         assert requests.get(f"http://127.0.0.1:{port}/dashboard", timeout=10).status_code == 200
+        # the printed command-line lines work as printed (the README's first task)
+        exports = re.search(r"export (TEL_API_URL=\S+) (TEL_API_TOKEN=\S+)", text)
+        assert exports, text
+        cli_env = {**env, **dict(pair.split("=", 1) for pair in exports.groups())}
+        submit = re.search(r"\n\s*(\S+ submit hello-python .*)\n", text).group(1)  # type: ignore[union-attr]
+        sent = subprocess.run(shlex.split(submit), env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0 and sent.stdout.startswith("submitted "), (sent.stdout, sent.stderr)
+        wait = re.search(r"\n\s*(\S+ wait) <id>\n", text).group(1)  # type: ignore[union-attr]
+        done = subprocess.run([*shlex.split(wait), sent.stdout.split()[1]], env=cli_env, cwd=ROOT,
+                              capture_output=True, text=True, timeout=90)
+        assert done.returncode == 0 and "COMPLETED" in done.stdout and "Hello, world!" in done.stdout, done
     finally:
         os.killpg(proc.pid, 2)  # Ctrl-C
         proc.wait(timeout=40)
