@@ -6,7 +6,7 @@ A person signs in with a token, opens a task, claims it, gets 422 errors inline,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
 import requests
@@ -85,7 +85,7 @@ def test_claim_and_complete_through_the_web_inbox(inbox_stack: Stack, receiver: 
 
 
 FORMAT_FORM = {**OUTPUT_SCHEMA, "required": ["approved", "score", "contact"], "properties": {
-    **OUTPUT_SCHEMA["properties"],
+    **cast(dict[str, Any], OUTPUT_SCHEMA["properties"]),
     "contact": {"type": "string", "format": "email", "title": "Contact"},
     "when": {"type": "string", "format": "date-time", "title": "Follow-up at"},
 }}
