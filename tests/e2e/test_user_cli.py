@@ -17,13 +17,13 @@ from taskexec.db import Database
 from tests.conftest import make_token
 from tests.support import ROOT, Stack, taskexec
 
-pytestmark = [pytest.mark.docker, pytest.mark.slow]
+pytestmark = [pytest.mark.docker, pytest.mark.slow, pytest.mark.timeout(600)]
 
 EXAMPLES = ROOT / "examples" / "definitions.yaml"
 BOOM = "import sys\ndef main(input):\n    print('working')\n    print('disk full', file=sys.stderr)\n    sys.exit(2)\n"
 
 
-def cli(stack: Stack, *args: str, token: str | None = None, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+def cli(stack: Stack, *args: str, token: str | None = None, timeout: float = 400) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in stack.env.items() if not k.startswith("TEL_") and k != "DATABASE_URL"}
     env.update(TEL_API_URL=stack.url, TEL_API_TOKEN=token or make_token("dev", ("admin",)))
     return subprocess.run(taskexec(*args), env=env, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
