@@ -14,14 +14,16 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel
+from typing import TYPE_CHECKING, Any
 
 from taskexec.constants import Priority, Status
 from taskexec.exceptions import TaskexecError, WaitTimeout
-from taskexec.sdk import TaskexecClient
-from taskexec.sdk_models import Event, Task
+
+if TYPE_CHECKING:  # imported when a user command runs: `taskexec worker|beat|router` start without them
+    from pydantic import BaseModel
+
+    from taskexec.sdk import TaskexecClient
+    from taskexec.sdk_models import Event, Task
 
 EXIT_API, EXIT_USAGE, EXIT_TASK_FAILED, EXIT_TIMEOUT = 1, 2, 3, 4
 
@@ -69,7 +71,7 @@ def add_commands(sub: Any) -> None:
     dl.set_defaults(func=command(cmd_defs_list))
 
 
-Command = Callable[[TaskexecClient, argparse.Namespace], int]
+Command = Callable[["TaskexecClient", argparse.Namespace], int]
 
 
 def command(func: Command) -> Callable[[argparse.Namespace], None]:
@@ -79,6 +81,8 @@ def command(func: Command) -> Callable[[argparse.Namespace], None]:
 
 def run(func: Command, args: argparse.Namespace) -> None:
     """Run one user command with a client from the environment; exit with its status."""
+    from taskexec.sdk import TaskexecClient
+
     client = TaskexecClient.from_env()
     if args.url:
         client.url = args.url.rstrip("/")
