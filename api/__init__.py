@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from flask import Flask
 
-from api import dashboard, definitions, inbox_page, internal, manual, metrics, observe, ops, ratelimit, shedding, tasks
+from api import (
+    dashboard,
+    definitions,
+    inbox_page,
+    internal,
+    manual,
+    me,
+    metrics,
+    observe,
+    ops,
+    ratelimit,
+    shedding,
+    tasks,
+)
 from api.deadletters import bp as deadletters_bp
+from api.docs import register_docs
 from api.errors import register_error_handlers
 from api.io import reject_nul_in_url
 from api.metrics import broker_stats
-from api.openapi import register_openapi
 from api.runtime import Runtime
 from taskexec.celery_app import make_celery
 from taskexec.config import Settings, get_settings
@@ -32,13 +45,14 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool | Non
         rt.dispatcher = Dispatcher(db, settings, publisher)
         rt.dispatcher.start()
     app.extensions["taskexec"] = rt
-    for bp in (ops.bp, metrics.bp, definitions.bp, tasks.bp, manual.bp, inbox_page.bp, dashboard.bp, internal.bp):
+    for bp in (ops.bp, metrics.bp, definitions.bp, tasks.bp, manual.bp, me.bp, inbox_page.bp, dashboard.bp,
+               internal.bp):
         app.register_blueprint(bp)
     app.register_blueprint(deadletters_bp)
     observe.install(app)  # request id, trace context, access log, HTTP metrics
     ratelimit.install(app, settings)  # per-principal limits and X-RateLimit-* headers on every /api/v1 answer
     app.before_request(reject_nul_in_url)
     shedding.install(app, settings, broker_stats)  # 503 for LOW/MEDIUM submissions to an overloaded queue
-    register_openapi(app)
+    register_docs(app)  # last: the document describes every route registered above
     register_error_handlers(app)
     return app

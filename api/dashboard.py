@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from api.io import parse_query
 from api.metrics import broker_stats
 from api.pages import page_blueprint
+from api.routing import operation
 from api.runtime import runtime
-from api.security import require
 from taskexec import stats
 from taskexec.constants import API_PREFIX, Permission
 
@@ -36,8 +36,8 @@ class OverviewQuery(BaseModel):
         return value
 
 
-@bp.get(f"{API_PREFIX}/stats/overview")
-@require(Permission.MONITOR)
+@operation(bp, "GET", f"{API_PREFIX}/stats/overview", summary="Dashboard data: counts, timeline, pools, failures",
+           permission=Permission.MONITOR, query=OverviewQuery, response_schema={"type": "object"})
 def overview():
     q = parse_query(OverviewQuery)
     rt = runtime()

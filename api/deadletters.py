@@ -5,12 +5,13 @@ from __future__ import annotations
 from flask import Blueprint, jsonify
 
 from api.io import page, parse_query
+from api.routing import operation
 from api.runtime import runtime
-from api.security import current, require
+from api.security import current
 from taskexec.constants import API_PREFIX, Permission
 from taskexec.deadletters import DeadLetters, dead_letter_out
 from taskexec.exceptions import Forbidden
-from taskexec.schemas import DeadLetterQuery
+from taskexec.schemas import DeadLetterPage, DeadLetterQuery, RedriveOut
 
 bp = Blueprint("deadletters", __name__, url_prefix=f"{API_PREFIX}/deadletters")
 
@@ -19,8 +20,8 @@ bp = Blueprint("deadletters", __name__, url_prefix=f"{API_PREFIX}/deadletters")
 _LIST_ANY = (Permission.EXECUTE, Permission.MONITOR)
 
 
-@bp.get("")
-@require(Permission.LIST)
+@operation(bp, "GET", "", summary="Tasks whose retries are spent", permission=Permission.LIST, query=DeadLetterQuery,
+           response=DeadLetterPage, description="Admins and principals with `tasks:execute` or `tasks:monitor`.")
 def list_():
     who = current()
     if not (who.is_admin or any(who.has(p) for p in _LIST_ANY)):
@@ -33,8 +34,8 @@ def list_():
         return jsonify(page([dead_letter_out(r, t) for r, t in rows], q.page, q.limit, total))
 
 
-@bp.post("/<dead_letter_id>/redrive")
-@require(Permission.ADMIN)
+@operation(bp, "POST", "/<dead_letter_id>/redrive", summary="Re-drive a dead letter: the same task runs again",
+           permission=Permission.ADMIN, response=RedriveOut, errors=(409,))
 def redrive(dead_letter_id: str):
     rt = runtime()
     with rt.db.session() as s:

@@ -1,20 +1,23 @@
-"""Task definitions: register (versioned), list, get."""
+"""Task definitions: register (versioned), apply (register only if changed), list, get."""
 
 from __future__ import annotations
 
 from flask import Blueprint, jsonify
 
 from api.io import definition_out, page, parse_body, parse_query
+from api.routing import operation
 from api.runtime import runtime
-from api.security import current, require
+from api.security import current
 from taskexec.constants import API_PREFIX, Permission
-from taskexec.schemas import DefinitionGetQuery, DefinitionIn, DefinitionListQuery
+from taskexec.exceptions import field_error
+from taskexec.schemas import DefinitionGetQuery, DefinitionIn, DefinitionListQuery, DefinitionOut, DefinitionPage
 
 bp = Blueprint("definitions", __name__, url_prefix=f"{API_PREFIX}/tasks/definitions")
 
 
-@bp.post("")
-@require(Permission.DEFINITIONS_WRITE)
+@operation(bp, "POST", "", summary="Register a definition, or a new version of an existing id",
+           permission=Permission.DEFINITIONS_WRITE, body=DefinitionIn, response=DefinitionOut, status=201,
+           errors=(409,))
 def create():
     body = parse_body(DefinitionIn)
     rt = runtime()
@@ -24,8 +27,25 @@ def create():
     return jsonify(out), 201
 
 
-@bp.get("")
-@require(Permission.DEFINITIONS_LIST)
+@operation(bp, "PUT", "/<def_id>", summary="Apply a definition: a new version only if it differs from the latest",
+           permission=Permission.DEFINITIONS_WRITE, body=DefinitionIn, response=DefinitionOut, status=201,
+           also={200: "unchanged: the latest version already says the same (nothing registered)"}, errors=(409,),
+           unknown_id_is_404=False,
+           description="Idempotent registration for definitions kept in files (`taskexec defs apply`). The "
+                       "body is compared with the latest version after the normalisation a registration applies.")
+def apply(def_id: str):
+    body = parse_body(DefinitionIn)
+    if body.id != def_id:
+        raise field_error("id", f"the body's id {body.id!r} is not the path's {def_id!r}", status=422)
+    rt = runtime()
+    with rt.db.session() as s:
+        row, created = rt.manager.apply_definition(s, body, current().sub)
+        out = definition_out(row)
+    return jsonify(out), 201 if created else 200
+
+
+@operation(bp, "GET", "", summary="List definitions (latest versions)", permission=Permission.DEFINITIONS_LIST,
+           query=DefinitionListQuery, response=DefinitionPage)
 def list_():
     q = parse_query(DefinitionListQuery)
     rt = runtime()
@@ -34,8 +54,8 @@ def list_():
         return jsonify(page([definition_out(r) for r in rows], q.page, q.limit, total))
 
 
-@bp.get("/<def_id>")
-@require(Permission.DEFINITIONS_READ)
+@operation(bp, "GET", "/<def_id>", summary="A definition: the latest version, or `?version=`",
+           permission=Permission.DEFINITIONS_READ, query=DefinitionGetQuery, response=DefinitionOut)
 def get(def_id: str):
     q = parse_query(DefinitionGetQuery)  # ?version=1.2.0 (a semantic version), else the latest
     rt = runtime()

@@ -9,14 +9,24 @@ from flask import Blueprint, jsonify
 from sqlalchemy.orm import Session
 
 from api.io import page, parse_body, parse_query, task_out
+from api.routing import operation
 from api.runtime import runtime
-from api.security import audit_fields, current, require
+from api.security import audit_fields, current
 from taskexec.constants import API_PREFIX, Permission
 from taskexec.exceptions import TaskexecError
 from taskexec.manual import Audit, ManualTasks, can_see
 from taskexec.manual_timers import task_config
 from taskexec.models import TaskInstance
-from taskexec.schemas import CompleteIn, PageQuery, ReassignIn
+from taskexec.schemas import (
+    ClaimOut,
+    CompleteIn,
+    CompleteOut,
+    InboxDetail,
+    InboxPage,
+    PageQuery,
+    ReassignIn,
+    ReassignOut,
+)
 
 bp = Blueprint("manual_tasks", __name__, url_prefix=API_PREFIX)
 
@@ -44,16 +54,18 @@ def _act(task_id: str, action: str, op: Callable[[ManualTasks, Session, Audit], 
     return task
 
 
-@bp.post("/tasks/<task_id>/claim")
-@require(Permission.CLAIM)
+@operation(bp, "POST", "/tasks/<task_id>/claim", summary="Claim a manual task offered to you or your role",
+           permission=Permission.CLAIM, response=ClaimOut, errors=(409,))
 def claim(task_id: str) -> Any:
     task = _act(task_id, "claim", lambda svc, s, a: svc.claim(s, task_id, current(), a))
     return jsonify({"id": task.id, "status": task.status, "assignee": task.assignee,
                     "claimedAt": task.claimed_at.isoformat() if task.claimed_at else None})
 
 
-@bp.post("/tasks/<task_id>/complete")
-@require(Permission.COMPLETE)
+@operation(bp, "POST", "/tasks/<task_id>/complete", summary="Complete a manual task with its output",
+           permission=Permission.COMPLETE, body=CompleteIn, response=CompleteOut, errors=(409,),
+           description="`output` is validated against the definition's `outputSchema` and, when it has one, its "
+                       "`formSchema` (formats included); a 422 leaves the task open.")
 def complete(task_id: str) -> Any:
     try:
         body = parse_body(CompleteIn)
@@ -66,8 +78,8 @@ def complete(task_id: str) -> Any:
     return jsonify({"id": task.id, "status": task.status, "completedBy": task.completed_by})
 
 
-@bp.post("/tasks/<task_id>/reassign")
-@require(Permission.REASSIGN)
+@operation(bp, "POST", "/tasks/<task_id>/reassign", summary="Reassign a manual task", permission=Permission.REASSIGN,
+           body=ReassignIn, response=ReassignOut, errors=(409,))
 def reassign(task_id: str) -> Any:
     body = parse_body(ReassignIn)
     task = _act(task_id, "reassignment",
@@ -75,8 +87,8 @@ def reassign(task_id: str) -> Any:
     return jsonify({"id": task.id, "status": task.status, "assignee": task.assignee})
 
 
-@bp.get("/inbox")
-@require(Permission.LIST)
+@operation(bp, "GET", "/inbox", summary="Your open manual tasks, by priority then due date", permission=Permission.LIST,
+           query=PageQuery, response=InboxPage)
 def inbox() -> Any:
     q = parse_query(PageQuery)
     rt = runtime()
@@ -87,8 +99,8 @@ def inbox() -> Any:
     return jsonify(page(items, q.page, q.limit, total))
 
 
-@bp.get("/inbox/<task_id>")
-@require(Permission.READ)
+@operation(bp, "GET", "/inbox/<task_id>", summary="One inbox task with its form", permission=Permission.READ,
+           response=InboxDetail)
 def inbox_item(task_id: str) -> Any:
     """One task with what a person needs to work it: its name, description and form (a recorded view)."""
     rt = runtime()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
 
+from api.routing import operation
 from api.runtime import runtime
 from taskexec import task_metrics
 from taskexec.broker_stats import BrokerStats
@@ -23,7 +24,8 @@ def broker_stats() -> BrokerStats:
     return ext["taskexec.broker_stats"]
 
 
-@bp.get("/metrics")
+@operation(bp, "GET", "/metrics", summary="Prometheus metrics (text exposition format)", auth=False,
+           response_schema={"type": "string"}, content_type="text/plain")
 def metrics() -> Response:
     body, content_type = render([StateCollector(runtime().db, broker_stats())])
     return Response(body, content_type=content_type)

@@ -1,138 +1,78 @@
-"""/openapi.json built from the same pydantic models that validate requests, and /docs."""
+"""`/openapi.json` generated from the app's routes and their pydantic models, and `/docs` (Swagger UI).
+
+Every documented route was registered through `api.routing.operation`, which attaches an `Operation`
+(summary, permission, body/query/response models, statuses, headers) to its view. `build_spec(app)` walks
+`app.url_map`: paths and methods come from the Flask rules, parameters from the rule's variables, the query
+model and the declared headers, schemas from the models (the same ones `parse_body`/`parse_query` validate
+with). Nothing is listed by hand here.
+"""
 
 from __future__ import annotations
 
-from datetime import datetime
+import re
 from typing import Any
 
 from flask import Flask
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from werkzeug.routing import Rule
 
-from api.dashboard import OverviewQuery
+from api.routing import ERROR_TEXT, Operation, operations_of
 from taskexec import __version__, schemas
-from taskexec.constants import Status
+from taskexec.constants import API_PREFIX
 
-
-class EventPage(schemas.ApiModel):
-    items: list[schemas.EventOut]
-
-
-class ClaimOut(schemas.ApiModel):
-    id: str
-    status: Status
-    assignee: str | None
-    claimed_at: datetime | None
-
-
-class CompleteOut(schemas.ApiModel):
-    id: str
-    status: Status
-    completed_by: str | None
-
-
-class ReassignOut(schemas.ApiModel):
-    id: str
-    status: Status
-    assignee: str | None
-
-
-class InboxDetail(schemas.InboxItem):
-    description: str | None
-    can_claim: bool
-    form_schema: dict[str, Any]
-    output_schema: dict[str, Any]
-
-
-# (method, path, summary, request model, response model, success status, permission)
-ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None, int]] = [
-    ("post", "/api/v1/tasks/definitions", "Register a definition or a new version", schemas.DefinitionIn,
-     schemas.DefinitionOut, 201),
-    ("get", "/api/v1/tasks/definitions", "List definitions (latest versions)", None, schemas.DefinitionPage, 200),
-    ("get", "/api/v1/tasks/definitions/{id}", "Get a definition (?version=)", None, schemas.DefinitionOut, 200),
-    ("post", "/api/v1/tasks", "Submit a task (Idempotency-Key header)", schemas.SubmitIn, schemas.SubmitOut, 201),
-    ("get", "/api/v1/tasks", "List tasks", None, schemas.TaskPage, 200),
-    ("get", "/api/v1/tasks/{id}", "Task detail", None, schemas.TaskOut, 200),
-    ("get", "/api/v1/tasks/{id}/logs", "Captured stdout/stderr", None, schemas.LogsOut, 200),
-    ("get", "/api/v1/tasks/{id}/events", "Task history", None, EventPage, 200),
-    ("post", "/api/v1/tasks/{id}/cancel", "Cancel a task", schemas.CancelIn, schemas.StatusOut, 200),
-    ("post", "/api/v1/tasks/{id}/retry", "Run a FAILED or TIMED_OUT task again", None, schemas.StatusOut, 200),
-    ("post", "/api/v1/tasks/{id}/claim", "Claim a manual task offered to you or your role", None, ClaimOut, 200),
-    ("post", "/api/v1/tasks/{id}/complete", "Complete a manual task with its output", schemas.CompleteIn,
-     CompleteOut, 200),
-    ("post", "/api/v1/tasks/{id}/reassign", "Reassign a manual task", schemas.ReassignIn, ReassignOut, 200),
-    ("get", "/api/v1/inbox", "Your open manual tasks, by priority then due date", None, schemas.InboxPage, 200),
-    ("get", "/api/v1/inbox/{id}", "One inbox task with its form", None, InboxDetail, 200),
-    ("get", "/api/v1/deadletters", "Tasks whose retries are spent", None, schemas.DeadLetterPage, 200),
-    ("post", "/api/v1/deadletters/{id}/redrive", "Re-drive a dead letter (admin)", None, schemas.RedriveOut, 200),
-    ("get", "/api/v1/stats/overview", "Dashboard data: counts, timeline, pools, failures (tasks:monitor)", None, None,
-     200),
-]
-
-# Operations whose body may be left out (cancel: the reason is optional).
-_OPTIONAL_BODY = {("post", "/api/v1/tasks/{id}/cancel")}
-# Every /api/v1 response (api/ratelimit.py); absent only while the rate-limit store is unreachable.
+_PATH_VAR = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
+SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]
+SUCCESS_TEXT = {200: "OK", 201: "created"}
+# On every /api/v1 answer (api/ratelimit.py); absent only while the rate-limit store is unreachable.
 RATE_HEADERS: dict[str, Any] = {
     "X-RateLimit-Limit": {"description": "requests allowed per window for this principal and route class",
                           "schema": {"type": "integer"}},
     "X-RateLimit-Remaining": {"description": "requests left in the current window", "schema": {"type": "integer"}},
     "X-RateLimit-Reset": {"description": "Unix time at which the current window ends", "schema": {"type": "integer"}},
 }
-RETRY_AFTER = {"description": "seconds to wait before trying again (429, 503)", "schema": {"type": "integer"}}
-SHEDDABLE = {("post", "/api/v1/tasks")}  # routes declared `@sheddable` (api/shedding.py)
-
-_QUERY: dict[str, type[BaseModel]] = {
-    "/api/v1/tasks": schemas.TaskListQuery,
-    "/api/v1/tasks/definitions": schemas.DefinitionListQuery,
-    "/api/v1/tasks/definitions/{id}": schemas.DefinitionGetQuery,
-    "/api/v1/inbox": schemas.PageQuery,
-    "/api/v1/deadletters": schemas.DeadLetterQuery,
-    "/api/v1/stats/overview": OverviewQuery,
-}
+RETRY_AFTER = {"description": "seconds to wait before trying again", "schema": {"type": "integer"}}
+RATE_LIMITED_TEXT = "RATE_LIMITED: over the caller's rate limit for this class of route (Retry-After)"
+SHED_TEXT = "UNAVAILABLE: a dependency is unreachable, or the task's queue is over the shedding threshold for its " \
+            "priority (Retry-After)"
 
 
-def build_spec() -> dict[str, Any]:
-    models = {m for r in ROUTES for m in (r[3], r[4]) if m} | {schemas.ErrorEnvelope}
-    _, defs = models_json_schema(
-        [(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
-        by_alias=True,
-        ref_template="#/components/schemas/{model}",
-    )
-    components = defs.get("$defs", {})
-    limits = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_HEADERS}
-    error = {"description": "error (429 RATE_LIMITED with Retry-After over the rate limit)",
-             "content": _json_ref("ErrorEnvelope"), "headers": {**limits, "Retry-After": RETRY_AFTER}}
+def spec_path(rule: str) -> str:
+    """A Flask rule as an OpenAPI path: the (single) path variable is `{id}`, as in `/api/v1/tasks/{id}`."""
+    return _PATH_VAR.sub("{id}", rule)
+
+
+def documented_rules(app: Flask) -> list[tuple[Rule, dict[str, Operation]]]:
+    """Every URL rule whose view carries declared operations, in registration order."""
+    out = []
+    for rule in app.url_map.iter_rules():
+        ops = operations_of(app.view_functions.get(rule.endpoint))
+        if ops:
+            out.append((rule, ops))
+    return out
+
+
+def build_spec(app: Flask) -> dict[str, Any]:
+    rules = documented_rules(app)
+    models: set[type[BaseModel]] = {schemas.ErrorEnvelope}
+    for _, ops in rules:
+        for op in ops.values():
+            models |= {m for m in (op.body, op.response) if m is not None}
+    _, defs = models_json_schema([(m, "validation") for m in sorted(models, key=lambda m: m.__name__)],
+                                 by_alias=True, ref_template="#/components/schemas/{model}")
     paths: dict[str, Any] = {}
-    for method, path, summary, req, resp, status in ROUTES:
-        op: dict[str, Any] = {"summary": summary, "responses": {"4XX": error},
-                              "security": [{"bearer": []}, {"apiKey": []}]}
-        if req:
-            op["requestBody"] = {"required": (method, path) not in _OPTIONAL_BODY, "content": _json_ref(req.__name__)}
-        op["responses"][str(status)] = {"description": "success", "headers": limits} | (
-            {"content": _json_ref(resp.__name__)} if resp else {}
-        )
-        if (method, path) in SHEDDABLE:
-            op["responses"]["503"] = {"description": "UNAVAILABLE: the task's queue is over the shedding threshold "
-                                      "for its priority", "content": _json_ref("ErrorEnvelope"),
-                                      "headers": {**limits, "Retry-After": RETRY_AFTER}}
-        params = ([{"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}]
-                  if "{id}" in path else [])
-        if method == "get" and path in _QUERY:
-            params += _query_parameters(_QUERY[path])
-        if (method, path) == ("post", "/api/v1/tasks"):  # a replay with the same Idempotency-Key is a 200
-            params.append({"name": "Idempotency-Key", "in": "header", "required": False,
-                           "schema": {"type": "string", "minLength": 1, "maxLength": 255}})
-            op["responses"]["200"] = op["responses"]["201"]
-        if params:
-            op["parameters"] = params
-        paths.setdefault(path, {})[method] = op
-    paths.update(_ops_paths())
+    for rule, ops in rules:
+        view = app.view_functions[rule.endpoint]
+        for method in sorted(m for m in (rule.methods or ()) if m in ops):
+            paths.setdefault(spec_path(rule.rule), {})[method.lower()] = _operation(rule, ops[method], view)
     return {
         "openapi": "3.1.0",
-        "info": {"title": "taskexec Task Execution Layer", "version": __version__},
+        "info": {"title": "taskexec Task Execution Layer", "version": __version__,
+                 "description": "Submit, watch and act on tasks. Authenticate with `Authorization: Bearer <JWT>` "
+                                "or `X-API-Key: <key>`; errors are `{\"error\": {code, message, details}}`."},
         "paths": paths,
         "components": {
-            "schemas": components,
+            "schemas": defs.get("$defs", {}),
             "headers": RATE_HEADERS,
             "securitySchemes": {
                 "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
@@ -142,41 +82,77 @@ def build_spec() -> dict[str, Any]:
     }
 
 
-DOCS_HTML = """<!doctype html><html><head><meta charset="utf-8"><title>taskexec API</title>
-<style>body{font:15px system-ui,sans-serif;max-width:960px;margin:2rem auto;color:#222}
-code{background:#f3f3f3;padding:2px 4px}li{margin:.3rem 0}.m{display:inline-block;width:4rem;font-weight:700}</style>
-</head><body><h1>taskexec API</h1><p>Machine-readable spec: <a href="/openapi.json">/openapi.json</a>.</p>
-<ul id="ops"></ul><script>
-fetch('/openapi.json').then(r=>r.json()).then(s=>{const ul=document.getElementById('ops');
-for(const [p,ops] of Object.entries(s.paths)) for(const [m,o] of Object.entries(ops)){
-const li=document.createElement('li');
-li.innerHTML='<span class="m">'+m.toUpperCase()+'</span><code>'+p+'</code> '+(o.summary||'');ul.appendChild(li);}});
-</script></body></html>"""
+def _operation(rule: Rule, op: Operation, view: Any) -> dict[str, Any]:
+    has_id = bool(rule.arguments)
+    operation_id = op.method.lower() + "_" + rule.endpoint.replace(".", "_")  # e.g. get_tasks_list_
+    out: dict[str, Any] = {"summary": op.summary, "operationId": operation_id, "tags": [_tag(rule.rule)],
+                           "security": SECURITY if op.auth else []}
+    if op.description or op.permission:
+        needs = f"Needs `{op.permission.value}`." if op.permission else ""
+        out["description"] = " ".join(x for x in (op.description, needs) if x)
+    params = [{"name": "id", "in": "path", "required": True, "description": _describe(var),
+               "schema": {"type": "string", "minLength": 1}} for var in sorted(rule.arguments)]
+    params += [{"name": h.name, "in": "header", "required": False, "description": h.description,
+                "schema": {"type": "string", "minLength": 1, "maxLength": h.max_length}} for h in op.headers]
+    if op.query is not None:
+        params += query_parameters(op.query)
+    if params:
+        out["parameters"] = params
+    if op.body is not None:
+        out["requestBody"] = {"required": op.body_required, "content": _ref(op.body.__name__)}
+    limited = rule.rule.startswith(API_PREFIX + "/")  # rate-limited, with X-RateLimit-* on every answer
+    headers = {name: {"$ref": f"#/components/headers/{name}"} for name in RATE_HEADERS} if limited else {}
+    responses: dict[str, Any] = {}
+    for status in op.success_statuses():
+        text = op.also.get(status) or SUCCESS_TEXT.get(status, "OK")
+        body = (_ref(op.response.__name__, op.content_type) if op.response is not None
+                else {op.content_type: {"schema": op.response_schema}} if op.response_schema is not None else None)
+        responses[str(status)] = {"description": text, **({"content": body} if body else {}),
+                                  **({"headers": headers} if headers else {})}
+    errors = set(op.error_statuses(has_id))
+    texts = dict(ERROR_TEXT)
+    if limited:
+        errors.add(429)
+        texts[429] = RATE_LIMITED_TEXT
+    if getattr(view, "shed_extract", None) is not None:  # `@sheddable` (api/shedding.py)
+        errors.add(503)
+        texts[503] = SHED_TEXT
+    for status in sorted(errors):
+        error = {"description": texts.get(status, "error"), "content": _ref("ErrorEnvelope")}
+        if headers:
+            error["headers"] = {**headers, **({"Retry-After": RETRY_AFTER} if status in (429, 503) else {})}
+        responses[str(status)] = error
+    out["responses"] = responses
+    return out
 
 
-def register_openapi(app: Flask) -> None:
-    spec = build_spec()
-
-    @app.get("/openapi.json")
-    def openapi():
-        return spec
-
-    @app.get("/docs")
-    def docs():
-        return DOCS_HTML
+def _tag(rule: str) -> str:
+    parts = rule.removeprefix("/api/v1/").split("/")
+    if not rule.startswith("/api/v1/"):
+        return "operations"
+    return "definitions" if parts[:2] == ["tasks", "definitions"] else parts[0]
 
 
-def _json_ref(name: str) -> dict[str, Any]:
-    return {"application/json": {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+def _describe(var: str) -> str:
+    return var.removesuffix("_id").replace("_", " ") + " id"
 
 
-def _query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
+def _ref(name: str, content_type: str = "application/json") -> dict[str, Any]:
+    return {content_type: {"schema": {"$ref": f"#/components/schemas/{name}"}}}
+
+
+def query_parameters(model: type[BaseModel]) -> list[dict[str, Any]]:
     """One query parameter per field of `model`, typed as the model validates it (enums and bounds included)."""
     schema = model.model_json_schema(by_alias=True)
     defs = schema.get("$defs", {})
     required = set(schema.get("required", []))
-    return [{"name": name, "in": "query", "required": name in required, "schema": _query_schema(prop, defs)}
-            for name, prop in schema.get("properties", {}).items()]
+    out = []
+    for name, prop in schema.get("properties", {}).items():
+        param = {"name": name, "in": "query", "required": name in required, "schema": _query_schema(prop, defs)}
+        if "description" in prop:
+            param["description"] = prop["description"]
+        out.append(param)
+    return out
 
 
 def _query_schema(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -186,32 +162,6 @@ def _query_schema(prop: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                                                                            if k != "$ref"}}, defs)
     branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
     if len(branches) == 1:
-        rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default")}
+        rest = {k: v for k, v in prop.items() if k not in ("anyOf", "default", "description", "title")}
         return {**_query_schema(branches[0], defs), **rest}
-    return {k: v for k, v in prop.items() if k != "default"}
-
-
-_STATUS: dict[str, Any] = {"type": "object", "required": ["status"], "properties": {"status": {"enum": ["UP", "DOWN"]}}}
-_READY = {**_STATUS, "required": ["status", "checks"],
-          "properties": {**_STATUS["properties"], "checks": {"type": "object", "additionalProperties": {
-              "enum": ["UP", "DOWN"]}}, "error": {"$ref": "#/components/schemas/ErrorBody"}}}
-
-
-def _ops_paths() -> dict[str, Any]:
-    """Liveness, readiness (503 while a dependency is down) and Prometheus metrics: no credentials."""
-    def op(summary: str, responses: dict[str, Any]) -> dict[str, Any]:
-        return {"get": {"summary": summary, "security": [], "responses": responses}}
-
-    def body(schema: dict[str, Any]) -> dict[str, Any]:
-        return {"application/json": {"schema": schema}}
-
-    ready = op("readiness: database and broker reachable", {
-        "200": {"description": "ready", "content": body(_READY)},
-        "503": {"description": "a dependency is unreachable", "content": body(_READY)}})
-    return {
-        "/health": op("liveness", {"200": {"description": "alive", "content": body(_STATUS)}}),
-        "/ready": ready,
-        "/health/readiness": ready,
-        "/metrics": op("Prometheus metrics", {"200": {"description": "text exposition format",
-                                                      "content": {"text/plain": {"schema": {"type": "string"}}}}}),
-    }
+    return {k: v for k, v in prop.items() if k not in ("default", "description")}

@@ -6,18 +6,22 @@ from typing import Any
 
 from flask import Blueprint, jsonify
 
+from api.routing import operation
 from api.runtime import runtime
+from taskexec.schemas import HealthOut, ReadyOut
 
 bp = Blueprint("ops", __name__)
+READY: dict[str, Any] = {"summary": "Readiness: database and broker reachable (/ready and /health/readiness)",
+                         "auth": False, "response": ReadyOut, "also": {503: "a dependency is unreachable"}}
 
 
-@bp.get("/health")
+@operation(bp, "GET", "/health", summary="Liveness", auth=False, response=HealthOut)
 def health():
     return jsonify({"status": "UP"})
 
 
-@bp.get("/ready")
-@bp.get("/health/readiness")
+@operation(bp, "GET", "/health/readiness", **READY)
+@operation(bp, "GET", "/ready", **READY)
 def ready():
     rt = runtime()
     checks = {"database": rt.db.ping(), "broker": rt.publisher.ping()}

@@ -92,6 +92,18 @@ def require(permission: Permission) -> Callable[[F], F]:
     return decorate
 
 
+def authenticated(view: F) -> F:
+    """Authenticate only: any valid credential may call the view (e.g. `GET /api/v1/me`)."""
+
+    @functools.wraps(view)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        g.principal = authenticate()
+        return view(*args, **kwargs)
+
+    wrapper.auth_only = True  # type: ignore[attr-defined]
+    return wrapper  # type: ignore[return-value]
+
+
 def audit_fields() -> dict[str, str | None]:
     """Who-and-where of the current request, for the audit trail."""
     return {

@@ -5,19 +5,32 @@ from __future__ import annotations
 from flask import Blueprint, jsonify, request
 
 from api.io import event_out, page, parse_body, parse_query, task_out
+from api.routing import Header, operation
 from api.runtime import runtime
-from api.security import audit_fields, current, require
+from api.security import audit_fields, current
 from api.shedding import sheddable
 from taskexec.auth import Principal
 from taskexec.constants import API_PREFIX, Permission
 from taskexec.dispatch import publish_stored
 from taskexec.exceptions import BadRequest, NotFound
 from taskexec.models import TaskInstance
-from taskexec.schemas import CancelIn, SubmitIn, TaskListQuery
+from taskexec.schemas import (
+    CancelIn,
+    EventPage,
+    LogsOut,
+    StatusOut,
+    SubmitIn,
+    SubmitOut,
+    TaskListQuery,
+    TaskOut,
+    TaskPage,
+)
 
 bp = Blueprint("tasks", __name__, url_prefix=f"{API_PREFIX}/tasks")
 
 MAX_IDEMPOTENCY_KEY = 255
+IDEMPOTENCY_KEY = Header("Idempotency-Key", "a retry with the same key and body returns the same task (200)",
+                         MAX_IDEMPOTENCY_KEY)
 
 
 def _visible(task: TaskInstance, who: Principal) -> bool:
@@ -35,9 +48,12 @@ def load_visible(s, task_id: str) -> TaskInstance:
     return task
 
 
-@bp.post("")
 @sheddable()
-@require(Permission.EXECUTE)
+@operation(bp, "POST", "", summary="Submit a task", permission=Permission.EXECUTE, body=SubmitIn, response=SubmitOut,
+           status=201, also={200: "replay: the task stored earlier under the same Idempotency-Key"}, errors=(404,),
+           headers=(IDEMPOTENCY_KEY,),
+           description="`input` is validated against the definition's `inputSchema` (formats included, 422 "
+                       "naming each field); an unknown definition is a 404.")
 def submit():
     key = request.headers.get("Idempotency-Key")
     if key is not None and not (0 < len(key) <= MAX_IDEMPOTENCY_KEY):
@@ -54,8 +70,8 @@ def submit():
     )
 
 
-@bp.get("")
-@require(Permission.LIST)
+@operation(bp, "GET", "", summary="List tasks, newest first", permission=Permission.LIST, query=TaskListQuery,
+           response=TaskPage)
 def list_():
     q = parse_query(TaskListQuery)
     who = current()
@@ -67,8 +83,7 @@ def list_():
         return jsonify(page([task_out(t) for t in rows], q.page, q.limit, total))
 
 
-@bp.get("/<task_id>")
-@require(Permission.READ)
+@operation(bp, "GET", "/<task_id>", summary="Task detail", permission=Permission.READ, response=TaskOut)
 def get(task_id: str):
     rt = runtime()
     with rt.db.session() as s:
@@ -78,16 +93,16 @@ def get(task_id: str):
         return jsonify(task_out(task))
 
 
-@bp.get("/<task_id>/logs")
-@require(Permission.READ)
+@operation(bp, "GET", "/<task_id>/logs", summary="Captured stdout and stderr", permission=Permission.READ,
+           response=LogsOut)
 def logs(task_id: str):
     with runtime().db.session() as s:
         task = load_visible(s, task_id)
         return jsonify({"id": task.id, "stdout": task.stdout or "", "stderr": task.stderr or ""})
 
 
-@bp.get("/<task_id>/events")
-@require(Permission.READ)
+@operation(bp, "GET", "/<task_id>/events", summary="The task's history: state changes and human actions",
+           permission=Permission.READ, response=EventPage)
 def events(task_id: str):
     rt = runtime()
     with rt.db.session() as s:
@@ -95,8 +110,8 @@ def events(task_id: str):
         return jsonify({"items": [event_out(e) for e in rt.manager.events(s, task_id)]})
 
 
-@bp.post("/<task_id>/cancel")
-@require(Permission.CANCEL)
+@operation(bp, "POST", "/<task_id>/cancel", summary="Cancel a task (a running container is killed)",
+           permission=Permission.CANCEL, body=CancelIn, body_required=False, response=StatusOut, errors=(409,))
 def cancel(task_id: str):
     body = parse_body(CancelIn) if request.data else CancelIn(reason=None)
     rt = runtime()
@@ -108,8 +123,8 @@ def cancel(task_id: str):
     return jsonify({"id": task.id, "status": task.status})
 
 
-@bp.post("/<task_id>/retry")
-@require(Permission.EXECUTE)
+@operation(bp, "POST", "/<task_id>/retry", summary="Run a FAILED or TIMED_OUT task again",
+           permission=Permission.EXECUTE, response=StatusOut, errors=(409,))
 def retry(task_id: str):
     rt = runtime()
     with rt.db.session() as s:

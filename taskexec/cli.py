@@ -8,6 +8,7 @@ import os
 import sys
 from typing import Any
 
+from taskexec import client_cli
 from taskexec.config import ConfigError, Settings, get_settings, reset_settings
 
 POOLS = ("automated", "manual", "integration")
@@ -262,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     dbr = dbsub.add_parser("restore", help="pg_restore a backup file (stop the router and pools first)")
     dbr.add_argument("file")
     db.set_defaults(func=cmd_db)
+    client_cli.add_commands(sub)  # submit, get, wait, logs, events, cancel, retry, defs: over HTTP, via taskexec.sdk
     return p
 
 

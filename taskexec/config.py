@@ -319,6 +319,15 @@ class Settings(BaseSettings):
 _SECRET_QUERY = {"password", "sslpassword", "token", "secret"}
 
 
+class ClientSettings(BaseSettings):
+    """What the Python client and the user commands (`taskexec submit|get|...`) read; nothing else is needed."""
+
+    model_config = SettingsConfigDict(extra="ignore", populate_by_name=False)
+
+    api_url: str = Field("http://127.0.0.1:8081", min_length=1, validation_alias="TEL_API_URL")
+    api_token: SecretStr | None = Field(None, validation_alias="TEL_API_TOKEN")  # a JWT or an API key
+
+
 def mask_url(url: str) -> str:
     """Hide the password (or token) part of a URL's userinfo, and credential query parameters."""
     scheme, sep, rest = url.partition("://")
@@ -361,6 +370,11 @@ def load_settings(**overrides: Any) -> Settings:
             msg = err["msg"].removeprefix("Value error, ")
             lines.append(f"  {name}: {msg}" if name else f"  {msg}")  # a model check names its variables
         raise ConfigError("invalid configuration:\n" + "\n".join(lines)) from None
+
+
+def load_client_settings(**overrides: Any) -> ClientSettings:
+    """TEL_API_URL and TEL_API_TOKEN only: a client does not need (or validate) the server's configuration."""
+    return ClientSettings(**overrides)
 
 
 @functools.lru_cache(maxsize=1)

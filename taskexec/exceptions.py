@@ -20,6 +20,18 @@ class TaskexecError(Exception):
         if status is not None:
             self.status = status
 
+    @property
+    def field(self) -> str | None:
+        """The first field the details name (`[{field, message}]` or `{field: ...}`), if any."""
+        details = self.details
+        if isinstance(details, dict) and isinstance(details.get("field"), str):
+            return str(details["field"])
+        if isinstance(details, list):
+            for item in details:
+                if isinstance(item, dict) and isinstance(item.get("field"), str):
+                    return str(item["field"])
+        return None
+
     def envelope(self) -> dict[str, Any]:
         return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
 
@@ -94,3 +106,33 @@ class DestinationNotAllowed(Exception):
         self.host = host
         self.address = address
         self.reason = reason
+
+
+class WaitTimeout(TimeoutError):
+    """`TaskexecClient.wait` gave up before the task reached a final status."""
+
+    def __init__(self, task_id: str, status: str | None, waited_s: float) -> None:
+        super().__init__(f"task {task_id} is still {status} after {waited_s:.0f}s")
+        self.task_id = task_id
+        self.status = status
+
+
+_BY_CODE: dict[str, type[TaskexecError]] = {
+    ErrorCode.VALIDATION_ERROR: ValidationFailed,
+    ErrorCode.UNAUTHORIZED: Unauthorized,
+    ErrorCode.FORBIDDEN: Forbidden,
+    ErrorCode.NOT_FOUND: NotFound,
+    ErrorCode.CONFLICT: Conflict,
+    ErrorCode.RATE_LIMITED: RateLimited,
+    ErrorCode.UNAVAILABLE: Unavailable,
+}
+
+
+def from_envelope(status: int, body: Any) -> TaskexecError:
+    """The exception an error answer of the router stands for (the client raises it): same class as on the
+    server for the envelope's `code`, with its message, details and the HTTP status."""
+    error = body.get("error") if isinstance(body, dict) else None
+    if not isinstance(error, dict):
+        return TaskexecError(f"HTTP {status} without an error envelope", status=status)
+    cls = _BY_CODE.get(str(error.get("code")), TaskexecError)
+    return cls(str(error.get("message") or f"HTTP {status}"), details=error.get("details"), status=status)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import random
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, bindparam, func, or_, select, update
@@ -82,6 +82,14 @@ class TaskManager:
         except IntegrityError:
             raise Conflict(f"definition {body.id} version {version} exists", details={"field": "version"}) from None
         return row
+
+    def apply_definition(self, s: Session, body: DefinitionIn, actor: str | None) -> tuple[TaskDefinition, bool]:
+        """Register `body` unless the latest version already says the same; (row, created)."""
+        latest = s.scalar(_LATEST_DEFINITION, {"def_id": body.id})
+        if latest is not None and _same_definition(latest, body, validate_definition(body, self.settings)) and (
+                body.version in (None, latest.version)):
+            return latest, False
+        return self.create_definition(s, body, actor), True
 
     def get_definition(self, s: Session, def_id: str, version: str | None = None) -> TaskDefinition:
         """One version, or the latest; a given version may be a shared detached copy (read it, never change it)."""
@@ -214,9 +222,16 @@ class TaskManager:
             (TaskInstance.definition_id, q.task_definition_id),
             (TaskInstance.workflow_instance_id, q.workflow_instance_id),
             (TaskInstance.assignee, q.assignee),
+            (TaskInstance.correlation_id, q.correlation_id),
         ):
             if value is not None:
                 stmt = stmt.where(column == value)
+        if q.created_after is not None:
+            stmt = stmt.where(TaskInstance.created_at >= q.created_after.astimezone(UTC))
+        if q.created_before is not None:
+            stmt = stmt.where(TaskInstance.created_at < q.created_before.astimezone(UTC))
+        if q.search:
+            stmt = stmt.where(_search(q.search.strip()))
         if owner is not None:
             stmt = stmt.where(TaskInstance.created_by == owner)
         return _page(s, stmt.order_by(TaskInstance.created_at.desc(), TaskInstance.id), q.page, q.limit)
@@ -423,6 +438,23 @@ class TaskManager:
 def _trace_metadata() -> dict[str, str] | None:
     trace = tracing.current()
     return {"requestId": trace.request_id, "traceparent": trace.traceparent} if trace else None
+
+
+def _same_definition(row: TaskDefinition, body: DefinitionIn, config: dict[str, Any]) -> bool:
+    """Whether `body` (with its normalised executionConfig) describes what `row` stores."""
+    policy = body.retry_policy.model_dump(by_alias=True) if body.retry_policy else None
+    return (row.name, row.description, row.type, row.input_schema, row.output_schema, row.timeout_ms,
+            row.retry_policy, row.execution_config) == (
+        body.name, body.description, body.type.value, body.input_schema, body.output_schema, body.timeout,
+        policy, config)
+
+
+def _search(text: str) -> Any:
+    """A task id, its first characters (at least 4; hex and '-' only, so no LIKE wildcard), or a correlation id."""
+    matches = [TaskInstance.id == text, TaskInstance.correlation_id == text]
+    if len(text) >= 4 and all(c in "0123456789abcdef-" for c in text.lower()):
+        matches.append(TaskInstance.id.like(text.lower() + "%"))
+    return or_(*matches)
 
 
 def backoff_delay(policy: dict[str, Any], n: int) -> float:

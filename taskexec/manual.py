@@ -168,13 +168,15 @@ class ManualTasks:
         return task
 
     def complete(self, s: Session, task_id: str, who: Principal, output: Any, audit: Audit) -> TaskInstance:
-        """Validate `output` against the outputSchema and close the task as COMPLETED."""
+        """Validate `output` against the outputSchema (and formSchema) and close the task as COMPLETED."""
         task = self.load(s, task_id, who, lock=True)
         _require_open_manual(task)
         if not (offered_to(task, who) or may_override(who)):
             raise Forbidden(f"only the assignee may complete task {task_id}", details={"assignee": task.assignee})
-        definition, _ = task_config(self.manager, s, task)
+        definition, config = task_config(self.manager, s, task)
         errors = output_errors(definition.output_schema or {}, output)
+        if config.get("formSchema"):  # the form people fill is enforced too (its formats, its required fields)
+            errors += [e for e in output_errors(config["formSchema"], output) if e not in errors]
         if errors:
             raise ValidationFailed("output does not match the outputSchema", details=errors)
         now = utcnow()

@@ -15,7 +15,6 @@ import logging
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from jsonschema import Draft202012Validator
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -26,6 +25,7 @@ from taskexec.events import enqueue_event
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, utcnow
 from taskexec.notifications import ROLE_PREFIX, NotificationType, current_recipients, notify, unique
 from taskexec.statemachine import transition
+from taskexec.validation import schema_errors
 
 if TYPE_CHECKING:
     from taskexec.manager import TaskManager
@@ -70,17 +70,8 @@ def next_timer(task: TaskInstance, config: dict[str, Any]) -> datetime:
 
 
 def output_errors(schema: dict[str, Any], output: Any) -> list[dict[str, str]]:
-    """Every place `output` fails `schema`, as `{field, message}` with paths like `output.score`."""
-    out: list[dict[str, str]] = []
-    for err in sorted(Draft202012Validator(schema).iter_errors(output), key=lambda e: list(e.absolute_path)):
-        path = "output" + "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in err.absolute_path)
-        if err.validator == "required" and isinstance(err.instance, dict):
-            for name in err.validator_value:
-                if name not in err.instance:
-                    out.append({"field": f"{path}.{name}", "message": "is required"})
-        else:
-            out.append({"field": path, "message": err.message})
-    return out[:50]
+    """Every place `output` fails `schema` (formats included), with paths like `output.score`."""
+    return schema_errors(schema, output, "output")
 
 
 class TimerSweeps:

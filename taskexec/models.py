@@ -117,7 +117,7 @@ class TaskInstance(Base):
     queue_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_id: Mapped[str | None] = mapped_column(String(256))
     workflow_instance_id: Mapped[str | None] = mapped_column(String(256), index=True)
-    correlation_id: Mapped[str | None] = mapped_column(String(256))
+    correlation_id: Mapped[str | None] = mapped_column(String(256), index=True)
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     execution_config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     execution_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSONType)

@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, field_validator
 from pydantic.alias_generators import to_camel
 
 from taskexec.constants import Priority, Runtime, Status, TaskType
@@ -276,6 +276,45 @@ class EventOut(ApiModel):
     created_at: datetime
 
 
+class EventPage(ApiModel):
+    items: list[EventOut]
+
+
+class ClaimOut(ApiModel):
+    id: str
+    status: Status
+    assignee: str | None
+    claimed_at: datetime | None
+
+
+class CompleteOut(ApiModel):
+    id: str
+    status: Status
+    completed_by: str | None
+
+
+class ReassignOut(ApiModel):
+    id: str
+    status: Status
+    assignee: str | None
+
+
+class InboxDetail(InboxItem):
+    description: str | None
+    can_claim: bool
+    form_schema: dict[str, Any]
+    output_schema: dict[str, Any]
+
+
+class MeOut(ApiModel):
+    """Who the credential belongs to and what it may do (pages show only the actions allowed)."""
+
+    sub: str
+    kind: Literal["jwt", "api_key"]
+    roles: list[str]
+    permissions: list[str]
+
+
 class LogsOut(ApiModel):
     id: str
     stdout: str
@@ -300,6 +339,11 @@ class TaskListQuery(PageQuery):
     task_definition_id: str | None = None
     workflow_instance_id: str | None = None
     assignee: str | None = None
+    correlation_id: str | None = Field(None, max_length=256)
+    created_after: AwareDatetime | None = Field(None, description="created at or after (RFC 3339, with offset)")
+    created_before: AwareDatetime | None = Field(None, description="created before (RFC 3339, with offset)")
+    search: str | None = Field(None, min_length=1, max_length=256,
+                               description="a task id, the first characters of one (at least 4), or a correlation id")
 
 
 class DefinitionGetQuery(ApiModel):
@@ -329,6 +373,15 @@ class ErrorBody(ApiModel):
 
 class ErrorEnvelope(ApiModel):
     error: ErrorBody
+
+
+class HealthOut(ApiModel):
+    status: Literal["UP", "DOWN"]
+
+
+class ReadyOut(HealthOut):
+    checks: dict[str, Literal["UP", "DOWN"]]
+    error: ErrorBody | None = None
 
 
 # ---------------------------------------------------------------- internal API (worker pools)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+import shutil
 import signal
 import subprocess
 import sys
@@ -152,6 +153,7 @@ def run_stack(port: int | None = None) -> None:
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     url = f"http://127.0.0.1:{port}"
+    cli = _cli_path()
     token = issue_token(settings, "admin", ["admin"], ttl=7 * 86400)
     try:
         _wait_ready(url, procs)
@@ -176,12 +178,29 @@ Submit the sample task, then read it back with the id it returns:
        -H 'Content-Type: application/json' -d '{{"taskDefinitionId": "hello-python", "input": {{"name": "world"}}}}'
   curl -s {url}/api/v1/tasks/<id> -H 'Authorization: Bearer {token}'
 
+Or with the command line, in another terminal:
+  export TEL_API_URL={url} TEL_API_TOKEN={token}
+  {cli} submit hello-python --input '{{"name": "world"}}'
+  {cli} wait <id>
+
+API docs: {url}/docs   dashboard: {url}/dashboard   inbox: {url}/inbox
 Ctrl-C stops everything.
 """, flush=True)
     while all(p.poll() is None for p in procs):
         time.sleep(1)
     print("a process of the stack exited; stopping", file=sys.stderr)
     stop(code=1)
+
+
+def _cli_path() -> str:
+    """How to call the `taskexec` command from the current directory (e.g. `.venv/bin/taskexec`)."""
+    path = Path(sys.executable).parent / "taskexec"
+    if shutil.which("taskexec") == str(path):
+        return "taskexec"
+    try:
+        return str(path.relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
 
 
 def _wait_ready(url: str, procs: list[subprocess.Popen[bytes]], timeout: float = 60) -> None:

@@ -36,15 +36,55 @@ def check_schema(schema: dict[str, Any], field: str) -> None:
         ) from None
 
 
+# What a failed `format` says, here and in the web inbox's form (api/static/inbox/formats.js holds the same
+# table; tests/unit/test_formats.py keeps the two equal). Formats not listed: "must be a valid <format>".
+FORMAT_MESSAGES: dict[str, str] = {
+    "email": "must be an email address",
+    "idn-email": "must be an email address",
+    "date": "must be a date (YYYY-MM-DD)",
+    "date-time": "must be a date and time with a UTC offset (RFC 3339, e.g. 2024-05-01T09:30:00Z)",
+    "time": "must be a time with a UTC offset (e.g. 09:30:00Z)",
+    "uri": "must be an absolute URI (e.g. https://example.com/x)",
+    "uri-reference": "must be a URI reference",
+    "uuid": "must be a UUID",
+    "ipv4": "must be an IPv4 address",
+    "ipv6": "must be an IPv6 address",
+    "hostname": "must be a host name",
+    "duration": "must be an ISO 8601 duration (e.g. P3D)",
+}
+# jsonschema's checker for every format its installed extras support (jsonschema[format-nongpl]).
+FORMAT_CHECKER = Draft202012Validator.FORMAT_CHECKER
+
+
+def format_message(fmt: str) -> str:
+    return FORMAT_MESSAGES.get(fmt, f"must be a valid {fmt}")
+
+
+def schema_errors(schema: dict[str, Any], instance: Any, field: str) -> list[dict[str, str]]:
+    """Every place `instance` fails `schema` (formats included), as `{field, message}` under `field`.
+
+    A missing required property is reported at its own path (`output.score: is required`), so a form can show
+    it next to the field.
+    """
+    out: list[dict[str, str]] = []
+    validator = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+    for err in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
+        path = field + _path(err.absolute_path)
+        if err.validator == "required" and isinstance(err.instance, dict):
+            out += [{"field": f"{path}.{name}", "message": "is required"}
+                    for name in err.validator_value if name not in err.instance]
+        elif err.validator == "format":
+            out.append({"field": path, "message": format_message(str(err.validator_value))})
+        else:
+            out.append({"field": path, "message": err.message})
+    return out[:50]
+
+
 def validate_instance(schema: dict[str, Any], instance: Any, field: str) -> None:
-    """Raise 422 listing every field path where `instance` fails `schema`."""
-    validator = Draft202012Validator(schema)
-    errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
+    """Raise 422 listing every field path where `instance` fails `schema` (formats included)."""
+    errors = schema_errors(schema, instance, field)
     if errors:
-        raise ValidationFailed(
-            f"{field} does not match the schema",
-            details=[{"field": field + _path(e.absolute_path), "message": e.message} for e in errors[:50]],
-        )
+        raise ValidationFailed(f"{field} does not match the schema", details=errors)
 
 
 def _path(parts: Any) -> str:

@@ -197,8 +197,12 @@ class Stack:
             with db.session() as s:
                 _, self.service_key = create_api_key(s, "test-workers", ["service"])
             db.dispose()
-        self.procs["router"] = Proc(taskexec("router"), self.env, self.logdir / "router.log")
-        wait_for(self._ready, 30, what="router ready")
+        router = self.procs["router"] = Proc(taskexec("router"), self.env, self.logdir / "router.log")
+        try:
+            wait_for(self._ready, 60, what="router ready")
+        except AssertionError:  # never leave a router behind: the caller's teardown does not run
+            router.stop()
+            raise AssertionError(f"router not ready after 60 s; log tail:\n{router.text()[-3000:]}") from None
 
     def _ready(self) -> bool:
         try:

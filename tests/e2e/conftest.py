@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -24,3 +26,17 @@ def browser_page() -> Iterator[Any]:
         page = browser.new_page(viewport={"width": 1440, "height": 1000})
         yield page
         browser.close()
+
+
+ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
+
+
+@pytest.fixture
+def artifacts(request: pytest.FixtureRequest) -> Path:
+    """`tests/artifacts/<test name>/` (git-ignored): screenshots kept after the run, printed at the end."""
+    path = ARTIFACTS / re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)
+    path.mkdir(parents=True, exist_ok=True)
+    for old in path.glob("*.png"):
+        old.unlink()
+    print(f"artifacts: {path}")
+    return path

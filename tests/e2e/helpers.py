@@ -44,3 +44,25 @@ def wait_status(stack: Stack, task_id: str, statuses: set[str] | None = None, ti
         return task if task["status"] in wanted else None
 
     return wait_for(check, timeout, what=f"task {task_id} in {sorted(wanted)}")  # type: ignore[no-any-return]
+
+
+def finish_via_internal_api(stack: Stack, task_id: str, status: str = "FAILED", retry: bool = True,
+                            **result: Any) -> dict[str, Any]:
+    """Start and finish the task's attempt through the internal API, as a pool would (no worker, no Docker).
+
+    FAILED with `retry` and no retries left leaves a dead letter.
+    """
+    import psycopg
+
+    with psycopg.connect(stack.env["DATABASE_URL"].replace("+psycopg", "")) as conn:
+        row = conn.execute("SELECT dispatch_token FROM task_instances WHERE id = %s", (task_id,)).fetchone()
+    key = {"X-API-Key": stack.service_key}
+    r = requests.post(f"{stack.url}/internal/v1/tasks/{task_id}/start", headers=key, timeout=10,
+                      json={"dispatchToken": row[0] if row else "", "workerId": "w-test"})
+    assert r.status_code == 200 and r.json()["run"], r.text
+    body = {"attempt": r.json()["attempt"], "status": status, "retry": retry, **result}
+    if status == "FAILED":
+        body.setdefault("error", {"code": "NON_ZERO_EXIT", "message": "boom"})
+    r = requests.post(f"{stack.url}/internal/v1/tasks/{task_id}/finish", headers=key, timeout=10, json=body)
+    assert r.status_code == 200, r.text
+    return r.json()  # type: ignore[no-any-return]

@@ -6,9 +6,10 @@ A person signs in with a token, opens a task, claims it, gets 422 errors inline,
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pytest
+import requests
 
 from tests.conftest import make_token
 from tests.e2e.helpers import define, get, submit, wait_status
@@ -81,3 +82,66 @@ def test_claim_and_complete_through_the_web_inbox(inbox_stack: Stack, receiver: 
     assert {e["type"] for e in browser_events} == {"task.viewed", "task.claimed", "task.completion_rejected",
                                                    "task.instance.completed"}
     assert all(e["actor"] == "alice" and "Chrome" in (e["userAgent"] or "") and e["ip"] for e in browser_events)
+
+
+FORMAT_FORM = {**OUTPUT_SCHEMA, "required": ["approved", "score", "contact"], "properties": {
+    **cast(dict[str, Any], OUTPUT_SCHEMA["properties"]),
+    "contact": {"type": "string", "format": "email", "title": "Contact"},
+    "when": {"type": "string", "format": "date-time", "title": "Follow-up at"},
+}}
+# (format, value) pairs the form's own check and the server's format checker must judge alike
+SAMPLES = [("email", "a@b"), ("email", "nobody"), ("date", "2024-02-29"), ("date", "2023-02-29"),
+           ("date", "2024-1-1"), ("date-time", "2024-05-01T09:30:00Z"), ("date-time", "2024-05-01t09:30:00.5+02:00"),
+           ("date-time", "2024-05-01T09:30:00"), ("date-time", "2024-05-01 09:30:00Z"), ("time", "23:59:59Z"),
+           ("time", "24:00:00Z"), ("time", "09:30"), ("uri", "https://example.com/a?b=c"), ("uri", "mailto:x@y"),
+           ("uri", "no scheme"), ("uri", "/relative/path"), ("uuid", "9f1c6a3e-2b1d-4c8e-9a57-0c1d2e3f4a5b"),
+           ("uuid", "9f1c6a3e2b1d4c8e9a570c1d2e3f4a5b"), ("ipv4", "192.0.2.7"), ("ipv4", "192.0.2.256"),
+           ("ipv4", "01.2.3.4")]
+
+
+def test_the_form_checks_formats_with_the_servers_words(inbox_stack: Stack, browser_page: Any) -> None:
+    from taskexec.validation import FORMAT_CHECKER, format_message
+    from tests.conftest import auth
+
+    define(inbox_stack, manual_def("fmt-review", formSchema=FORMAT_FORM))
+    task_id = submit(inbox_stack, "fmt-review", {"doc": "x.pdf"}).json()["id"]
+    wait_status(inbox_stack, task_id, {"ASSIGNED"}, timeout=60)
+    page = browser_page
+    page.goto(f"{inbox_stack.url}/inbox")
+    page.fill("#token", make_token("alice", ("operator", "reviewers")))
+    page.click("#signin")
+    page.locator(f"li[data-task-id='{task_id}']").click()
+    page.click("#claim")
+    page.wait_for_selector("#f-contact:enabled")
+    assert page.get_attribute("#f-contact", "type") == "email"
+
+    judged = page.evaluate("samples => samples.map(([f, v]) => window.TaskexecFormats.check(f, v))", SAMPLES)
+    expected = [None if FORMAT_CHECKER.conforms(v, f) else format_message(f) for f, v in SAMPLES]
+    assert judged == expected, list(zip(SAMPLES, judged, expected, strict=True))
+
+    page.check("#f-approved")
+    page.fill("#f-score", "4")
+    page.fill("#f-contact", "alice-at-example")
+    page.fill("#f-when", "tomorrow morning")
+    page.click("#submit")
+    contact = page.locator(".field-error[data-error-for='contact']")
+    wait_for(lambda: contact.inner_text().strip(), 10, what="inline format error")
+    shown = {"contact": contact.inner_text().strip(),
+             "when": page.inner_text(".field-error[data-error-for='when']").strip()}
+    # the server says the same about the same values
+    r = requests.post(f"{inbox_stack.url}/api/v1/tasks/{task_id}/complete", headers=auth("admin", "admin"),
+                      json={"output": {"approved": True, "score": 4, "contact": "alice-at-example",
+                                       "when": "tomorrow morning"}}, timeout=10)
+    assert r.status_code == 422, r.text
+    server = {d["field"].removeprefix("output."): d["message"] for d in r.json()["error"]["details"]}
+    assert shown == server == {"contact": "must be an email address", "when": format_message("date-time")}
+    history = get(inbox_stack, task_id, "/events")["items"]
+    assert not [e for e in history if e["type"] == "task.completion_rejected" and e["actor"] == "alice"]
+
+    page.fill("#f-contact", "alice@example.com")
+    page.fill("#f-when", "2024-05-01T09:30:00Z")
+    page.click("#submit")
+    page.wait_for_selector("#message:has-text('Task completed')")
+    done = wait_status(inbox_stack, task_id, timeout=10)
+    assert done["output"] == {"approved": True, "score": 4, "contact": "alice@example.com",
+                              "when": "2024-05-01T09:30:00Z"}

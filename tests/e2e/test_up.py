@@ -133,6 +133,18 @@ def test_up_on_postgresql_walks_the_newcomer_path(tmp_path: Path) -> None:
         assert wait_for(lambda: pools() >= {"automated", "manual", "integration"}, 60, what="Flower lists the pools")
         seen = requests.get(f"{flower}/api/tasks", auth=("admin", password), timeout=10).json()
         assert any(t["args"] and sample["id"] in t["args"] for t in seen.values()), "Flower saw the sample task"
+
+        # 6. the printed command-line lines work as printed (the README's first task)
+        exports = re.search(r"export (TEL_API_URL=\S+) (TEL_API_TOKEN=\S+)", text)
+        assert exports, text
+        cli_env = {**env, **dict(pair.split("=", 1) for pair in exports.groups())}
+        submit = re.search(r"\n\s*(\S+ submit hello-python .*)\n", text).group(1)  # type: ignore[union-attr]
+        sent = subprocess.run(shlex.split(submit), env=cli_env, cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert sent.returncode == 0 and sent.stdout.startswith("submitted "), (sent.stdout, sent.stderr)
+        wait = re.search(r"\n\s*(\S+ wait) <id>\n", text).group(1)  # type: ignore[union-attr]
+        waited = subprocess.run([*shlex.split(wait), sent.stdout.split()[1]], env=cli_env, cwd=ROOT,
+                                capture_output=True, text=True, timeout=90)
+        assert waited.returncode == 0 and "COMPLETED" in waited.stdout and "Hello, world!" in waited.stdout, waited
     finally:
         os.killpg(proc.pid, 2)  # Ctrl-C
         proc.wait(timeout=40)

@@ -43,7 +43,7 @@ from tests.conftest import auth
 from tests.integration_support import module_stack
 from tests.support import Stack, wait_for
 
-pytestmark = [pytest.mark.faults, pytest.mark.slow]
+pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.timeout(480)]  # every operation, under load
 
 ADMIN = auth("fuzzer", "admin")
 CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance, response_schema_conformance,

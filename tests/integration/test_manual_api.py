@@ -214,7 +214,7 @@ def test_bad_input_is_a_clear_4xx_and_changes_nothing(client: Any, app: Any) -> 
     ({"assignment": {"role": "r"}, "escalation": {"action": "REASSIGN"}}, "executionConfig.escalation"),
     ({"assignment": {"role": "r"}, "escalation": {"action": "PANIC"}}, "executionConfig.escalation"),
     ({"assignment": {"role": "r"}, "escalation": {"action": "AUTO_COMPLETE", "output": {"score": 3}}},
-     "executionConfig.escalation.output"),
+     "executionConfig.escalation.output.approved"),  # a missing required property is named at its own path
 ])
 def test_bad_manual_definitions_are_422(client: Any, config: dict[str, Any], field: str) -> None:
     body = {**manual_def(), "executionConfig": config}

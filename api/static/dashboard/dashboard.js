@@ -1,4 +1,5 @@
-/* taskexec operations dashboard: overview (cards, SVG charts, tables) and a task page, live refresh. */
+/* taskexec operations dashboard: overview (cards, SVG charts, tables), sign-in, routing, live refresh.
+   The task list, the task page with its actions and the dead letters are in tasks.js (window.TELViews). */
 (function () {
   "use strict";
   const API = "/api/v1";
@@ -13,7 +14,7 @@
     token: sessionStorage.getItem(KEY) || "",
     window: sessionStorage.getItem(KEY + ".window") || "1h",
     definition: sessionStorage.getItem(KEY + ".definition") || "",
-    timer: null, lastOk: 0,
+    timer: null, lastOk: 0, me: null,
   };
 
   function el(tag, attrs, ...children) {
@@ -45,8 +46,17 @@
     } catch (e) { return null; }
   }
 
-  async function api(path) {
-    const resp = await fetch(API + path, { headers: { Authorization: "Bearer " + state.token } });
+  // A JWT has three dot-separated parts; anything else is an API key.
+  function credentialHeaders(token) {
+    return token.split(".").length === 3 ? { Authorization: "Bearer " + token } : { "X-API-Key": token };
+  }
+
+  async function api(path, opts) {
+    const o = opts || {};
+    const headers = credentialHeaders(state.token);
+    if (o.body !== undefined) headers["Content-Type"] = "application/json";
+    const resp = await fetch(API + path, { method: o.method || "GET", headers,
+      body: o.body === undefined ? undefined : JSON.stringify(o.body) });
     let data = null;
     try { data = await resp.json(); } catch (e) { data = null; }
     if (resp.status === 401) signOut("Your token was refused: " + errText(data));
@@ -84,25 +94,38 @@
 
   // ------------------------------------------------------------------ sign in / out
 
-  function signIn(token) {
-    const c = claims(token);
-    if (!c || !c.sub) { $("signin-error").textContent = "That does not look like a JWT."; return; }
+  async function signIn(token) {
+    if (!token) { $("signin-error").textContent = "Paste a token or an API key."; return; }
+    if (token.split(".").length === 3 && !claims(token)) { $("signin-error").textContent = "That does not look like a JWT."; return; }
     state.token = token;
+    const r = await api("/me");
+    if (!r.ok) { if (r.status !== 401) signOut("Could not sign in: " + errText(r.data)); return; }
+    state.me = r.data;
     sessionStorage.setItem(KEY, token);
     $("signin-error").textContent = "";
-    $("who-name").textContent = c.sub;
+    $("who-name").textContent = r.data.sub;
+    $("who-roles").textContent = r.data.roles.length ? "(" + r.data.roles.join(", ") + ")" : "";
     $("signin-panel").hidden = true;
     $("controls").hidden = false;
+    $("nav").hidden = false;
+    if (!can("tasks:monitor") && !location.hash.startsWith("#/task")) location.hash = "#/tasks";
     route();
+  }
+
+  // What the signed-in principal may do (GET /api/v1/me); `admin` may do everything.
+  function can(permission) {
+    const perms = (state.me && state.me.permissions) || [];
+    return perms.includes("admin") || perms.includes(permission);
   }
 
   function signOut(reason) {
     state.token = "";
+    state.me = null;
     sessionStorage.removeItem(KEY);
     clearInterval(state.timer);
     $("controls").hidden = true;
-    $("overview").hidden = true;
-    $("task-view").hidden = true;
+    $("nav").hidden = true;
+    for (const id of VIEWS) $(id).hidden = true;
     $("signin-panel").hidden = false;
     $("signin-error").textContent = reason || "";
   }
@@ -318,50 +341,22 @@
     }));
   }
 
-  // ------------------------------------------------------------------ task page
-
-  async function loadTask(id) {
-    const enc = encodeURIComponent(id);
-    const [t, ev, logs] = await Promise.all([api("/tasks/" + enc), api("/tasks/" + enc + "/events"), api("/tasks/" + enc + "/logs")]);
-    if (!t.ok) { $("t-title").textContent = "Task not available: " + errText(t.data); return; }
-    const task = t.data, meta = task.executionMetadata || {};
-    $("t-title").textContent = task.taskDefinitionId + " · v" + task.definitionVersion;
-    $("t-id").textContent = task.id;
-    $("t-status").className = "status " + task.status;
-    $("t-status").textContent = task.status;
-    const facts = [["Type", task.type], ["Priority", task.priority], ["Retries", task.retryCount],
-      ["Worker", meta.workerId], ["Started", fmt.time(meta.startTime)], ["Ended", fmt.time(meta.endTime)],
-      ["Duration", meta.durationMs === undefined || meta.durationMs === null ? null
-        : meta.durationMs < 1000 ? meta.durationMs + " ms" : fmt.dur(meta.durationMs / 1000)],
-      ["Exit code", meta.exitCode], ["Peak memory", meta.peakMemoryBytes ? Math.round(meta.peakMemoryBytes / 1048576) + " MiB" : null],
-      ["Assignee", task.assignee], ["Due", task.dueDate ? fmt.time(task.dueDate) : null],
-      ["Correlation id", task.correlationId], ["Workflow", task.workflowInstanceId],
-      ["Created", fmt.time(task.createdAt)], ["Updated", fmt.time(task.updatedAt)]];
-    $("t-facts").replaceChildren(...facts.filter(([, v]) => v !== null && v !== undefined && v !== "")
-      .map(([k, v]) => el("div", {}, el("dt", { text: k }), el("dd", { text: String(v) }))));
-    $("t-input").textContent = JSON.stringify(task.input, null, 2);
-    $("t-output").textContent = task.output === null || task.output === undefined ? "—" : JSON.stringify(task.output, null, 2);
-    $("t-error-box").hidden = !task.error;
-    $("t-error").textContent = task.error ? JSON.stringify(task.error, null, 2) : "";
-    $("t-stdout").textContent = (logs.ok && logs.data.stdout) || "(empty)";
-    $("t-stderr").textContent = (logs.ok && logs.data.stderr) || "(empty)";
-    const events = ev.ok ? ev.data.items : [];
-    fillTable("events-table", events, (e) => el("tr", {},
-      el("td", { text: fmt.time(e.createdAt) }), el("td", { class: "mono small", text: e.type }),
-      el("td", {}, e.fromStatus ? statusBadge(e.fromStatus) : "", e.fromStatus || e.toStatus ? " → " : "", e.toStatus ? statusBadge(e.toStatus) : ""),
-      el("td", { text: e.actor || "–" }),
-      el("td", { class: "mono small", text: e.details ? JSON.stringify(e.details) : "" })));
-  }
-
   // ------------------------------------------------------------------ routing, refresh
 
+  const VIEWS = ["overview", "tasks-view", "dl-view", "task-view"];
+
   function route() {
-    if (!state.token) return;
+    if (!state.token || !state.me) return;
     clearInterval(state.timer);
-    const m = location.hash.match(/^#\/task\/(.+)$/);
-    $("overview").hidden = !!m;
-    $("task-view").hidden = !m;
-    const tick = m ? () => loadTask(decodeURIComponent(m[1])) : loadOverview;
+    const hash = location.hash;
+    const m = hash.match(/^#\/task\/(.+)$/);
+    const view = m ? "task-view" : hash.startsWith("#/tasks") ? "tasks-view" : hash.startsWith("#/deadletters") ? "dl-view" : "overview";
+    for (const id of VIEWS) $(id).hidden = id !== view;
+    $("overview-filters").hidden = view !== "overview";
+    const navName = { overview: "overview", "tasks-view": "tasks", "dl-view": "deadletters", "task-view": "tasks" }[view];
+    for (const a of $("nav").querySelectorAll("a")) a.classList.toggle("active", a.dataset.view === navName);
+    const tick = m ? () => views.task(decodeURIComponent(m[1])) : view === "tasks-view" ? views.tasks
+      : view === "dl-view" ? views.deadletters : loadOverview;
     tick();
     if ($("f-live").checked) state.timer = setInterval(tick, REFRESH_MS);
   }
@@ -372,6 +367,7 @@
     if (location.hash.startsWith("#/task/")) location.hash = "#/"; else route();
   }
 
+  const views = window.TELViews({ $, el, api, fmt, state, can, errText, taskLink, statusBadge, fillTable, route });
   $("signin").addEventListener("click", () => signIn($("token").value.trim()));
   $("signout").addEventListener("click", () => signOut());
   $("f-window").addEventListener("change", (e) => setFilter("window", e.target.value));

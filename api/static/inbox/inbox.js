@@ -143,6 +143,20 @@
     buildForm(t.formSchema || t.outputSchema || {}, !t.claimed);
   }
 
+  // String formats: the browser's own input where it yields the JSON Schema form, a hint otherwise.
+  const INPUT_TYPES = { date: "date", email: "email", uri: "url" };
+  const PLACEHOLDERS = { "date-time": "2024-05-01T09:30:00Z", time: "09:30:00Z", uuid: "xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx" };
+
+  /* `format` problems found before sending, worded as the server words them (formats.js). */
+  function formatErrors(output) {
+    const out = [];
+    for (const control of $("fields").querySelectorAll("[data-format]")) {
+      const msg = output[control.name] === undefined ? null : window.TaskexecFormats.check(control.dataset.format, output[control.name]);
+      if (msg) out.push({ field: "output." + control.name, message: msg });
+    }
+    return out;
+  }
+
   function fieldKind(prop) {
     if (Array.isArray(prop.enum)) return "enum";
     const type = Array.isArray(prop.type) ? prop.type.find((x) => x !== "null") : prop.type;
@@ -184,10 +198,11 @@
           control = el("textarea", { id, name, rows: kind === "json" ? 4 : 3 });
           if (prop.default !== undefined) control.value = kind === "json" ? JSON.stringify(prop.default) : prop.default;
         } else {
-          const type = kind === "number" || kind === "integer" ? "number"
-            : prop.format === "date" ? "date" : prop.format === "email" ? "email" : "text";
-          control = el("input", { id, name, type, step: kind === "integer" ? "1" : kind === "number" ? "any" : null });
+          const type = kind === "number" || kind === "integer" ? "number" : INPUT_TYPES[prop.format] || "text";
+          control = el("input", { id, name, type, step: kind === "integer" ? "1" : kind === "number" ? "any" : null,
+            placeholder: PLACEHOLDERS[prop.format] || null });
           if (prop.default !== undefined) control.value = prop.default;
+          if (kind === "string" && prop.format) control.dataset.format = prop.format;
         }
         wrap.append(el("label", { for: id }, label, required.has(name) ? el("span", { class: "req", text: " *" }) : ""),
           control);
@@ -243,7 +258,14 @@
 
   async function submit(ev) {
     ev.preventDefault();
-    const r = await api("POST", "/tasks/" + encodeURIComponent(state.current) + "/complete", { output: collect() });
+    const output = collect();
+    const problems = formatErrors(output);
+    if (problems.length) {
+      showErrors(problems);
+      toast("Please fix the highlighted fields.", "bad");
+      return;
+    }
+    const r = await api("POST", "/tasks/" + encodeURIComponent(state.current) + "/complete", { output });
     if (r.ok) {
       showErrors([]);
       toast("Task completed. Thank you!", "ok");
