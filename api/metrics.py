@@ -3,16 +3,23 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app
+from flask.blueprints import BlueprintSetupState
 
 from api.routing import operation
 from api.runtime import runtime
 from taskexec import task_metrics
 from taskexec.broker_stats import BrokerStats
+from taskexec.metrics import declare_queue_timeouts
 from taskexec.metrics_collector import StateCollector
 from taskexec.metrics_export import render
 
 bp = Blueprint("metrics", __name__)
-bp.record_once(lambda _state: task_metrics.install())
+
+
+@bp.record_once
+def _start(state: BlueprintSetupState) -> None:
+    task_metrics.install()
+    declare_queue_timeouts(state.app.extensions["taskexec"].settings.queues)
 
 
 def broker_stats() -> BrokerStats:

@@ -150,5 +150,12 @@ def record_attempt(pool: str, outcome: str) -> None:
     ATTEMPTS.labels(pool=pool, outcome=outcome).inc()
 
 
+def declare_queue_timeouts(queues: dict[str, str]) -> None:
+    """Create every (type, queue) series of the queue-timeout counter at 0 when the router starts, so the
+    alert on it and the dashboard see a series before the first timeout (`queues`: type -> queue name)."""
+    for kind, queue in queues.items():
+        TASK_QUEUE_TIMEOUTS.labels(type=str(kind), queue=queue)
+
+
 def record_outbox_delivery(target: str, ok: bool) -> None:
     OUTBOX_DELIVERIES.labels(target=target, result="ok" if ok else "failed").inc()

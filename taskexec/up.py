@@ -30,7 +30,7 @@ POOL_ONLY = ("TEL_SERVICE_TOKEN", "TEL_SECRETS_TOKEN")
 
 SAMPLE_DEFINITION = {
     "id": "hello-python",
-    "version": 1,
+    "version": "1.0.0",
     "name": "Hello from the sandbox",
     "type": "AUTOMATED",
     "inputSchema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
