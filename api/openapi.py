@@ -109,20 +109,23 @@ def _operation(rule: Rule, op: Operation, view: Any) -> dict[str, Any]:
                 else {op.content_type: {"schema": op.response_schema}} if op.response_schema is not None else None)
         responses[str(status)] = {"description": text, **({"content": body} if body else {}),
                                   **({"headers": headers} if headers else {})}
-    errors = set(op.error_statuses(has_id))
-    texts = dict(ERROR_TEXT)
-    if limited:
-        errors.add(429)
-        texts[429] = RATE_LIMITED_TEXT
-    if getattr(view, "shed_extract", None) is not None:  # `@sheddable` (api/shedding.py)
-        errors.add(503)
-        texts[503] = SHED_TEXT
+    errors = set(op.error_statuses(has_id)) | hook_statuses(rule, view)
+    texts = {**ERROR_TEXT, 429: RATE_LIMITED_TEXT, **({503: SHED_TEXT} if 503 in hook_statuses(rule, view) else {})}
     for status in sorted(errors):
         error = {"description": texts.get(status, "error"), "content": _ref("ErrorEnvelope")}
         if headers:
             error["headers"] = {**headers, **({"Retry-After": RETRY_AFTER} if status in (429, 503) else {})}
         responses[str(status)] = error
     out["responses"] = responses
+    return out
+
+
+def hook_statuses(rule: Rule, view: Any) -> set[int]:
+    """Error statuses the request hooks add to a route: 429 from the rate limit on every /api/v1 route
+    (api/ratelimit.py), 503 from load shedding on a route declared `@sheddable` (api/shedding.py)."""
+    out = {429} if rule.rule.startswith(API_PREFIX + "/") else set()
+    if getattr(view, "shed_extract", None) is not None:
+        out.add(503)
     return out
 
 
