@@ -51,6 +51,9 @@ ROUTES: list[tuple[str, str, str, type[BaseModel] | None, type[BaseModel] | None
     ("get", "/api/v1/tasks/definitions", "List definitions (latest versions)", None, schemas.DefinitionPage, 200),
     ("get", "/api/v1/tasks/definitions/{id}", "Get a definition (?version=)", None, schemas.DefinitionOut, 200),
     ("post", "/api/v1/tasks", "Submit a task (Idempotency-Key header)", schemas.SubmitIn, schemas.SubmitOut, 201),
+    ("post", "/api/v1/tasks/batch", "Submit up to 1,000 tasks, each with its own optional idempotencyKey: one result "
+     "per item, in order (httpStatus 201 stored, 200 a replay, or the item's error); the valid items are stored even "
+     "when others are not", schemas.BatchIn, schemas.BatchOut, 200),
     ("get", "/api/v1/tasks", "List tasks", None, schemas.TaskPage, 200),
     ("get", "/api/v1/tasks/{id}", "Task detail", None, schemas.TaskOut, 200),
     ("get", "/api/v1/tasks/{id}/logs", "Captured stdout/stderr", None, schemas.LogsOut, 200),

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from taskexec import broker_redis
 from taskexec.config import Settings
 from taskexec.constants import CELERY_TASK_EXECUTE, CELERY_TASK_SWEEP, Priority, TaskType
 
@@ -45,12 +46,16 @@ def make_celery(settings: Settings, name: str = "taskexec") -> Celery:
             "priority_steps": list(range(10)),
             "sep": ":",
         },
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        worker_send_task_events=True,  # received/started/succeeded, for Flower
+        # No task-sent event: it is a second broker publish per submitted task, and a PENDING task is in the
+        # database (API, dashboard) already; Flower lists a task once a worker receives it.
+        task_send_sent_event=False,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_priority=broker_priority(settings, Priority.MEDIUM),
     )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport = broker_redis.TRANSPORT  # kombu's, reusing its Redis client (see there)
     return app
 
 

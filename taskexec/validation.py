@@ -38,13 +38,31 @@ def check_schema(schema: dict[str, Any], field: str) -> None:
 
 def validate_instance(schema: dict[str, Any], instance: Any, field: str) -> None:
     """Raise 422 listing every field path where `instance` fails `schema`."""
-    validator = Draft202012Validator(schema)
+    validator = _validator(schema)
     errors = sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path))
     if errors:
         raise ValidationFailed(
             f"{field} does not match the schema",
             details=[{"field": field + _path(e.absolute_path), "message": e.message} for e in errors[:50]],
         )
+
+
+_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+_VALIDATOR_CACHE_SIZE = 512
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator per schema object: the schemas of cached definitions are validated against again and
+    again, and building a validator costs more than most validations. Keyed by identity; the entry keeps
+    the schema alive, so its id cannot be reused while cached."""
+    hit = _VALIDATORS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    validator = Draft202012Validator(schema)
+    if len(_VALIDATORS) >= _VALIDATOR_CACHE_SIZE:
+        _VALIDATORS.clear()
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
 
 
 def _path(parts: Any) -> str:

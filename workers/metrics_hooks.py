@@ -44,7 +44,7 @@ def outcome_label(outcome: Any) -> str:
         return str(outcome.status)
     if outcome.status == Status.PENDING.value:  # handed back to wait (e.g. a target's rate limit)
         return "DEFERRED"
-    return str((outcome.error or {}).get("code") or outcome.status)
+    return str(outcome.error.code if outcome.error is not None else outcome.status)
 
 
 def _labels() -> dict[str, str]:

@@ -167,7 +167,7 @@ def test_internal_endpoints_need_the_service_role(
     with db.session() as s:
         _, key = create_api_key(s, "pool", ["service"])
     r = client.post(start, json=body, headers={"X-API-Key": key})
-    assert r.status_code == 200 and r.json["run"] is True
+    assert r.status_code == 200 and r.json["job"] is not None
     assert (
         client.get(f"/internal/v1/tasks/{task_id}/status", headers=auth("svc", "service")).json["status"]
         == "RUNNING"

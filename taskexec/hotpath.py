@@ -1,0 +1,220 @@
+"""The three changes every task goes through (stored, started, finished) in few statements and round trips.
+
+`taskexec.lifecycle` sends the common cases here and keeps `TaskManager`'s ORM code for the rest (a
+redelivery, a stale token, a retry, a failed output check). Statements are built once; the UPDATEs take
+any number of reports at once (a pool sends its threads' reports together), as arrays:
+
+* `insert_tasks`: the task rows, their ``task.instance.created`` events and outbox rows. For one task
+  this is one statement in autocommit (one round trip): the INSERT of the task is guarded by "its
+  definition version is still the latest", and the event and outbox rows are inserted only for a task
+  row that was. Several tasks: one transaction, one executemany per table.
+* `start`: ``UPDATE ... FROM unnest(...) WHERE status = 'PENDING' AND dispatch_token = u.token RETURNING``
+* `finish`: ``UPDATE ... FROM unnest(...) WHERE status = 'RUNNING' AND attempt = u.attempt RETURNING``
+* `record`: the audit events and outbox rows of any number of changes, one INSERT statement.
+
+Both UPDATEs bump ``version`` like `statemachine.transition` does, so the ORM paths' optimistic checks
+see every change. PostgreSQL only (jsonb, arrays); on SQLite the lifecycle keeps to the ORM paths.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, literal_column, select, text
+from sqlalchemy.types import DateTime
+
+from taskexec.models import OutboxMessage, TaskDefinition, TaskEvent, TaskInstance
+
+_TASKS: Table = TaskInstance.metadata.tables[TaskInstance.__tablename__]
+_EVENTS: Table = TaskEvent.metadata.tables[TaskEvent.__tablename__]
+_OUTBOX: Table = OutboxMessage.metadata.tables[OutboxMessage.__tablename__]
+TASK_COLUMNS = ("id", "definition_id", "definition_version", "type", "status", "priority", "input",
+                "workflow_instance_id", "correlation_id", "callback_url", "execution_config", "idempotency_key",
+                "created_by", "dispatch_token", "available_at", "retry_count", "attempt", "version", "created_at",
+                "updated_at")
+MAX_OUTBOX_TARGETS = 2  # orchestrator and the task's callback
+
+
+@dataclass
+class TaskRow:
+    """A task as the hot paths' UPDATE returns it (the fields `events.TaskLike` and the metrics read)."""
+
+    id: str
+    type: str
+    status: str
+    priority: str
+    input: Any
+    output: Any
+    error: Any
+    workflow_instance_id: str | None
+    correlation_id: str | None
+    definition_id: str
+    definition_version: Any
+    execution_config: dict[str, Any] | None
+    retry_count: int
+    attempt: int
+    dispatch_token: str | None
+    created_at: datetime
+    available_at: datetime | None
+    callback_url: str | None
+    execution_metadata: dict[str, Any] | None
+    claimed_at: datetime | None
+
+
+_RETURNING = ", ".join(f"t.{f.name}" for f in fields(TaskRow))
+_NOW = bindparam("now", type_=DateTime(timezone=True))
+_START = text(f"""
+UPDATE task_instances AS t
+SET status = 'RUNNING', version = t.version + 1, updated_at = :now, attempt = t.attempt + 1, worker_id = u.worker,
+    execution_metadata = (COALESCE(t.execution_metadata, '{{}}'::jsonb) - 'endTime' - 'startId')
+                         || CAST(u.meta AS jsonb)
+FROM unnest(CAST(:n AS int[]), CAST(:id AS varchar[]), CAST(:token AS varchar[]), CAST(:worker AS varchar[]),
+            CAST(:meta AS text[])) AS u(n, id, token, worker, meta)
+WHERE t.id = u.id AND t.status = 'PENDING' AND t.dispatch_token = u.token
+RETURNING u.n, {_RETURNING}""").bindparams(_NOW)
+
+# durationMs: the worker's own figure, else from the attempt's startTime to now (as TaskManager.finish does)
+_FINISH = text(f"""
+UPDATE task_instances AS t
+SET status = u.target, version = t.version + 1, updated_at = :now,
+    output = CAST(u.output AS jsonb), error = CAST(u.error AS jsonb),
+    execution_metadata = COALESCE(t.execution_metadata, '{{}}'::jsonb) || CAST(u.meta AS jsonb)
+        || CASE WHEN u.own_duration OR NOT jsonb_exists(COALESCE(t.execution_metadata, '{{}}'::jsonb), 'startTime')
+                THEN '{{}}'::jsonb
+                ELSE jsonb_build_object('durationMs', trunc(extract(epoch FROM
+                         (:now - CAST(t.execution_metadata->>'startTime' AS timestamptz))) * 1000)::bigint) END,
+    stdout = CASE WHEN u.logs THEN u.stdout ELSE t.stdout END,
+    stderr = CASE WHEN u.logs THEN u.stderr ELSE t.stderr END
+FROM unnest(CAST(:n AS int[]), CAST(:id AS varchar[]), CAST(:attempt AS int[]), CAST(:target AS varchar[]),
+            CAST(:output AS text[]), CAST(:error AS text[]), CAST(:meta AS text[]), CAST(:own_duration AS bool[]),
+            CAST(:logs AS bool[]), CAST(:stdout AS text[]), CAST(:stderr AS text[]))
+     AS u(n, id, attempt, target, output, error, meta, own_duration, logs, stdout, stderr)
+WHERE t.id = u.id AND t.status = 'RUNNING' AND t.attempt = u.attempt
+RETURNING u.n, {_RETURNING}""").bindparams(_NOW)
+
+_RECORD = text("""
+WITH e AS (
+    INSERT INTO task_events (task_id, type, from_status, to_status, actor, details, created_at)
+    SELECT u.task_id, u.type, u.from_status, u.to_status, u.actor, CAST(u.details AS jsonb), u.created_at
+    FROM unnest(CAST(:e_task_id AS varchar[]), CAST(:e_type AS varchar[]), CAST(:e_from_status AS varchar[]),
+                CAST(:e_to_status AS varchar[]), CAST(:e_actor AS varchar[]), CAST(:e_details AS text[]),
+                CAST(:e_created_at AS timestamptz[]))
+         AS u(task_id, type, from_status, to_status, actor, details, created_at)
+)
+INSERT INTO outbox (event_id, task_id, target, url, body, attempts, next_attempt_at, created_at)
+SELECT u.event_id, u.task_id, u.target, u.url, u.body, 0, u.at, u.at
+FROM unnest(CAST(:o_event_id AS varchar[]), CAST(:o_task_id AS varchar[]), CAST(:o_target AS varchar[]),
+            CAST(:o_url AS varchar[]), CAST(:o_body AS text[]), CAST(:o_at AS timestamptz[]))
+     AS u(event_id, task_id, target, url, body, at)""")
+
+
+@dataclass
+class Start:
+    """One start report for `start`."""
+
+    task_id: str
+    token: str
+    worker: str
+    meta: dict[str, Any]
+
+
+@dataclass
+class Finish:
+    """One finish report for `finish`."""
+
+    task_id: str
+    attempt: int
+    target: str
+    output: Any
+    error: dict[str, Any] | None
+    meta: dict[str, Any]
+    logs: bool
+    stdout: str | None
+    stderr: str | None
+
+
+def start(conn: Connection, reports: Sequence[Start], now: datetime) -> dict[int, TaskRow]:
+    """PENDING -> RUNNING for each report whose token is the task's current one; {report index: task}."""
+    result = conn.execute(_START, {
+        "n": list(range(len(reports))), "id": [r.task_id for r in reports], "token": [r.token for r in reports],
+        "worker": [r.worker for r in reports], "meta": [_json(r.meta) for r in reports], "now": now})
+    return {row[0]: TaskRow(*row[1:]) for row in result}
+
+
+def finish(conn: Connection, reports: Sequence[Finish], now: datetime) -> dict[int, TaskRow]:
+    """RUNNING -> target for each report of the task's current attempt; {report index: task}."""
+    result = conn.execute(_FINISH, {
+        "n": list(range(len(reports))), "id": [r.task_id for r in reports], "attempt": [r.attempt for r in reports],
+        "target": [r.target for r in reports], "output": [_json(r.output) for r in reports],
+        "error": [_json(r.error) for r in reports], "meta": [_json(r.meta) for r in reports],
+        "own_duration": ["durationMs" in r.meta for r in reports], "logs": [r.logs for r in reports],
+        "stdout": [r.stdout for r in reports], "stderr": [r.stderr for r in reports], "now": now})
+    return {row[0]: TaskRow(*row[1:]) for row in result}
+
+
+def record(conn: Connection, events: Sequence[dict[str, Any]], outbox: Sequence[dict[str, Any]]) -> None:
+    """Insert audit events and outbox rows (column dicts, as `lifecycle` and `events.outbox_rows` make
+    them) in one statement."""
+    conn.execute(_RECORD, {
+        "e_task_id": [e["task_id"] for e in events], "e_type": [e["type"] for e in events],
+        "e_from_status": [e["from_status"] for e in events], "e_to_status": [e["to_status"] for e in events],
+        "e_actor": [e["actor"] for e in events], "e_details": [_json(e["details"]) for e in events],
+        "e_created_at": [e["created_at"] for e in events],
+        "o_event_id": [o["event_id"] for o in outbox], "o_task_id": [o["task_id"] for o in outbox],
+        "o_target": [o["target"] for o in outbox], "o_url": [o["url"] for o in outbox],
+        "o_body": [o["body"] for o in outbox], "o_at": [o["next_attempt_at"] for o in outbox]})
+
+
+def insert_one(conn: Connection, task: dict[str, Any], event: dict[str, Any], outbox: Sequence[dict[str, Any]]) -> bool:
+    """Store one task (TASK_COLUMNS), its created event and outbox rows, if its definition version is still
+    the latest; False (nothing stored) when a newer version was registered meanwhile."""
+    params = {f"t_{c}": task[c] for c in TASK_COLUMNS}
+    params["def_id"] = task["definition_id"]
+    params.update({f"e_{c}": event[c] for c in ("type", "to_status", "actor", "created_at")})
+    for i, row in enumerate(outbox):
+        params.update({f"o{i}_{c}": row[c] for c in ("event_id", "target", "url", "body", "next_attempt_at")})
+    return bool(conn.execute(_insert_one(len(outbox)), params).scalar())
+
+
+def insert_many(conn: Connection, tasks: Sequence[dict[str, Any]], events: Sequence[dict[str, Any]],
+                outbox: Sequence[dict[str, Any]]) -> None:
+    """Store tasks (their definition versions checked by the caller), events and outbox rows: one executemany
+    per table, in the caller's transaction."""
+    for table, rows in ((_TASKS, tasks), (_EVENTS, events), (_OUTBOX, outbox)):
+        if rows:
+            conn.execute(insert(table), list(rows))
+
+
+@functools.lru_cache(maxsize=MAX_OUTBOX_TARGETS + 1)
+def _insert_one(targets: int) -> Any:
+    """The single-task statement of `insert_one` with `targets` outbox rows (Core, cached compiled)."""
+    from taskexec.manager import _LATEST_DEFINITION  # the one definition of "latest"
+
+    latest = _LATEST_DEFINITION.with_only_columns(TaskDefinition.version).scalar_subquery()  # :def_id
+    values = select(*[bindparam(f"t_{c}", type_=_TASKS.c[c].type) for c in TASK_COLUMNS]).where(
+        bindparam("t_definition_version", type_=_TASKS.c.definition_version.type) == latest)
+    stored = insert(_TASKS).from_select(list(TASK_COLUMNS), values).returning(_TASKS.c.id).cte("stored")
+    event_cols = ("task_id", "type", "to_status", "actor", "created_at")
+    event = insert(_EVENTS).from_select(list(event_cols), select(
+        stored.c.id, *[bindparam(f"e_{c}", type_=_EVENTS.c[c].type) for c in event_cols[1:]]))
+    parts: list[Insert] = [event]
+    outbox_cols = ("event_id", "task_id", "target", "url", "body", "attempts", "next_attempt_at", "created_at")
+    for i in range(targets):
+        def p(c: str, i: int = i) -> Any:
+            return bindparam(f"o{i}_{c}", type_=_OUTBOX.c[c].type)
+        parts.append(insert(_OUTBOX).from_select(list(outbox_cols), select(
+            p("event_id"), stored.c.id, p("target"), p("url"), p("body"), literal_column("0"),
+            p("next_attempt_at"), p("next_attempt_at"))))
+    query = select(func.count()).select_from(stored)
+    for i, part in enumerate(parts):
+        query = query.add_cte(part.cte(f"w{i}"))
+    return query
+
+
+def _json(value: Any) -> str | None:
+    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
