@@ -69,6 +69,8 @@ class Taskexec:
         self.http.headers["Authorization"] = f"Bearer {token}"
         self.events = requests.Session()
         self.events.trust_env = False
+        self.arrived: dict[str, float] = {}  # task id -> time.time() its completed event reached the receiver
+        self.stages: list[dict[str, float]] = []
 
     def define(self, def_id: str) -> None:
         body = {"id": def_id, "name": def_id, "type": "AUTOMATED",
@@ -84,9 +86,11 @@ class Taskexec:
 
     def done(self, task_id: str) -> bool:
         """True once the orchestrator has the task's terminal event (asserted to be completed)."""
-        types = self.events.get(f"{self.receiver}/tasks/{task_id}", timeout=10).json()["types"]
-        ended = [t for t in types if t in TERMINAL]
-        assert ended in ([], [DONE]), types
+        got = self.events.get(f"{self.receiver}/tasks/{task_id}", timeout=10).json()
+        ended = [t for t in got["types"] if t in TERMINAL]
+        assert ended in ([], [DONE]), got
+        if ended:
+            self.arrived[task_id] = got["at"][got["types"].index(DONE)]
         return bool(ended)
 
     def wait(self, task_id: str, timeout: float = 120) -> None:
@@ -96,9 +100,25 @@ class Taskexec:
             time.sleep(POLL_S)
 
     def one(self) -> float:
-        t = time.perf_counter()
-        self.wait(self.submit("hello"))
-        return (time.perf_counter() - t) * 1000
+        t, wall = time.perf_counter(), time.time()
+        task_id = self.submit("hello")
+        self.wait(task_id)
+        total = (time.perf_counter() - t) * 1000
+        self.stages.append(self.stages_of(task_id, wall))
+        return total
+
+    def stages_of(self, task_id: str, submitted: float) -> dict[str, float]:
+        """Where one task's time went (ms), from the router's timestamps and the receiver's arrival time."""
+        from datetime import datetime
+
+        task = self.http.get(f"{self.url}/api/v1/tasks/{task_id}", timeout=10).json()
+        meta = task["executionMetadata"]
+        created = datetime.fromisoformat(task["createdAt"]).timestamp()
+        started = datetime.fromisoformat(meta["startTime"]).timestamp()
+        ended = datetime.fromisoformat(meta["endTime"]).timestamp()
+        return {"submit -> stored": (created - submitted) * 1000, "stored -> started": (started - created) * 1000,
+                "started -> finished": (ended - started) * 1000, "of which the container": meta["durationMs"],
+                "finished -> event received": (self.arrived[task_id] - ended) * 1000}
 
     def burst(self, m: int) -> float:
         t = time.perf_counter()
@@ -228,6 +248,8 @@ def main() -> int:
         burst = spread(tput[name], "{:.2f}") if name in tput else "-"
         print(f"{name:<22} {statistics.median(values):8.1f} {pct(values, 95):8.1f} "
               f"{min(values):7.1f}-{max(values):<8.1f} {burst:>22}")
+    print("taskexec, where the time goes (p50 ms): " + ", ".join(
+        f"{k} {statistics.median(s[k] for s in tel.stages[-args.n:]):.1f}" for k in tel.stages[-1]))
     p50 = {name: statistics.median(values) for name, values in lat.items()}
     ratio = p50["taskexec"] / p50["docker run --rm"]
     print(f"ratio p50 taskexec / docker run --rm:      {ratio:.2f}  "

@@ -8,7 +8,8 @@ duplicate and not stored again). ``GET /stats`` answers::
 
     {"events": n, "duplicates": d, "tasks": t, "terminal": k, "disordered": [task ids, at most 20]}
 
-and ``GET /tasks/<id>`` the event types of one task so far: ``{"types": [...]}``.
+and ``GET /tasks/<id>`` the event types of one task so far and when each arrived (``time.time()``):
+``{"types": [...], "at": [...]}``.
 
 ``terminal`` counts tasks with a terminal event (completed, failed, cancelled, timed_out): a benchmark
 is done when it reaches the number of tasks submitted. A task is *disordered* when its events do not
@@ -20,6 +21,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -35,6 +37,7 @@ class Counts:
         self.lock = threading.Lock()
         self.seen: set[str] = set()
         self.types: dict[str, list[str]] = {}
+        self.at: dict[str, list[float]] = {}
         self.events = self.duplicates = self.terminal = 0
         self.disordered: set[str] = set()
 
@@ -51,12 +54,13 @@ class Counts:
             if (not types and kind != CREATED) or (types and types[-1] in TERMINAL):
                 self.disordered.add(task_id)
             types.append(kind)
+            self.at.setdefault(task_id, []).append(time.time())
             if kind in TERMINAL:
                 self.terminal += 1
 
     def of(self, task_id: str) -> dict[str, Any]:
         with self.lock:
-            return {"types": list(self.types.get(task_id, []))}
+            return {"types": list(self.types.get(task_id, [])), "at": list(self.at.get(task_id, []))}
 
     def stats(self) -> dict[str, Any]:
         with self.lock:

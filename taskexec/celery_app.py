@@ -46,9 +46,11 @@ def make_celery(settings: Settings, name: str = "taskexec") -> Celery:
             "priority_steps": list(range(10)),
             "sep": ":",
         },
-        worker_send_task_events=True,  # received/started/succeeded, for Flower
-        # No task-sent event: it is a second broker publish per submitted task, and a PENDING task is in the
-        # database (API, dashboard) already; Flower lists a task once a worker receives it.
+        # Task events (received/started/succeeded) are three broker publishes per task: off until a monitor asks
+        # for them. Flower does, every few seconds while it runs (`enable_events`), so its task views work as
+        # before; worker heartbeats are sent either way. No task-sent events from the router: a PENDING task is
+        # in the database (API, dashboard), and Flower lists it once a worker receives it.
+        worker_send_task_events=False,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
