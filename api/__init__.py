@@ -14,6 +14,7 @@ from taskexec.celery_app import make_celery
 from taskexec.config import Settings, get_settings
 from taskexec.db import Database
 from taskexec.dispatch import Dispatcher, Publisher
+from taskexec.keywatch import KeyWatch
 from taskexec.lifecycle import Lifecycle
 from taskexec.logs import configure_logging, secrets_of
 from taskexec.manager import TaskManager
@@ -34,6 +35,9 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool | Non
     if settings.outbox_thread if start_dispatcher is None else start_dispatcher:
         rt.dispatcher = Dispatcher(db, settings, publisher, rt.deliverer)
         rt.dispatcher.start()
+    if settings.api_key_cache_s > 0 and not db.is_sqlite:
+        rt.keywatch = KeyWatch(settings.database_url)
+        rt.keywatch.start()
     app.extensions["taskexec"] = rt
     for bp in (ops.bp, metrics.bp, definitions.bp, tasks.bp, manual.bp, inbox_page.bp, dashboard.bp, internal.bp):
         app.register_blueprint(bp)

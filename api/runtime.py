@@ -9,6 +9,7 @@ from flask import current_app
 from taskexec.config import Settings
 from taskexec.db import Database
 from taskexec.dispatch import Dispatcher, EnqueueMarks, Publisher
+from taskexec.keywatch import KeyWatch
 from taskexec.lifecycle import Lifecycle
 from taskexec.manager import TaskManager
 from taskexec.outbox import Deliverer
@@ -23,6 +24,7 @@ class Runtime:
     publisher: Publisher
     deliverer: Deliverer
     dispatcher: Dispatcher | None = None
+    keywatch: KeyWatch | None = None  # while it listens, verified API keys are cached
 
     @property
     def marks(self) -> EnqueueMarks | None:

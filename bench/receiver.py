@@ -9,7 +9,8 @@ duplicate and not stored again). ``GET /stats`` answers::
     {"events": n, "duplicates": d, "tasks": t, "terminal": k, "disordered": [task ids, at most 20]}
 
 and ``GET /tasks/<id>`` the event types of one task so far and when each arrived (``time.time()``):
-``{"types": [...], "at": [...]}``.
+``{"types": [...], "at": [...]}``; with ``?wait=S`` it first waits up to S seconds for the task's terminal
+event (a long poll: the benchmark learns of it at once, without polling the receiver busy).
 
 ``terminal`` counts tasks with a terminal event (completed, failed, cancelled, timed_out): a benchmark
 is done when it reaches the number of tasks submitted. A task is *disordered* when its events do not
@@ -35,6 +36,7 @@ class Counts:
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
+        self.arrived = threading.Condition(self.lock)
         self.seen: set[str] = set()
         self.types: dict[str, list[str]] = {}
         self.at: dict[str, list[float]] = {}
@@ -57,9 +59,11 @@ class Counts:
             self.at.setdefault(task_id, []).append(time.time())
             if kind in TERMINAL:
                 self.terminal += 1
+                self.arrived.notify_all()
 
-    def of(self, task_id: str) -> dict[str, Any]:
+    def of(self, task_id: str, wait: float = 0.0) -> dict[str, Any]:
         with self.lock:
+            self.arrived.wait_for(lambda: any(t in TERMINAL for t in self.types.get(task_id, [])), wait)
             return {"types": list(self.types.get(task_id, [])), "at": list(self.at.get(task_id, []))}
 
     def stats(self) -> dict[str, Any]:
@@ -73,6 +77,7 @@ def serve(host: str = "127.0.0.1", port: int = 0) -> None:
 
     class Handler(BaseHTTPRequestHandler):
         protocol_version = "HTTP/1.1"  # keep-alive: the router's outbox reuses its connections
+        disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall between them
 
         def _reply(self, status: int, body: bytes = b"") -> None:
             self.send_response(status)
@@ -96,7 +101,9 @@ def serve(host: str = "127.0.0.1", port: int = 0) -> None:
 
         def do_GET(self) -> None:  # noqa: N802
             if self.path.startswith("/tasks/"):
-                self._reply(200, json.dumps(counts.of(self.path[len("/tasks/"):])).encode())
+                path, _, query = self.path[len("/tasks/"):].partition("?")
+                wait = float(query.split("wait=", 1)[1]) if "wait=" in query else 0.0
+                self._reply(200, json.dumps(counts.of(path, wait)).encode())
             else:
                 self._reply(200, json.dumps(counts.stats()).encode())
 

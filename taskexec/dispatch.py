@@ -24,8 +24,11 @@ from taskexec.models import TaskInstance, utcnow
 from taskexec.outbox import Deliverer, deliver_due
 
 log = logging.getLogger(__name__)
-# Wake-ups closer together than this (one per finished task under load) are served by one dispatcher pass.
-MIN_PASS_GAP_S = 0.1
+# After a pass that delivered n events the next waits n x PASS_GAP_PER_EVENT_S (at most MAX_PASS_GAP_S) from its
+# start: at rest a wake-up (a finished task) is served at once; under load, when every finished task wakes the
+# dispatcher, a burst of wake-ups is served by one pass.
+PASS_GAP_PER_EVENT_S = 0.005
+MAX_PASS_GAP_S = 0.1
 # Tasks due again (retries, deferrals) are looked for at most this often.
 DISPATCH_EVERY_S = 0.25
 # Tasks published, and outbox queues delivered, per pass at most.
@@ -232,13 +235,16 @@ class Dispatcher(threading.Thread):
         while not self.stop_event.is_set():
             started = time.monotonic()
             busy = False
+            delivered = 0
             try:
+                # events first (a wake-up is mostly a finished task whose events wait), then the bookkeeping;
+                # a full pass means more is waiting: go on at once; else wait for a wake-up (a gap apart)
+                delivered = deliver_due(self.db, self.settings, self.deliverer, PASS_BATCH)
+                busy = delivered >= PASS_BATCH
                 self.marks.flush(self.db)
                 if started >= self.dispatch_at:
                     self.dispatch_at = started + DISPATCH_EVERY_S
-                    busy = dispatch_due(self.db, self.publisher, PASS_BATCH) >= PASS_BATCH
-                # a full pass means more is waiting: go on at once; else wait for a wake-up (a gap apart)
-                busy = deliver_due(self.db, self.settings, self.deliverer, PASS_BATCH) >= PASS_BATCH or busy
+                    busy = dispatch_due(self.db, self.publisher, PASS_BATCH) >= PASS_BATCH or busy
                 if started >= self.overdue_at:
                     self.overdue_at = started + OVERDUE_CHECK_S
                     republish_overdue(self.db, self.publisher, self.settings.visibility_timeout_s)
@@ -247,8 +253,7 @@ class Dispatcher(threading.Thread):
             if not busy:
                 poll = self.settings.outbox_poll_s
                 self.wake.wait(min(poll, MARK_WITHIN_S) if self.marks.pending() else poll)
-                # Under load every finished task wakes us: serve a burst of wake-ups with one pass.
-                rest = MIN_PASS_GAP_S - (time.monotonic() - started)
+                rest = min(MAX_PASS_GAP_S, delivered * PASS_GAP_PER_EVENT_S) - (time.monotonic() - started)
                 if rest > 0:
                     self.stop_event.wait(rest)
                 self.wake.clear()

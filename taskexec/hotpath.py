@@ -2,14 +2,16 @@
 
 `taskexec.lifecycle` sends the common cases here and keeps `TaskManager`'s ORM code for the rest (a
 redelivery, a stale token, a retry, a failed output check). Statements are built once; the UPDATEs take
-any number of reports at once (a pool sends its threads' reports together), as arrays:
+any number of reports at once (a pool sends its threads' reports together), as one JSON document:
 
 * `insert_tasks`: the task rows, their ``task.instance.created`` events and outbox rows. For one task
   this is one statement in autocommit (one round trip): the INSERT of the task is guarded by "its
   definition version is still the latest", and the event and outbox rows are inserted only for a task
   row that was. Several tasks: one transaction, one executemany per table.
-* `start`: ``UPDATE ... FROM unnest(...) WHERE status = 'PENDING' AND dispatch_token = u.token RETURNING``
-* `finish`: ``UPDATE ... FROM unnest(...) WHERE status = 'RUNNING' AND attempt = u.attempt RETURNING``
+* `start`: ``UPDATE ... FROM json_to_recordset(:reports) u WHERE status = 'PENDING' AND dispatch_token =
+  u.token RETURNING ...``
+* `finish`: ``UPDATE ... FROM json_to_recordset(:reports) u WHERE status = 'RUNNING' AND attempt = u.attempt
+  RETURNING ...``
 * `record`: the audit events and outbox rows of any number of changes, one INSERT statement.
 
 Both UPDATEs bump ``version`` like `statemachine.transition` does, so the ORM paths' optimistic checks
@@ -68,49 +70,45 @@ class TaskRow:
 
 _RETURNING = ", ".join(f"t.{f.name}" for f in fields(TaskRow))
 _NOW = bindparam("now", type_=DateTime(timezone=True))
+# The reports travel as one JSON array each (json_to_recordset): PostgreSQL parses it in C, where binding
+# an array per column costs psycopg a Python call per element.
 _START = text(f"""
 UPDATE task_instances AS t
 SET status = 'RUNNING', version = t.version + 1, updated_at = :now, attempt = t.attempt + 1, worker_id = u.worker,
-    execution_metadata = (COALESCE(t.execution_metadata, '{{}}'::jsonb) - 'endTime' - 'startId')
-                         || CAST(u.meta AS jsonb)
-FROM unnest(CAST(:n AS int[]), CAST(:id AS varchar[]), CAST(:token AS varchar[]), CAST(:worker AS varchar[]),
-            CAST(:meta AS text[])) AS u(n, id, token, worker, meta)
+    execution_metadata = (COALESCE(t.execution_metadata, '{{}}'::jsonb) - 'endTime' - 'startId') || u.meta
+FROM json_to_recordset(CAST(:reports AS json)) AS u(n int, id varchar, token varchar, worker varchar, meta jsonb)
 WHERE t.id = u.id AND t.status = 'PENDING' AND t.dispatch_token = u.token
 RETURNING u.n, {_RETURNING}""").bindparams(_NOW)
 
 # durationMs: the worker's own figure, else from the attempt's startTime to now (as TaskManager.finish does)
 _FINISH = text(f"""
 UPDATE task_instances AS t
-SET status = u.target, version = t.version + 1, updated_at = :now,
-    output = CAST(u.output AS jsonb), error = CAST(u.error AS jsonb),
-    execution_metadata = COALESCE(t.execution_metadata, '{{}}'::jsonb) || CAST(u.meta AS jsonb)
+SET status = u.target, version = t.version + 1, updated_at = :now, output = u.output, error = u.error,
+    execution_metadata = COALESCE(t.execution_metadata, '{{}}'::jsonb) || u.meta
         || CASE WHEN u.own_duration OR NOT jsonb_exists(COALESCE(t.execution_metadata, '{{}}'::jsonb), 'startTime')
                 THEN '{{}}'::jsonb
                 ELSE jsonb_build_object('durationMs', trunc(extract(epoch FROM
                          (:now - CAST(t.execution_metadata->>'startTime' AS timestamptz))) * 1000)::bigint) END,
     stdout = CASE WHEN u.logs THEN u.stdout ELSE t.stdout END,
     stderr = CASE WHEN u.logs THEN u.stderr ELSE t.stderr END
-FROM unnest(CAST(:n AS int[]), CAST(:id AS varchar[]), CAST(:attempt AS int[]), CAST(:target AS varchar[]),
-            CAST(:output AS text[]), CAST(:error AS text[]), CAST(:meta AS text[]), CAST(:own_duration AS bool[]),
-            CAST(:logs AS bool[]), CAST(:stdout AS text[]), CAST(:stderr AS text[]))
-     AS u(n, id, attempt, target, output, error, meta, own_duration, logs, stdout, stderr)
+FROM json_to_recordset(CAST(:reports AS json))
+     AS u(n int, id varchar, attempt int, target varchar, output jsonb, error jsonb, meta jsonb, own_duration bool,
+          logs bool, stdout text, stderr text)
 WHERE t.id = u.id AND t.status = 'RUNNING' AND t.attempt = u.attempt
 RETURNING u.n, {_RETURNING}""").bindparams(_NOW)
 
 _RECORD = text("""
 WITH e AS (
     INSERT INTO task_events (task_id, type, from_status, to_status, actor, details, created_at)
-    SELECT u.task_id, u.type, u.from_status, u.to_status, u.actor, CAST(u.details AS jsonb), u.created_at
-    FROM unnest(CAST(:e_task_id AS varchar[]), CAST(:e_type AS varchar[]), CAST(:e_from_status AS varchar[]),
-                CAST(:e_to_status AS varchar[]), CAST(:e_actor AS varchar[]), CAST(:e_details AS text[]),
-                CAST(:e_created_at AS timestamptz[]))
-         AS u(task_id, type, from_status, to_status, actor, details, created_at)
+    SELECT task_id, type, from_status, to_status, actor, details, created_at
+    FROM json_to_recordset(CAST(:events AS json))
+         AS u(task_id varchar, type varchar, from_status varchar, to_status varchar, actor varchar, details jsonb,
+              created_at timestamptz)
 )
 INSERT INTO outbox (event_id, task_id, target, url, body, attempts, next_attempt_at, created_at)
-SELECT u.event_id, u.task_id, u.target, u.url, u.body, 0, u.at, u.at
-FROM unnest(CAST(:o_event_id AS varchar[]), CAST(:o_task_id AS varchar[]), CAST(:o_target AS varchar[]),
-            CAST(:o_url AS varchar[]), CAST(:o_body AS text[]), CAST(:o_at AS timestamptz[]))
-     AS u(event_id, task_id, target, url, body, at)""")
+SELECT event_id, task_id, target, url, body, 0, next_attempt_at, next_attempt_at
+FROM json_to_recordset(CAST(:outbox AS json))
+     AS u(event_id varchar, task_id varchar, target varchar, url varchar, body text, next_attempt_at timestamptz)""")
 
 
 @dataclass
@@ -140,20 +138,18 @@ class Finish:
 
 def start(conn: Connection, reports: Sequence[Start], now: datetime) -> dict[int, TaskRow]:
     """PENDING -> RUNNING for each report whose token is the task's current one; {report index: task}."""
-    result = conn.execute(_START, {
-        "n": list(range(len(reports))), "id": [r.task_id for r in reports], "token": [r.token for r in reports],
-        "worker": [r.worker for r in reports], "meta": [_json(r.meta) for r in reports], "now": now})
+    rows = [{"n": i, "id": r.task_id, "token": r.token, "worker": r.worker, "meta": r.meta}
+            for i, r in enumerate(reports)]
+    result = conn.execute(_START, {"reports": _json(rows), "now": now})
     return {row[0]: TaskRow(*row[1:]) for row in result}
 
 
 def finish(conn: Connection, reports: Sequence[Finish], now: datetime) -> dict[int, TaskRow]:
     """RUNNING -> target for each report of the task's current attempt; {report index: task}."""
-    result = conn.execute(_FINISH, {
-        "n": list(range(len(reports))), "id": [r.task_id for r in reports], "attempt": [r.attempt for r in reports],
-        "target": [r.target for r in reports], "output": [_json(r.output) for r in reports],
-        "error": [_json(r.error) for r in reports], "meta": [_json(r.meta) for r in reports],
-        "own_duration": ["durationMs" in r.meta for r in reports], "logs": [r.logs for r in reports],
-        "stdout": [r.stdout for r in reports], "stderr": [r.stderr for r in reports], "now": now})
+    rows = [{"n": i, "id": r.task_id, "attempt": r.attempt, "target": r.target, "output": r.output, "error": r.error,
+             "meta": r.meta, "own_duration": "durationMs" in r.meta, "logs": r.logs, "stdout": r.stdout,
+             "stderr": r.stderr} for i, r in enumerate(reports)]
+    result = conn.execute(_FINISH, {"reports": _json(rows), "now": now})
     return {row[0]: TaskRow(*row[1:]) for row in result}
 
 
@@ -161,13 +157,10 @@ def record(conn: Connection, events: Sequence[dict[str, Any]], outbox: Sequence[
     """Insert audit events and outbox rows (column dicts, as `lifecycle` and `events.outbox_rows` make
     them) in one statement."""
     conn.execute(_RECORD, {
-        "e_task_id": [e["task_id"] for e in events], "e_type": [e["type"] for e in events],
-        "e_from_status": [e["from_status"] for e in events], "e_to_status": [e["to_status"] for e in events],
-        "e_actor": [e["actor"] for e in events], "e_details": [_json(e["details"]) for e in events],
-        "e_created_at": [e["created_at"] for e in events],
-        "o_event_id": [o["event_id"] for o in outbox], "o_task_id": [o["task_id"] for o in outbox],
-        "o_target": [o["target"] for o in outbox], "o_url": [o["url"] for o in outbox],
-        "o_body": [o["body"] for o in outbox], "o_at": [o["next_attempt_at"] for o in outbox]})
+        "events": _json([{k: e[k] for k in ("task_id", "type", "from_status", "to_status", "actor", "details",
+                                            "created_at")} for e in events]),
+        "outbox": _json([{k: o[k] for k in ("event_id", "task_id", "target", "url", "body", "next_attempt_at")}
+                         for o in outbox])})
 
 
 def insert_one(conn: Connection, task: dict[str, Any], event: dict[str, Any], outbox: Sequence[dict[str, Any]]) -> bool:
@@ -216,5 +209,12 @@ def _insert_one(targets: int) -> Any:
     return query
 
 
-def _json(value: Any) -> str | None:
-    return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+def _json(value: Any) -> str:
+    """JSON for PostgreSQL: datetimes as ISO 8601 (with their offset), which timestamptz reads back exactly."""
+    return json.dumps(value, separators=(",", ":"), default=_iso)
+
+
+def _iso(value: Any) -> str:
+    if isinstance(value, datetime):
+        return value.isoformat()
+    return str(value)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import http.client
 import os
 import select
+import socket
 import ssl
 import threading
 from dataclasses import dataclass
@@ -146,6 +147,7 @@ class KeepAlive:
             conn = http.client.HTTPConnection(origin.host, origin.port, timeout=self.connect_timeout)
         conn.connect()
         assert conn.sock is not None
+        conn.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # a request is one write; answers at once
         conn.sock.settimeout(self.read_timeout)
         return conn
 
