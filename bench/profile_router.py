@@ -14,7 +14,7 @@ Usage:
       per function, the share of samples with it on the stack (inclusive) and at the top (self).
 
 Needs PostgreSQL at TEL_TEST_DATABASE_URL and Redis at TEL_TEST_REDIS_URL; only this run's Redis keys
-are deleted at the end. py-spy is not a project dependency (``.venv/bin/pip install py-spy``).
+are deleted at the end. py-spy comes with the dev dependencies.
 """
 
 from __future__ import annotations
