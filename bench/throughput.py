@@ -450,7 +450,7 @@ def main() -> int:
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--workers", type=int, default=1, help="worker processes (each path)")
     parser.add_argument("--concurrency", type=int, default=8, help="threads per worker process (threads pools)")
-    parser.add_argument("--batch-n", type=int, default=2000, help="tasks per round of the batch path")
+    parser.add_argument("--batch-n", type=int, default=1200, help="tasks per round of the batch path")
     parser.add_argument("--batch-size", type=int, default=200, help="tasks per batch request")
     parser.add_argument("--batch-clients", type=int, default=2, help="clients of the batch path")
     parser.add_argument("--auth", choices=("apikey", "jwt"), default="apikey", help="credential of the clients")
