@@ -31,7 +31,7 @@ help:
 	@echo "                    (extra pytest args: make test PYTEST_ARGS='-k foo -x')"
 	@echo "make setup          only install and start services"
 	@echo "make lint           ruff + mypy"
-	@echo "make bench          benchmarks, about 6 min (output in $(BENCH_OUT))"
+	@echo "make bench          benchmarks, about 12 min (output in $(BENCH_OUT))"
 	@echo "make soak           10 minutes of load, fails on leaks (SOAK_MINUTES=n to change)"
 	@echo "make sbom           CycloneDX SBOMs of the Python environment and the service image (in $(SBOM_DIR)/)"
 	@echo "make services-stop  stop the Redis and PostgreSQL started by scripts/services.sh"
@@ -69,13 +69,14 @@ lint: bootstrap
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy $(LINT_PATHS)
 
-# Every benchmark prints its figures and the ratio to a baseline measured in the same run (bench/README.md).
+# Every benchmark measures its baselines in the same run, interleaved, and prints medians with their spread
+# and the ratios (bench/README.md).
 bench: setup
 	mkdir -p '$(BENCH_OUT)'
 	@export TEL_TEST_DATABASE_URL='$(TEL_TEST_DATABASE_URL)' TEL_TEST_REDIS_URL='$(TEL_TEST_REDIS_URL)'; \
-	$(PYTHON) bench/throughput.py | tee '$(BENCH_OUT)/throughput.txt'; \
-	$(PYTHON) bench/sandbox_latency.py -n 30 --pool 2 | tee '$(BENCH_OUT)/sandbox_latency.txt'; \
-	$(PYTHON) bench/e2e_latency.py -n 20 -m 20 | tee '$(BENCH_OUT)/e2e_latency.txt'
+	$(PYTHON) bench/throughput.py -n 600 --rounds 3 | tee '$(BENCH_OUT)/throughput.txt'; \
+	$(PYTHON) bench/sandbox_latency.py -n 30 -m 20 --rounds 3 --pool 2 | tee '$(BENCH_OUT)/sandbox_latency.txt'; \
+	$(PYTHON) bench/e2e_latency.py -n 20 -m 20 --rounds 3 | tee '$(BENCH_OUT)/e2e_latency.txt'
 
 # Ten minutes of moderate load on the whole stack; fails on memory, process, fd or container leaks.
 soak: setup

@@ -28,8 +28,11 @@ from taskexec.celery_app import make_celery
 from taskexec.config import Settings, get_settings
 from taskexec.db import Database
 from taskexec.dispatch import Dispatcher, Publisher
+from taskexec.keywatch import KeyWatch
+from taskexec.lifecycle import Lifecycle
 from taskexec.logs import configure_logging, secrets_of
 from taskexec.manager import TaskManager
+from taskexec.outbox import Deliverer
 
 
 def create_app(settings: Settings | None = None, *, start_dispatcher: bool | None = None) -> Flask:
@@ -40,10 +43,15 @@ def create_app(settings: Settings | None = None, *, start_dispatcher: bool | Non
     app.json.sort_keys = False  # type: ignore[attr-defined]
     db = Database(settings.database_url)
     publisher = Publisher(settings, make_celery(settings))
-    rt = Runtime(settings=settings, db=db, manager=TaskManager(settings), publisher=publisher)
+    manager = TaskManager(settings, db)
+    rt = Runtime(settings=settings, db=db, manager=manager, lifecycle=Lifecycle(manager, db), publisher=publisher,
+                 deliverer=Deliverer(settings))
     if settings.outbox_thread if start_dispatcher is None else start_dispatcher:
-        rt.dispatcher = Dispatcher(db, settings, publisher)
+        rt.dispatcher = Dispatcher(db, settings, publisher, rt.deliverer)
         rt.dispatcher.start()
+    if settings.api_key_cache_s > 0:
+        rt.keywatch = KeyWatch(settings.database_url)
+        rt.keywatch.start()
     app.extensions["taskexec"] = rt
     for bp in (ops.bp, metrics.bp, definitions.bp, tasks.bp, manual.bp, me.bp, inbox_page.bp, dashboard.bp,
                internal.bp):

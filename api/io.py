@@ -18,7 +18,7 @@ M = TypeVar("M", bound=BaseModel)
 _STRUCTURAL = ("_type", "_parsing", "missing", "extra_forbidden", "json_invalid")
 
 
-def parse_body(model: type[M], scrub_nul: bool = False) -> M:
+def parse_body(model: type[M], scrub_nul: bool = False, nul_check: bool = True) -> M:
     """Parse the JSON body: malformed or wrong-typed is 400, semantically invalid is 422.
 
     NUL characters (which PostgreSQL cannot store) are refused with 400, or with `scrub_nul` (a worker's
@@ -34,7 +34,15 @@ def parse_body(model: type[M], scrub_nul: bool = False) -> M:
         raise BadRequest("request body must be a JSON object", details=[{"field": "body", "message": "not an object"}])
     if scrub_nul:
         data = scrub(data)
-    where = nul_path(data)
+    return parse_item(model, data, nul_check)
+
+
+def parse_item(model: type[M], data: Any, nul_check: bool = True) -> M:
+    """Parse one JSON value (a body, or an item of a batch) into `model`: 400 when malformed or wrong-typed,
+    422 when semantically invalid, naming the field. (`nul_check=False`: the caller checks parts itself.)"""
+    if not isinstance(data, dict):
+        raise BadRequest("must be a JSON object", details=[{"field": "body", "message": "not an object"}])
+    where = nul_path(data) if nul_check else None
     if where is not None:  # PostgreSQL cannot store NUL in text or jsonb: refuse it here, not with a 500
         raise BadRequest("strings must not contain NUL characters",
                          details=[{"field": where, "message": "contains NUL"}])

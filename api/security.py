@@ -58,9 +58,10 @@ def _authenticate() -> Principal:
 
 
 def _api_key_principal(key: str) -> Principal:
-    """Looked up on every request, unless TEL_API_KEY_CACHE_SECONDS > 0 (see `ApiKeyCache`)."""
+    """Looked up in the database, or remembered for TEL_API_KEY_CACHE_SECONDS while this process hears of every
+    change to the keys (`taskexec.keywatch`)."""
     rt = runtime()
-    ttl = rt.settings.api_key_cache_s
+    ttl = rt.settings.api_key_cache_s if rt.keywatch is not None and rt.keywatch.listening.is_set() else 0
     digest = hash_key(key) if ttl > 0 else ""
     if ttl > 0 and (cached := API_KEY_CACHE.get(digest)) is not None:
         return cached

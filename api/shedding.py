@@ -44,6 +44,14 @@ def single_submission(body: Any) -> list[tuple[str, str]]:
     return [(body["taskDefinitionId"], str(body.get("priority") or Priority.MEDIUM.value))]
 
 
+def batch_submissions(body: Any) -> list[tuple[str, str]]:
+    """(definition id, priority) of each item of a `POST /api/v1/tasks/batch` body."""
+    items = body.get("tasks") if isinstance(body, dict) else None
+    if not isinstance(items, list):
+        return []
+    return [pair for item in items for pair in single_submission(item)]
+
+
 def sheddable(extract: Extract = single_submission) -> Callable[[F], F]:
     """Declare a route a task submission that may be shed; `extract` lists the (definition id, priority) pairs
     its JSON body submits (a batch route lists each item: the request is refused if any item would be)."""

@@ -4,18 +4,26 @@ from __future__ import annotations
 
 from flask import Blueprint, jsonify, request
 
-from api.io import event_out, page, parse_body, parse_query, task_out
+from api.io import event_out, page, parse_body, parse_item, parse_query, task_out
+from api.ratelimit import bulk
 from api.routing import Header, operation
 from api.runtime import runtime
 from api.security import audit_fields, current
-from api.shedding import sheddable
+from api.shedding import batch_submissions, sheddable
 from taskexec.auth import Principal
-from taskexec.constants import API_PREFIX, Permission
-from taskexec.dispatch import publish_stored
-from taskexec.exceptions import BadRequest, NotFound
+from taskexec.constants import API_PREFIX, Permission, Status
+from taskexec.dispatch import publish_new
+from taskexec.exceptions import BadRequest, NotFound, TaskexecError
 from taskexec.models import TaskInstance
 from taskexec.schemas import (
+    MAX_IDEMPOTENCY_KEY,
+    BatchEnvelope,
+    BatchIn,
+    BatchItem,
+    BatchOut,
+    BatchResult,
     CancelIn,
+    ErrorBody,
     EventPage,
     LogsOut,
     StatusOut,
@@ -28,7 +36,6 @@ from taskexec.schemas import (
 
 bp = Blueprint("tasks", __name__, url_prefix=f"{API_PREFIX}/tasks")
 
-MAX_IDEMPOTENCY_KEY = 255
 IDEMPOTENCY_KEY = Header("Idempotency-Key", "a retry with the same key and body returns the same task (200)",
                          MAX_IDEMPOTENCY_KEY)
 
@@ -61,13 +68,56 @@ def submit():
                          details=[{"field": "Idempotency-Key", "message": "bad length"}])
     body = parse_body(SubmitIn)
     rt = runtime()
-    with rt.db.session() as s:
-        task, created = rt.manager.submit(s, body, current(), key)
-    if created:
-        publish_stored(rt.db, rt.publisher, task)
-    return jsonify({"id": task.id, "status": task.status, "createdAt": task.created_at.isoformat()}), (
-        201 if created else 200
+    [result] = rt.lifecycle.submit([(body, key)], current())
+    if isinstance(result, TaskexecError):
+        raise result
+    if result.created:
+        publish_new(rt.db, rt.publisher, [(result.id, result.type, result.priority, result.dispatch_token)], rt.marks)
+    return jsonify({"id": result.id, "status": result.status, "createdAt": result.created_at.isoformat()}), (
+        201 if result.created else 200
     )
+
+
+@bulk
+@sheddable(batch_submissions)
+@operation(bp, "POST", "/batch", summary="Submit up to 1,000 tasks in one request", permission=Permission.EXECUTE,
+           body=BatchIn, response=BatchOut,
+           description="Each item may carry its own `idempotencyKey` (the key space of the `Idempotency-Key` "
+                       "header). One result per item, in order: `httpStatus` 201 stored, 200 a replay, or the "
+                       "item's own error envelope; the valid items are stored even when others are not. Counts "
+                       "against the bulk rate limit.")
+def submit_batch():
+    """Up to MAX_BATCH submissions in one request, each with its own optional `idempotencyKey`: one result
+    per item, in order; the valid items are stored and published even when others are not."""
+    envelope = parse_body(BatchEnvelope, nul_check=False)  # each item is checked on its own
+    rt = runtime()
+    results: list[BatchResult | None] = [None] * len(envelope.tasks)
+    valid: list[tuple[int, SubmitIn, str | None]] = []
+    for i, raw in enumerate(envelope.tasks):
+        try:
+            item = parse_item(BatchItem, raw)
+        except TaskexecError as exc:
+            results[i] = _error(exc)
+            continue
+        valid.append((i, SubmitIn(**item.model_dump(exclude={"idempotency_key"})), item.idempotency_key))
+    stored = rt.lifecycle.submit([(body, key) for _, body, key in valid], current()) if valid else []
+    fresh = []
+    for (i, _, _), result in zip(valid, stored, strict=True):
+        if isinstance(result, TaskexecError):
+            results[i] = _error(result)
+            continue
+        results[i] = BatchResult(http_status=201 if result.created else 200, id=result.id,
+                                 status=Status(result.status), created_at=result.created_at)
+        if result.created:
+            fresh.append((result.id, result.type, result.priority, result.dispatch_token))
+    publish_new(rt.db, rt.publisher, fresh, rt.marks)
+    return jsonify(BatchOut(results=[r for r in results if r is not None]).model_dump(
+        mode="json", by_alias=True, exclude_none=True))
+
+
+def _error(exc: TaskexecError) -> BatchResult:
+    return BatchResult(http_status=exc.status, error=ErrorBody(code=str(exc.code), message=exc.message,
+                                                               details=exc.details))
 
 
 @operation(bp, "GET", "", summary="List tasks, newest first", permission=Permission.LIST, query=TaskListQuery,

@@ -1,28 +1,23 @@
-"""The home-made baseline of bench/e2e_latency.py: bare Celery plus ``docker run`` in a subprocess.
+"""The home-made baseline of bench/e2e_latency.py: bare Celery running the sandbox's harness through the
+Docker SDK, with the same hardening, and nothing else of taskexec.
 
-What a team would glue together without taskexec: a Celery task that pipes the code and input into
-``docker run --rm --network=none -i IMAGE python3 -c RUNNER`` and returns the printed JSON.
-Started by the benchmark as ``celery -A bench.celery_baseline worker -P threads -c 2 -Q $BENCH_CELERY_QUEUE``;
+What a team would glue together without taskexec, given the same reliability settings: a Celery task
+(late ack, reject on a lost worker, prefetch 1, Redis broker and result backend) that runs the code in a
+hardened single-use container (`bench.docker_baseline.SdkRunner`: same flags, same harness) and returns
+its output; the container is removed in the background after the answer, as taskexec's runner does.
+Started by the benchmark as ``celery -A bench.celery_baseline worker -P prefork -c 2 -Q $BENCH_CELERY_QUEUE``;
 configured by BENCH_CELERY_BROKER, BENCH_CELERY_QUEUE and BENCH_IMAGE.
 """
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
 import time
 from typing import Any
 
 from celery import Celery
 
 TASK_NAME = "bench.baseline.run_python"
-# Reads {"code", "input"} on stdin, runs main(input), prints its result as JSON.
-RUNNER = ("import json, sys\n"
-          "job = json.load(sys.stdin)\n"
-          "ns = {}\n"
-          "exec(job['code'], ns)\n"
-          "print(json.dumps(ns['main'](job['input'])))\n")
 
 
 def make_app(broker: str, queue: str) -> Celery:
@@ -30,16 +25,22 @@ def make_app(broker: str, queue: str) -> Celery:
     app = Celery("bench_baseline", broker=broker, backend=broker)
     app.conf.update(task_default_queue=queue, task_serializer="json", result_serializer="json",
                     accept_content=["json"], result_expires=600, worker_prefetch_multiplier=1,
+                    task_acks_late=True, task_reject_on_worker_lost=True,
                     broker_connection_retry_on_startup=True, worker_hijack_root_logger=False)
+    runner: list[Any] = []
 
     @app.task(name=TASK_NAME)
     def run_python(code: str, input: Any) -> dict[str, Any]:
-        image = os.environ.get("BENCH_IMAGE", "taskexec-sandbox-python:1")
+        if not runner:  # one per worker process (prefork children do not share the parent's client)
+            import docker
+
+            from bench.docker_baseline import SdkRunner
+
+            image = os.environ.get("BENCH_IMAGE", "taskexec-sandbox-python:1")
+            runner.append(SdkRunner(docker.from_env(timeout=60).api, image, remove_on_clock=False))
         start = time.time()
-        proc = subprocess.run(["docker", "run", "--rm", "--network=none", "-i", image, "python3", "-c", RUNNER],
-                              input=json.dumps({"code": code, "input": input}).encode(), capture_output=True,
-                              check=True, timeout=60)
-        return {"output": json.loads(proc.stdout), "startTime": start, "endTime": time.time()}
+        output = runner[0].run(code, input)
+        return {"output": output, "startTime": start, "endTime": time.time()}
 
     return app
 

@@ -3,16 +3,18 @@
 Usage:
   python bench/profile_router.py [-n 300] [--pyinstrument] [--auth apikey|jwt]
       In-process (Flask test client, one thread, dispatcher off) against a fresh database and the test
-      Redis: n x (submit, worker start, worker finish) of a no-op INTEGRATION task, as the pool does it.
-      Prints per request kind: CPU ms, SQL statements, PostgreSQL round trips (incl. BEGIN, COMMIT,
-      pings; from libpq's trace) and function calls (Python and C: unlike CPU time, not disturbed by
-      other load on the machine); with --pyinstrument or --cprofile, where the time goes.
+      Redis, with an orchestrator receiver: n x (submit, the pool's start and finish reports, the outbox
+      pass delivering the task's three events) of a no-op INTEGRATION task.
+      Prints per kind: CPU ms (this thread), SQL statements, PostgreSQL round trips (incl. BEGIN,
+      COMMIT, pings; from libpq's trace) and function calls (Python and C: unlike CPU time, not disturbed
+      by other load on the machine); with --batch N one POST /tasks/batch of N, per task; with
+      --pyinstrument or --cprofile, where the time goes.
   python bench/profile_router.py spy /tmp/prof/router.txt [--top 25] [--match api/ taskexec/]
       Summarises py-spy samples (``--format raw``) taken by ``bench/throughput.py --py-spy DIR`` under load:
       per function, the share of samples with it on the stack (inclusive) and at the top (self).
 
 Needs PostgreSQL at TEL_TEST_DATABASE_URL and Redis at TEL_TEST_REDIS_URL; only this run's Redis keys
-are deleted at the end. py-spy is not a project dependency (``.venv/bin/pip install py-spy``).
+are deleted at the end. py-spy comes with the dev dependencies.
 """
 
 from __future__ import annotations
@@ -49,18 +51,21 @@ def inproc(args: argparse.Namespace) -> int:
     from taskexec.config import Settings
     from taskexec.db import Database
     from taskexec.migrate import upgrade
+    from taskexec.outbox import deliver_due
 
     prefix = "prof" + uuid.uuid4().hex[:8]
     dbname = f"bench_{prefix}"
     with support.admin_conn() as conn:
         conn.execute(f"CREATE DATABASE {dbname}")
+    receiver = support.Receiver()  # the orchestrator: every change is delivered, as in production
     try:
         upgrade(support.db_url(dbname))
-        env = support.base_env(dbname, prefix, LOG_LEVEL="WARNING",  # clients counted, never refused (as throughput.py)
+        # clients counted, never refused (as throughput.py)
+        env = support.base_env(dbname, prefix, LOG_LEVEL="WARNING", WORKFLOW_ORCHESTRATOR_URL=receiver.url,
                                TEL_API_RATE_LIMIT_EXEMPT_ROLES="admin,service,submitter",
                                **dict(item.split("=", 1) for item in args.env))
         settings = Settings(**{k: v for k, v in env.items()  # type: ignore[arg-type]
-                               if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))})
+                               if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_", "WORKFLOW_"))})
         db = Database(settings.database_url)
         with db.session() as s:
             _, client_key = create_api_key(s, "bench-client", ["submitter"])
@@ -69,6 +74,8 @@ def inproc(args: argparse.Namespace) -> int:
         client_auth = {"X-API-Key": client_key} if args.auth == "apikey" else admin
         service = {"X-API-Key": service_key}
         app = create_app(settings, start_dispatcher=False)
+        rt = app.extensions["taskexec"]
+        rt.deliverer.threads = 1  # every POST in this thread, so that it is measured and counted
         http = app.test_client()
         r = http.post("/api/v1/tasks/definitions", headers=admin, json={
             "id": "noop", "name": "noop", "type": "INTEGRATION",
@@ -76,7 +83,7 @@ def inproc(args: argparse.Namespace) -> int:
         assert r.status_code == 201, r.text
 
         statements = [0]
-        engine = app.extensions["taskexec"].db.engine
+        engine = rt.db.engine
         event.listen(engine, "before_cursor_execute", lambda *_a, **_k: statements.__setitem__(0, statements[0] + 1))
         cpu: dict[str, float] = defaultdict(float)
         sql: Counter[str] = Counter()
@@ -86,7 +93,8 @@ def inproc(args: argparse.Namespace) -> int:
         event.listen(engine, "connect", lambda dbapi_conn, _rec: dbapi_conn.pgconn.trace(trace.fileno()))
         engine.dispose()  # reconnect with tracing on
 
-        def call(kind: str, path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+        def measured(kind: str, fn: Any) -> Any:
+            """Run fn() once, adding its CPU (this thread), statements and, when counting, calls and round trips."""
             if counting[0]:
                 n = [0]
 
@@ -96,32 +104,49 @@ def inproc(args: argparse.Namespace) -> int:
 
                 os.write(trace.fileno(), f"\nMARK {kind}\n".encode())
                 sys.setprofile(tracer)
-                resp = http.post(path, headers=headers, json=body)
+                out = fn()
                 sys.setprofile(None)
                 os.write(trace.fileno(), b"\nMARK -\n")
                 calls[kind] += n[0]
-                assert resp.status_code in (200, 201), (path, resp.text)
-                return resp.get_json()
-            s0, c0 = statements[0], time.process_time()
-            resp = http.post(path, headers=headers, json=body)
-            cpu[kind] += time.process_time() - c0
+                return out
+            s0, c0 = statements[0], time.thread_time()
+            out = fn()
+            cpu[kind] += time.thread_time() - c0
             sql[kind] += statements[0] - s0
+            return out
+
+        def post(path: str, headers: dict[str, str], body: dict[str, Any]) -> Any:
+            resp = http.post(path, headers=headers, json=body)
             assert resp.status_code in (200, 201), (path, resp.text)
             return resp.get_json()
 
-        def one() -> None:
-            task_id = call("submit", "/api/v1/tasks", client_auth, {"taskDefinitionId": "noop", "input": {}})
-            task_id = task_id["id"]
-            with db.engine.connect() as conn:  # what the broker message carries
-                token = conn.execute(text("SELECT dispatch_token FROM task_instances WHERE id = :i"),
-                                     {"i": task_id}).scalar_one()
-            job = call("start", f"/internal/v1/tasks/{task_id}/start", service,
-                       {"dispatchToken": token, "workerId": "bench:1"})
-            call("finish", f"/internal/v1/tasks/{task_id}/finish", service,
-                 {"attempt": job["attempt"], "status": "COMPLETED", "output": {},
-                  "executionMetadata": {"httpStatus": 200, "responseTimeMs": 1}})
+        def reports(items: list[dict[str, Any]]) -> list[Any]:
+            """Reports through /internal/v1/reports, `--coalesce` per call as a pool sends them under load (its
+            threads' reports share one call; at rest each goes alone)."""
+            out = post("/internal/v1/reports", service, {"items": items})["results"]
+            assert all(r["status"] == 200 for r in out), out
+            return [r["result"] for r in out]
 
-        for _ in range(20):  # warm-up: imports, statement caches, prepared statements
+        k = args.coalesce
+
+        def one() -> None:
+            """`k` tasks: submitted one by one, started and finished with k reports per call, one outbox pass."""
+            ids = [measured("submit", lambda: post("/api/v1/tasks", client_auth,
+                                                    {"taskDefinitionId": "noop", "input": {}}))["id"]
+                   for _ in range(k)]
+            with db.engine.connect() as conn:  # what the broker messages carry
+                tokens = [conn.execute(text("SELECT dispatch_token FROM task_instances WHERE id = :i"),
+                                       {"i": task_id}).scalar_one() for task_id in ids]
+            jobs = measured("start", lambda: reports([
+                {"kind": "start", "taskId": t, "dispatchToken": tok, "workerId": "bench:1"}
+                for t, tok in zip(ids, tokens, strict=True)]))
+            measured("finish", lambda: reports([
+                {"kind": "finish", "taskId": t, "attempt": job["job"]["attempt"], "status": "COMPLETED", "output": {},
+                 "executionMetadata": {"httpStatus": 200, "responseTimeMs": 1}}
+                for t, job in zip(ids, jobs, strict=True)]))
+            assert measured("outbox", lambda: deliver_due(rt.db, settings, rt.deliverer)) == 3 * k
+
+        for _ in range(max(20 // k, 6)):  # warm-up: imports, statement caches, prepared statements
             one()
         cpu.clear()
         sql.clear()
@@ -137,7 +162,9 @@ def inproc(args: argparse.Namespace) -> int:
             profiler = cProfile.Profile(time.thread_time)  # CPU time, not waits for the database
             profiler.enable()
         wall = time.perf_counter()
-        for _ in range(args.n):
+        rounds = max(1, args.n // k)
+        args.n = rounds * k
+        for _ in range(rounds):
             one()
         wall = time.perf_counter() - wall
         if args.pyinstrument:
@@ -145,17 +172,35 @@ def inproc(args: argparse.Namespace) -> int:
         elif args.cprofile:
             profiler.disable()
         counting[0] = True
-        for _ in range(COUNTED):
+        counted = max(1, COUNTED // k) * k
+        for _ in range(counted // k):
             one()
+        if args.batch:
+            body = {"tasks": [{"taskDefinitionId": "noop", "input": {}} for _ in range(args.batch)]}
+            for _ in range(2):  # warm-up, then measured
+                counting[0] = False
+                cpu["batch"] = 0.0
+                sql["batch"] = 0
+                measured("batch", lambda: post("/api/v1/tasks/batch", client_auth, body))
+            counting[0] = True
+            measured("batch", lambda: post("/api/v1/tasks/batch", client_auth, body))
         trips = round_trips(trace)
         trace.close()
-        print(f"{args.n} tasks in-process (submit auth: {args.auth}), {wall / args.n * 1000:.1f} ms wall per task")
+        kinds = ("submit", "start", "finish", "outbox")
+        print(f"{args.n} tasks in-process (submit auth: {args.auth}), {wall / args.n * 1000:.1f} ms wall per task; "
+              f"start and finish reports through /internal/v1/reports, {k} per call; outbox: the pass delivering "
+              f"the events of those {k} tasks to a local receiver; figures per task")
         print(f"{'request':<8} {'CPU ms':>7} {'SQL':>5} {'PG RT':>6} {'calls':>7}")
-        for kind in ("submit", "start", "finish"):
+        for kind in kinds:
             print(f"{kind:<8} {cpu[kind] / args.n * 1000:7.2f} {sql[kind] / args.n:5.1f} "
-                  f"{trips[kind] / COUNTED:6.1f} {calls[kind] // COUNTED:7d}")
-        print(f"{'total':<8} {sum(cpu.values()) / args.n * 1000:7.2f} {sum(sql.values()) / args.n:5.1f} "
-              f"{sum(trips.values()) / COUNTED:6.1f} {sum(calls.values()) // COUNTED:7d}")
+                  f"{trips[kind] / counted:6.1f} {calls[kind] // counted:7d}")
+        print(f"{'total':<8} {sum(cpu[x] for x in kinds) / args.n * 1000:7.2f} "
+              f"{sum(sql[x] for x in kinds) / args.n:5.1f} {sum(trips[x] for x in kinds) / counted:6.1f} "
+              f"{sum(calls[x] for x in kinds) // counted:7d}")
+        if args.batch:
+            b = args.batch
+            print(f"{'batch':<8} {cpu['batch'] / b * 1000:7.2f} {sql['batch'] / b:5.2f} {trips['batch'] / b:6.2f} "
+                  f"{calls['batch'] // b:7d}   (per task of one POST /tasks/batch of {b})")
         if args.pyinstrument:
             print(profiler.output_text(unicode=False, color=False, show_all=False, short_mode=False))
         elif args.cprofile:
@@ -164,9 +209,11 @@ def inproc(args: argparse.Namespace) -> int:
             stats = pstats.Stats(profiler).strip_dirs()
             stats.sort_stats("cumulative").print_stats(args.cprofile)
             stats.sort_stats("tottime").print_stats(args.cprofile)
-        app.extensions["taskexec"].db.dispose()
+        rt.deliverer.close()
+        rt.db.dispose()
         db.dispose()
     finally:
+        receiver.close()
         support.drop_database(dbname)
         red = redis.Redis.from_url(support.REDIS_URL)
         keys = list(red.scan_iter(match=f"*{prefix}*", count=1000))
@@ -305,6 +352,10 @@ def main() -> int:
     parser.add_argument("--auth", choices=("apikey", "jwt"), default="apikey", help="credential of the submitter")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra setting, e.g. TEL_API_KEY_CACHE_SECONDS=5 (repeatable)")
+    parser.add_argument("--coalesce", type=int, default=1, metavar="K",
+                        help="reports per /internal/v1/reports call (a pool's threads' reports travel together)")
+    parser.add_argument("--batch", type=int, default=0, metavar="N",
+                        help="also measure one POST /tasks/batch of N tasks (per task)")
     parser.add_argument("--pyinstrument", action="store_true", help="print pyinstrument's call tree (wall time)")
     parser.add_argument("--cprofile", type=int, metavar="LINES", default=0,
                         help="print cProfile's top LINES functions by cumulative and own CPU time")

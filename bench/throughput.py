@@ -1,27 +1,38 @@
-"""Throughput of no-op integration tasks: taskexec (REST -> COMPLETED in PostgreSQL) vs bare Celery.
+"""Throughput of no-op tasks: taskexec (REST -> COMPLETED, every event delivered) vs a fair bare Celery.
 
-Usage: python bench/throughput.py [-n 500] [-k 16] [--workers 1] [--concurrency 8] [--auth apikey|jwt]
+Usage: python bench/throughput.py [-n 600] [-k 16] [--rounds 3] [--paths ...] [--workers 1] [--concurrency 8]
 Needs PostgreSQL at TEL_TEST_DATABASE_URL and Redis at TEL_TEST_REDIS_URL (``make setup``); no Docker.
-Everything else is started here and stopped at the end; Redis is never flushed (only this run's keys go).
+Everything is started here and stopped at the end; Redis is never flushed (only this run's keys go).
 
-* target: a local HTTP server in its own process whose ``GET /noop`` answers ``{}`` at once.
-* taskexec: a fresh migrated database, ``taskexec router`` (gunicorn, as configured by TEL_ROUTER_*) and
-  ``--workers`` x ``taskexec worker integration --concurrency C``; one INTEGRATION definition doing
-  ``GET /noop``. K client threads submit N tasks over REST (a keep-alive session each, an API key of
-  role ``submitter`` by default); done when one ``count(*)`` query sees N COMPLETED rows. The target's
-  rate limit is raised (TEL_RATE_LIMIT_HOSTS) so that no task is deferred; no orchestrator is configured.
-* bare Celery: ``--workers`` x ``celery worker -P threads -c C`` on a fresh queue of the same Redis (also
-  the result backend), Celery's defaults otherwise; its task does the same ``GET /noop`` with a pooled
-  ``requests`` session. K client threads ``delay()`` N tasks, then each ``get()``s its own results.
+Helper processes (their own interpreters, so no lock is shared with the clients): the no-op target,
+whose ``GET /noop`` answers ``{}`` at once, and the orchestrator (`bench/receiver.py`), which counts
+the events it receives.
 
-Each client submits twice before the clock starts (connections, imports). Prints submits/s (N / time
-until the last submit returned), end-to-end tasks/s (N / time from the first submit until all N are
-done), p50/p99 submit latency, the ratios, and the CPU each process spent per task.
+Paths, each started once and then measured in --rounds interleaved rounds (the order rotates from
+round to round, so that load from elsewhere on the machine falls on all of them alike):
+
+* ``celery-prefork``: bare Celery 5 with the same reliability settings as taskexec's pools (``acks_late``,
+  ``reject_on_worker_lost``, prefetch 1), ``-P prefork -c <cores>``, Redis broker and result backend; the
+  task does the same ``GET /noop`` with a keep-alive session. K client threads ``delay()`` N tasks, and
+  each then ``get()``s its own results; done when the last result is in.
+* ``celery-threads``: the same with ``-P threads -c --concurrency`` and the event-loop waker of
+  ``workers/wakeup.py`` (without it a late ack waits for the loop's next timer). The better of the two
+  Celery paths is the *fair bare Celery* every ratio uses.
+* ``taskexec``: a fresh migrated database, ``taskexec router`` and ``--workers`` x ``taskexec worker
+  integration --concurrency C``, ``WORKFLOW_ORCHESTRATOR_URL`` pointing at the receiver; one INTEGRATION
+  definition doing ``GET /noop``. K client threads submit N tasks over REST (a keep-alive session each,
+  an API key of role ``submitter``); done when the receiver has the terminal event of all N tasks.
+* ``taskexec-batch``: the same stack; --batch-clients clients submit N tasks with ``POST
+  /api/v1/tasks/batch``, --batch-size items per request; done the same way.
+
+Per path it prints, as median [min-max] over the rounds: submits/s (N / time until the last submit
+returned), end-to-end tasks/s (N / time from the first submit until all N are done), submit latency
+p50/p99, and CPU ms per task for every process (router, pools, PostgreSQL backends of the bench
+database; the target, the receiver and the clients are shown but not counted; Redis is not counted,
+it is shared with other users). Then the ratios to the fair bare Celery and the targets of issue 14.
 
 Reading the figures: the clients are closed-loop (each sends its next submit when the last returns), so
-submit latency is about K / submits-per-second (Little's law) while the workers share the CPU. Bare
-Celery's end-to-end rate with the threads pool on Redis is bounded by its consumer loop fetching a
-prefetch-full of messages per event-loop tick, not by CPU; it grows with --concurrency.
+submit latency is about K / submits-per-second (Little's law) while everything shares the CPU.
 """
 
 from __future__ import annotations
@@ -29,7 +40,6 @@ from __future__ import annotations
 import argparse
 import collections
 import os
-import statistics
 import sys
 import tempfile
 import threading
@@ -40,32 +50,56 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import redis
 import requests
 from celery import Celery
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.profile_router import cpu_delta, cpu_snapshot, start_profilers  # noqa: E402
+from bench.common import (  # noqa: E402
+    CpuSample,
+    ReceiverClient,
+    counted_total,
+    cpu_lines,
+    cpu_sample,
+    delete_keys,
+    machine,
+    median,
+    pct,
+    spread,
+    start_helper,
+)
+from bench.profile_router import start_profilers  # noqa: E402
 from tests import support  # noqa: E402
 
 NOOP_PATH = "/noop"
 DEF_ID = "noop"
-WARMUP_EACH = 2
-DONE_TIMEOUT_S = 240.0
+WARMUP_EACH = 3
+DONE_TIMEOUT_S = 300.0
 BASELINE_TASK = "bench.throughput.noop_http"
+COUNTED = ("router", "integration", "postgres", "celery")  # CPU groups that make up "the system"
+PATHS = ("celery-prefork", "celery-threads", "taskexec", "taskexec-batch")
 
 
-def make_baseline_app(broker: str, queue: str) -> Celery:
-    """A Celery app on `broker` (also the result backend) with one task: GET a URL, return its status."""
+def make_baseline_app(broker: str, queue: str, pool: str = "prefork") -> Celery:
+    """A Celery app on `broker` (also the result backend) with one task: GET a URL, return its status.
+
+    The delivery settings are taskexec's own (late ack, reject on a lost worker, prefetch 1); with the
+    threads pool, the event-loop waker of `workers/wakeup.py` too."""
     app = Celery("bench_throughput", broker=broker, backend=broker)
     app.conf.update(task_default_queue=queue, task_serializer="json", result_serializer="json",
                     accept_content=["json"], result_expires=600, broker_connection_retry_on_startup=True,
-                    worker_hijack_root_logger=False)
+                    worker_hijack_root_logger=False, task_acks_late=True, task_reject_on_worker_lost=True,
+                    worker_prefetch_multiplier=1)
     local = threading.local()
+    extra: dict[str, Any] = {}
+    if pool == "threads":
+        from workers import wakeup
 
-    @app.task(name=BASELINE_TASK)
+        app.steps["consumer"].add(wakeup.EventLoopWaker)
+        extra["Request"] = wakeup.REQUEST
+
+    @app.task(name=BASELINE_TASK, **extra)
     def noop_http(url: str) -> int:
         sess = getattr(local, "session", None)
         if sess is None:
@@ -78,48 +112,49 @@ def make_baseline_app(broker: str, queue: str) -> Celery:
 
 # what `celery -A bench.throughput:baseline worker` runs
 baseline = make_baseline_app(os.environ.get("BENCH_CELERY_BROKER", support.REDIS_URL),
-                             os.environ.get("BENCH_CELERY_QUEUE", "bench-throughput"))
+                             os.environ.get("BENCH_CELERY_QUEUE", "bench-throughput"),
+                             os.environ.get("BENCH_CELERY_POOL", "prefork"))
 
 
 @dataclass
-class Result:
-    name: str
-    submit_ms: list[float] = field(default_factory=list)
-    submit_s: float = 0.0  # first submit -> last submit returned
-    total_s: float = 0.0  # first submit -> all N done
-    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds per process (group) during the run
+class Round:
+    """One measured run of one path."""
+
+    n: int
+    submit_ms: list[float]
+    submit_s: float  # first submit -> last submit returned
+    total_s: float  # first submit -> all N done
+    cpu: CpuSample = field(default_factory=CpuSample)
 
     def submits_per_s(self) -> float:
-        return len(self.submit_ms) / self.submit_s
+        return self.n / self.submit_s
 
     def tasks_per_s(self) -> float:
-        return len(self.submit_ms) / self.total_s
+        return self.n / self.total_s
 
 
-def pct(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (same rule as bench/e2e_latency.py)."""
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
+def run_clients(n: int, submits: list[Callable[[int], int]], chunk: int = 1) -> tuple[list[float], float, float]:
+    """Client threads share N submissions (`chunk` per call; a call returns how many it sent).
 
-
-def run_clients(n: int, submits: list[Callable[[], None]]) -> tuple[list[float], float]:
-    """One thread per client shares N submissions; returns (latencies ms, seconds until the last returned)."""
-    counter = iter(range(n))
+    Returns (latencies ms, perf_counter at the start, seconds until the last call returned)."""
+    left = [n]
     lock = threading.Lock()
     latencies: list[float] = []
     errors: list[BaseException] = []
     start = threading.Barrier(len(submits) + 1)
 
-    def work(submit: Callable[[], None]) -> None:
+    def work(submit: Callable[[int], int]) -> None:
         mine: list[float] = []
         start.wait()
         try:
             while True:
                 with lock:
-                    if next(counter, None) is None:
-                        break
+                    size = min(chunk, left[0])
+                    left[0] -= size
+                if size <= 0:
+                    break
                 t = time.perf_counter()
-                submit()
+                submit(size)
                 mine.append((time.perf_counter() - t) * 1000)
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
@@ -135,21 +170,7 @@ def run_clients(n: int, submits: list[Callable[[], None]]) -> tuple[list[float],
         t.join()
     if errors:
         raise errors[0]
-    return latencies, time.perf_counter() - t0
-
-
-def wait_done(count: Callable[[], tuple[int, int]], n: int, what: str) -> None:
-    """Poll until `n` are done; fail at once if any ended otherwise."""
-    deadline = time.monotonic() + DONE_TIMEOUT_S
-    while True:
-        done, bad = count()
-        if bad:
-            raise AssertionError(f"{what}: {bad} ended in a state other than COMPLETED")
-        if done >= n:
-            return
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: only {done}/{n} done after {DONE_TIMEOUT_S}s")
-        time.sleep(0.02)
+    return latencies, t0, time.perf_counter() - t0
 
 
 # --------------------------------------------------------------------------- taskexec
@@ -160,36 +181,59 @@ class RestClient:
     def __init__(self, url: str, headers: dict[str, str]) -> None:
         self.url = f"{url}/api/v1/tasks"
         self.http = requests.Session()
+        self.http.trust_env = False
         self.http.headers.update(headers)
-        self.def_id = "warmup"
+        self.def_id = DEF_ID
 
-    def submit(self) -> None:
-        r = self.http.post(self.url, json={"taskDefinitionId": self.def_id, "input": {}}, timeout=30)
+    def submit(self, size: int) -> int:
+        assert size == 1
+        r = self.http.post(self.url, json={"taskDefinitionId": self.def_id, "input": {}}, timeout=60)
         assert r.status_code == 201, r.text
+        return 1
+
+    def submit_batch(self, size: int) -> int:
+        items = [{"taskDefinitionId": self.def_id, "input": {}} for _ in range(size)]
+        r = self.http.post(self.url + "/batch", json={"tasks": items}, timeout=120)
+        assert r.status_code == 200, r.text
+        results = r.json()["results"]
+        assert len(results) == size and all(x.get("status") == "PENDING" for x in results), r.text[:500]
+        return size
 
 
-def bench_taskexec(prefix: str, logdir: Path, args: argparse.Namespace, url: str) -> Result:
-    """Fresh database, router and integration workers; N tasks over REST; counted COMPLETED in PostgreSQL."""
-    import psycopg
+class Taskexec:
+    """One router and its integration workers on a fresh database; both taskexec paths use it."""
 
-    from taskexec.auth import create_api_key, issue_token
-    from taskexec.config import Settings
-    from taskexec.db import Database
-    from taskexec.migrate import upgrade
+    def __init__(self, prefix: str, logdir: Path, args: argparse.Namespace, url: str, receiver: str) -> None:
+        self.prefix, self.logdir, self.args, self.url = prefix, logdir, args, url
+        self.receiver = ReceiverClient(receiver)
+        self.dbname = f"bench_{prefix}"
+        self.stack: support.Stack | None = None
+        self.clients: list[RestClient] = []
+        self.batchers: list[RestClient] = []
+        self.conn: Any = None
+        self.expected = 0  # tasks submitted so far (all must end with a terminal event)
 
-    dbname = f"bench_{prefix}"
-    with support.admin_conn() as conn:
-        conn.execute(f"CREATE DATABASE {dbname}")
-    # The submitting clients' role is exempt from the API rate limit: still counted (its Redis round trip is
-    # in the figures), never refused.
-    env = support.base_env(dbname, prefix, TEL_RATE_LIMIT_HOSTS="127.0.0.1=1000000/min", TEL_RATE_LIMIT_BURST="1000",
-                           TEL_API_RATE_LIMIT_EXEMPT_ROLES="admin,service,submitter",
-                           TEL_INTEGRATION_KEY_PREFIX=f"tel:bench:{prefix}", TEL_METRICS_PORT="0",
-                           **dict(item.split("=", 1) for item in args.env))
-    stack = support.Stack(env, logdir)
-    try:
-        upgrade(support.db_url(dbname))
-        db = Database(support.db_url(dbname))
+    def start(self) -> None:
+        import psycopg
+
+        from taskexec.auth import create_api_key, issue_token
+        from taskexec.config import Settings
+        from taskexec.db import Database
+        from taskexec.migrate import upgrade
+
+        args = self.args
+        with support.admin_conn() as conn:
+            conn.execute(f"CREATE DATABASE {self.dbname}")
+        env = support.base_env(self.dbname, self.prefix, TEL_RATE_LIMIT_HOSTS="127.0.0.1=100000000/min",
+                               TEL_RATE_LIMIT_BURST="100000", TEL_INTEGRATION_KEY_PREFIX=f"tel:bench:{self.prefix}",
+                               TEL_METRICS_PORT="0", WORKFLOW_ORCHESTRATOR_URL=self.receiver.url,
+                               # the submitting clients' role is exempt from the API rate limit: still
+                               # counted (its Redis round trip is in the figures), never refused
+                               TEL_API_RATE_LIMIT_EXEMPT_ROLES="admin,service,submitter",
+                               **dict(item.split("=", 1) for item in args.env))
+        self.stack = stack = support.Stack(env, self.logdir)
+        upgrade(support.db_url(self.dbname))
+        db = Database(support.db_url(self.dbname))
         with db.session() as s:
             _, key = create_api_key(s, "bench-client", ["submitter"])
         db.dispose()
@@ -198,43 +242,62 @@ def bench_taskexec(prefix: str, logdir: Path, args: argparse.Namespace, url: str
             stack.start_worker("integration", name=f"integration{i}", concurrency=args.concurrency)
         admin = {"Authorization": "Bearer " + issue_token(Settings(TEL_JWT_SECRET=support.JWT_SECRET),  # type: ignore[call-arg]
                                                           "bench", ["admin"])}
-        for def_id in (DEF_ID, "warmup"):
-            body = {"id": def_id, "name": def_id, "type": "INTEGRATION",
-                    "executionConfig": {"request": {"method": "GET", "url": url}}}
-            r = requests.post(f"{stack.url}/api/v1/tasks/definitions", json=body, headers=admin, timeout=10)
-            assert r.status_code == 201, r.text
-        clients = [RestClient(stack.url, {"X-API-Key": key} if args.auth == "apikey" else admin)
-                   for _ in range(args.k)]
-        with psycopg.connect(support.db_url(dbname).replace("+psycopg", ""), autocommit=True) as conn:
-            def count(def_id: str) -> tuple[int, int]:
-                row = conn.execute("SELECT count(*) FILTER (WHERE status = 'COMPLETED'), "
-                                   "count(*) FILTER (WHERE status IN ('FAILED', 'TIMED_OUT', 'CANCELLED')) "
-                                   "FROM task_instances WHERE definition_id = %s", (def_id,)).fetchone()
-                assert row is not None
-                return int(row[0]), int(row[1])
+        body = {"id": DEF_ID, "name": DEF_ID, "type": "INTEGRATION",
+                "executionConfig": {"request": {"method": "GET", "url": self.url}}}
+        r = requests.post(f"{stack.url}/api/v1/tasks/definitions", json=body, headers=admin, timeout=10)
+        assert r.status_code == 201, r.text
+        cred = {"X-API-Key": key} if args.auth == "apikey" else admin
+        self.clients = [RestClient(stack.url, cred) for _ in range(args.k)]
+        self.batchers = [RestClient(stack.url, cred) for _ in range(args.batch_clients)]
+        self.conn = psycopg.connect(support.db_url(self.dbname).replace("+psycopg", ""), autocommit=True)
+        for _ in range(2):  # warm-up: connections, imports, statement caches (both submit kinds)
+            self._round(WARMUP_EACH * args.k, [c.submit for c in self.clients], 1)
+            if "taskexec-batch" in args.paths:
+                self._round(args.batch_size, [c.submit_batch for c in self.batchers[:1]], args.batch_size)
 
-            run_clients(WARMUP_EACH * args.k, [c.submit for c in clients])
-            wait_done(lambda: count("warmup"), WARMUP_EACH * args.k, "taskexec warm-up")
-            for c in clients:
-                c.def_id = DEF_ID
-            pids = {name: p.popen.pid for name, p in stack.procs.items()}
-            spies = start_profilers(args.py_spy, pids)
-            cpu0 = cpu_snapshot(pids, dbname)
-            t0 = time.perf_counter()
-            lat, submit_s = run_clients(args.n, [c.submit for c in clients])
-            wait_done(lambda: count(DEF_ID), args.n, "taskexec tasks")
-            total = time.perf_counter() - t0
-            cpu = cpu_delta(cpu0, cpu_snapshot(pids, dbname))
-            for spy in spies:
-                spy.stop(sig=2)
-        return Result("taskexec (REST -> PG COMPLETED)", lat, submit_s, total, cpu)
-    except BaseException:
-        for name, proc in stack.procs.items():
+    def pids(self) -> dict[str, int]:
+        assert self.stack is not None
+        return {name.rstrip("0123456789") if self.args.workers == 1 else name: p.popen.pid
+                for name, p in self.stack.procs.items()}
+
+    def _round(self, n: int, submits: list[Callable[[int], int]], chunk: int,
+               helpers: dict[str, int] | None = None) -> Round:
+        base = self.receiver.stats()["terminal"]
+        self.expected += n
+        groups = {**self.pids(), **(helpers or {})}
+        cpu0 = cpu_sample(groups, self.dbname)
+        lat, t0, submit_s = run_clients(n, submits, chunk)
+        done = self.receiver.wait_terminal(base + n, DONE_TIMEOUT_S)
+        cpu = cpu_sample(groups, self.dbname).minus(cpu0)
+        total = done - t0
+        completed, bad = self.conn.execute(
+            "SELECT count(*) FILTER (WHERE status = 'COMPLETED'), count(*) FILTER (WHERE status <> 'COMPLETED') "
+            "FROM task_instances").fetchone()
+        assert bad == 0 and completed == self.expected, (completed, bad, self.expected)
+        return Round(n, lat, submit_s, total, cpu)
+
+    def single(self, n: int, helpers: dict[str, int]) -> Round:
+        return self._round(n, [c.submit for c in self.clients], 1, helpers)
+
+    def batch(self, n: int, helpers: dict[str, int]) -> Round:
+        return self._round(n, [c.submit_batch for c in self.batchers], self.args.batch_size, helpers)
+
+    def check_events(self) -> dict[str, Any]:
+        """Every task got its terminal event, none out of order, none twice."""
+        stats = self.receiver.stats()
+        assert stats["terminal"] >= self.expected and not stats["disordered"], stats
+        return stats
+
+    def stop(self) -> None:
+        if self.conn is not None:
+            self.conn.close()
+        if self.stack is not None:
+            self.stack.stop()
+        support.drop_database(self.dbname)
+
+    def dump_logs(self) -> None:
+        for name, proc in (self.stack.procs.items() if self.stack else []):
             print(f"----- {name} log (tail)\n{proc.text()[-3000:]}", file=sys.stderr)
-        raise
-    finally:
-        stack.stop()
-        support.drop_database(dbname)
 
 
 # --------------------------------------------------------------------------- bare Celery
@@ -247,9 +310,11 @@ class CeleryClient:
         self.task = self.app.tasks[BASELINE_TASK]
         self.url = url
         self.results: list[Any] = []
+        self.sent: list[Any] = []
 
-    def submit(self) -> None:
+    def submit(self, size: int) -> int:
         self.results.append(self.task.delay(self.url))
+        return 1
 
     def collect(self, errors: list[BaseException]) -> None:
         try:
@@ -257,60 +322,64 @@ class CeleryClient:
                 assert res.get(timeout=DONE_TIMEOUT_S) == 200
         except BaseException as exc:  # noqa: BLE001 - reported by the main thread
             errors.append(exc)
+        self.sent.extend(self.results)
+        self.results = []
 
 
-def bench_celery(prefix: str, logdir: Path, args: argparse.Namespace, url: str) -> Result:
-    """`--workers` Celery workers on a fresh queue; K threads delay(), then each get()s its own results."""
-    queue = f"{prefix}-celery"
-    env = {**os.environ, "BENCH_CELERY_BROKER": support.REDIS_URL, "BENCH_CELERY_QUEUE": queue,
-           "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
-    celery_bin = str(Path(sys.executable).parent / "celery")
-    procs = [support.Proc([celery_bin, "-A", "bench.throughput:baseline", "worker", "-P", args.celery_pool,
-                           "-c", str(args.concurrency), "-Q", queue, "-n", f"{queue}-{i}@%h",
-                           "--without-gossip", "--without-mingle", "-l", "INFO"], env, logdir / f"celery-{i}.log")
-             for i in range(args.workers)]
-    clients: list[CeleryClient] = []
-    sent: list[Any] = []
-    try:
-        for proc in procs:
+class BareCelery:
+    """`--workers` bare Celery workers with one pool kind on a fresh queue."""
+
+    def __init__(self, prefix: str, logdir: Path, args: argparse.Namespace, url: str, pool: str) -> None:
+        self.args, self.url, self.pool = args, url, pool
+        self.queue = f"{prefix}-celery-{pool}"
+        concurrency = str(os.cpu_count() or 2) if pool == "prefork" else str(args.concurrency)
+        env = {**os.environ, "BENCH_CELERY_BROKER": support.REDIS_URL, "BENCH_CELERY_QUEUE": self.queue,
+               "BENCH_CELERY_POOL": pool, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
+        celery_bin = str(Path(sys.executable).parent / "celery")
+        self.argv = [celery_bin, "-A", "bench.throughput:baseline", "worker", "-P", pool, "-c", concurrency,
+                     "-Q", self.queue, "--without-gossip", "--without-mingle", "-l", "INFO"]
+        self.env, self.logdir = env, logdir
+        self.procs: list[support.Proc] = []
+        self.clients: list[CeleryClient] = []
+
+    def start(self) -> None:
+        for i in range(self.args.workers):
+            proc = support.Proc([*self.argv, "-n", f"{self.queue}-{i}@%h"], self.env,
+                                self.logdir / f"celery-{self.pool}-{i}.log")
+            self.procs.append(proc)
             support.wait_for(lambda p=proc: "ready." in p.text() or p.popen.poll() is not None, 60,  # type: ignore[misc]
                              what="celery worker ready")
             assert proc.popen.poll() is None, proc.text()[-3000:]
-        clients = [CeleryClient(queue, url) for _ in range(args.k)]
+        self.clients = [CeleryClient(self.queue, self.url) for _ in range(self.args.k)]
+        self.run(WARMUP_EACH * self.args.k, {})
 
-        def run(n: int) -> tuple[list[float], float, float]:
-            t0 = time.perf_counter()
-            lat, submit_s = run_clients(n, [c.submit for c in clients])
-            errors: list[BaseException] = []
-            threads = [threading.Thread(target=c.collect, args=(errors,), daemon=True) for c in clients]
-            for t in threads:
-                t.start()
-            for t in threads:
-                t.join()
-            total = time.perf_counter() - t0
-            for c in clients:
-                sent.extend(c.results)
-                c.results = []
-            if errors:
-                raise errors[0]
-            return lat, submit_s, total
+    def run(self, n: int, helpers: dict[str, int]) -> Round:
+        groups = {("celery" if len(self.procs) == 1 else f"celery{i}"): p.popen.pid for i, p in enumerate(self.procs)}
+        cpu0 = cpu_sample({**groups, **helpers})
+        lat, t0, submit_s = run_clients(n, [c.submit for c in self.clients])
+        errors: list[BaseException] = []
+        threads = [threading.Thread(target=c.collect, args=(errors,), daemon=True) for c in self.clients]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        total = time.perf_counter() - t0
+        cpu = cpu_sample({**groups, **helpers}).minus(cpu0)
+        if errors:
+            raise errors[0]
+        return Round(n, lat, submit_s, total, cpu)
 
-        run(WARMUP_EACH * args.k)
-        pids = {f"celery{i}": p.popen.pid for i, p in enumerate(procs)}
-        cpu0 = cpu_snapshot(pids)
-        lat, submit_s, total = run(args.n)
-        return Result("bare Celery (delay + get)", lat, submit_s, total, cpu_delta(cpu0, cpu_snapshot(pids)))
-    except BaseException:
-        for i, proc in enumerate(procs):
-            print(f"----- celery-{i} log (tail)\n{proc.text()[-3000:]}", file=sys.stderr)
-        raise
-    finally:
-        for res in sent:
-            res.forget()
-        for c in clients:
+    def stop(self) -> None:
+        for c in self.clients:
+            for res in c.sent:
+                res.forget()
             c.app.close()
-        for proc in procs:
+        for proc in self.procs:
             proc.stop()
+
+    def dump_logs(self) -> None:
+        for i, proc in enumerate(self.procs):
+            print(f"----- celery-{self.pool}-{i} log (tail)\n{proc.text()[-3000:]}", file=sys.stderr)
 
 
 # --------------------------------------------------------------------------- target, report, main
@@ -326,83 +395,126 @@ def serve_target() -> None:
     threading.Event().wait()
 
 
-def delete_keys(prefix: str) -> None:
-    """Remove this run's Redis keys (queues, breaker/rate-limit state) by their unique prefix."""
-    r = redis.Redis.from_url(support.REDIS_URL)
-    keys = list(r.scan_iter(match=f"*{prefix}*", count=1000))
-    if keys:
-        r.delete(*keys)
-    r.close()
-
-
-def cpu_line(cpu: dict[str, float], n: int) -> str:
-    parts = [f"{name} {sec * 1000 / n:.1f}" for name, sec in cpu.items()]
-    return ", ".join(parts) + f" (total {sum(cpu.values()) * 1000 / n:.1f}; Redis not counted)"
-
-
-def report(args: argparse.Namespace, tel: Result, base: Result, url: str, logdir: Path) -> None:
-    print(f"\nthroughput: N={args.n} no-op INTEGRATION tasks (GET {url}, answers at once), K={args.k} closed-loop "
-          f"clients, {args.workers} worker process(es) x {args.concurrency} threads, submit auth: {args.auth}")
-    print(f"bare Celery: the same GET in a Celery task ({args.celery_pool} pool), same Redis broker (and result "
-          f"backend), same worker count; log level INFO for both; logs in {logdir}")
-    head = f"{'path':<32} {'submits/s':>10} {'e2e tasks/s':>12} {'submit p50 ms':>14} {'submit p99 ms':>14}"
+def report(args: argparse.Namespace, results: dict[str, list[Round]], events: dict[str, Any] | None) -> None:
+    print(f"\nthroughput: N={args.n} no-op tasks per round (batch path: {args.batch_n}), {args.rounds} interleaved "
+          f"rounds, K={args.k} closed-loop clients; figures are median [min-max] over the rounds")
+    print(f"taskexec: {args.workers} integration worker(s) x {args.concurrency} threads, submit auth {args.auth}, "
+          f"done = terminal event of every task received by the orchestrator; batch path: {args.batch_clients} "
+          f"clients x {args.batch_size} tasks per request")
+    print(f"bare Celery: acks_late, reject_on_worker_lost, prefetch 1, Redis broker + result backend; prefork -c "
+          f"{os.cpu_count()}, threads -c {args.concurrency} + event-loop waker; done = every result got")
+    head = f"{'path':<16} {'e2e tasks/s':>22} {'submits/s':>22} {'submit p50 ms':>22} {'submit p99 ms':>22}"
     print(head)
     print("-" * len(head))
-    for r in (tel, base):
-        print(f"{r.name:<32} {r.submits_per_s():10.1f} {r.tasks_per_s():12.1f} "
-              f"{statistics.median(r.submit_ms):14.1f} {pct(r.submit_ms, 99):14.1f}")
-    print(f"{'ratio taskexec / bare Celery':<32} {tel.submits_per_s() / base.submits_per_s():10.2f} "
-          f"{tel.tasks_per_s() / base.tasks_per_s():12.2f} "
-          f"{statistics.median(tel.submit_ms) / statistics.median(base.submit_ms):14.2f} "
-          f"{pct(tel.submit_ms, 99) / pct(base.submit_ms, 99):14.2f}")
-    for r in (tel, base):
-        print(f"CPU ms per task, {r.name.split(' (')[0]}: " + cpu_line(r.cpu, args.n))
-    ratio = tel.tasks_per_s() / base.tasks_per_s()
-    p99 = pct(tel.submit_ms, 99)
-    print(f"target e2e >= 0.5 x bare Celery: {ratio:.2f} {'met' if ratio >= 0.5 else 'NOT met'}; "
-          f"submit p99 <= 50 ms at K={args.k}: {p99:.1f} ms {'met' if p99 <= 50 else 'NOT met'} "
-          f"(closed loop: p50 ~ K / submits/s = {args.k / tel.submits_per_s() * 1000:.0f} ms)")
+    for name, rounds in results.items():
+        print(f"{name:<16} {spread([r.tasks_per_s() for r in rounds]):>22} "
+              f"{spread([r.submits_per_s() for r in rounds]):>22} "
+              f"{spread([median(r.submit_ms) for r in rounds]):>22} "
+              f"{spread([pct(r.submit_ms, 99) for r in rounds]):>22}")
+    print("\nCPU ms per task, per process (median [min-max]):")
+    for name, rounds in results.items():
+        print(f" {name}:")
+        for line in cpu_lines([r.cpu for r in rounds], rounds[0].n, COUNTED, indent="   "):
+            print(line)
+    if events:
+        print(f"\norchestrator: {events['events']} events received for {events['tasks']} tasks, {events['terminal']} "
+              f"terminal, {events['duplicates']} duplicates, out of order: {len(events['disordered'])}")
+    celery = {k: median([r.tasks_per_s() for r in v]) for k, v in results.items() if k.startswith("celery")}
+    if not celery or "taskexec" not in results and "taskexec-batch" not in results:
+        return
+    fair = max(celery, key=lambda k: celery[k])
+    base = celery[fair]
+    print(f"\nfair bare Celery = {fair} (the faster): {base:.1f} tasks/s")
+    if "taskexec" in results:
+        tel = results["taskexec"]
+        ratios = [r.tasks_per_s() / base for r in tel]
+        cpu = [counted_total(r.cpu, r.n, COUNTED) for r in tel]
+        p99 = [pct(r.submit_ms, 99) for r in tel]
+        ratio, cpu_med, p99_med = median(ratios), median(cpu), median(p99)
+        print(f"target e2e >= 0.5 x fair bare Celery:      {spread(ratios, '{:.2f}')}  "
+              f"{'met' if ratio >= 0.5 else 'NOT met'} (0.8 would need {0.8 * base:.0f} tasks/s)")
+        print(f"target CPU per task <= 10 ms:              {spread(cpu)} ms  {'met' if cpu_med <= 10 else 'NOT met'}")
+        print(f"target submit p99 <= 50 ms at K={args.k}:       {spread(p99)} ms  "
+              f"{'met' if p99_med <= 50 else 'NOT met'}")
+    if "taskexec-batch" in results:
+        bat = results["taskexec-batch"]
+        sub = [r.submits_per_s() / base for r in bat]
+        e2e = [r.tasks_per_s() / base for r in bat]
+        print(f"target batch >= 1 x fair bare Celery:      accepted {spread(sub, '{:.2f}')} "
+              f"{'met' if median(sub) >= 1 else 'NOT met'}; end to end {spread(e2e, '{:.2f}')} "
+              f"{'met' if median(e2e) >= 1 else 'NOT met'}")
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
-    parser.add_argument("-n", type=int, default=500, help="tasks per path")
+    parser.add_argument("-n", type=int, default=600, help="tasks per round (single submits)")
     parser.add_argument("-k", type=int, default=16, help="concurrent submitting clients")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path")
+    parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--workers", type=int, default=1, help="worker processes (each path)")
-    parser.add_argument("--concurrency", type=int, default=8, help="threads per worker process")
-    parser.add_argument("--celery-pool", choices=("threads", "prefork"), default="threads",
-                        help="bare Celery's pool (taskexec's workers always use threads)")
+    parser.add_argument("--concurrency", type=int, default=8, help="threads per worker process (threads pools)")
+    parser.add_argument("--batch-n", type=int, default=1200, help="tasks per round of the batch path")
+    parser.add_argument("--batch-size", type=int, default=200, help="tasks per batch request")
+    parser.add_argument("--batch-clients", type=int, default=2, help="clients of the batch path")
     parser.add_argument("--auth", choices=("apikey", "jwt"), default="apikey", help="credential of the clients")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra setting for the router and workers, e.g. TEL_ROUTER_WORKERS=3 (repeatable)")
-    parser.add_argument("--only", choices=("taskexec", "celery"), default=None, help="run one path only")
     parser.add_argument("--py-spy", metavar="DIR", default=None,
-                        help="sample the router and workers with py-spy (not a dependency) during the taskexec run")
+                        help="sample the router and workers with py-spy during the taskexec rounds")
     parser.add_argument("--serve-target", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_target:
         serve_target()
         return 0
+    print(machine(), flush=True)
     prefix = "bench" + uuid.uuid4().hex[:8]
     logdir = Path(tempfile.mkdtemp(prefix="tel-throughput-"))
-    target = support.Proc([sys.executable, __file__, "--serve-target"], {**os.environ, "PYTHONUNBUFFERED": "1"},
-                          logdir / "target.log")
+    target, url = start_helper([sys.executable, __file__, "--serve-target"], logdir / "target.log", "target")
+    url += NOOP_PATH
+    receiver, receiver_url = start_helper([sys.executable, str(ROOT / "bench" / "receiver.py")],
+                                          logdir / "receiver.log", "receiver")
+    helpers = {"target": target.popen.pid, "receiver": receiver.popen.pid}
+    celery = {p: BareCelery(prefix, logdir, args, url, p.split("-", 1)[1])
+              for p in args.paths if p.startswith("celery")}
+    wanted = any(p.startswith("taskexec") for p in args.paths)
+    tel = Taskexec(prefix, logdir, args, url, receiver_url) if wanted else None
+    results: dict[str, list[Round]] = {p: [] for p in args.paths}
+    started: list[Any] = []
+    events = None
     try:
-        support.wait_for(lambda: "listening" in target.text() or target.popen.poll() is not None, 30,
-                         what="target ready")
-        assert target.popen.poll() is None, target.text()
-        url = target.text().split("listening on ", 1)[1].split()[0] + NOOP_PATH
-        base = bench_celery(prefix, logdir, args, url) if args.only != "taskexec" else None
-        tel = bench_taskexec(prefix, logdir, args, url) if args.only != "celery" else None
+        for path in (*celery.values(), tel):
+            if path is not None:
+                started.append(path)
+                path.start()
+        spies = start_profilers(args.py_spy, tel.pids()) if tel and args.py_spy else []
+        for i in range(args.rounds):
+            order = args.paths[i % len(args.paths):] + args.paths[: i % len(args.paths)]
+            for p in order:
+                if p in celery:
+                    results[p].append(celery[p].run(args.n, helpers))
+                elif p == "taskexec" and tel:
+                    results[p].append(tel.single(args.n, helpers))
+                elif p == "taskexec-batch" and tel:
+                    results[p].append(tel.batch(args.batch_n, helpers))
+                r = results[p][-1]
+                print(f"round {i + 1} {p:<16} {r.tasks_per_s():8.1f} tasks/s  {r.submits_per_s():8.1f} submits/s  "
+                      f"CPU {counted_total(r.cpu, r.n, COUNTED):5.1f} ms/task", flush=True)
+        for spy in spies:
+            spy.stop(sig=2)
+        if tel:
+            events = tel.check_events()
+    except BaseException:
+        for path in started:
+            path.dump_logs()
+        raise
     finally:
+        for path in started:
+            path.stop()
         delete_keys(prefix)
+        receiver.stop()
         target.stop()
-    if tel and base:
-        report(args, tel, base, url, logdir)
-    elif r := tel or base:
-        print(f"{r.name}: {r.submits_per_s():.1f} submits/s, {r.tasks_per_s():.1f} tasks/s, submit p50 "
-              f"{statistics.median(r.submit_ms):.1f} ms p99 {pct(r.submit_ms, 99):.1f} ms; CPU ms/task "
-              + cpu_line(r.cpu, args.n))
+    report(args, results, events)
+    print(f"logs in {logdir}")
     return 0
 
 

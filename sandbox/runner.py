@@ -207,11 +207,7 @@ class DockerRunner:
             self._remove_later(handle)
             handle = self.pool.take(key)
         if handle is not None:
-            try:  # labels are immutable: record the task in the name for kill_task/reap
-                self.api.rename(handle.cid, c.used_name(spec.task_id, spec.attempt, deadline))
-            except Exception as exc:  # noqa: BLE001 - still usable; the idle deadline applies
-                log.warning("sandbox: cannot rename pooled container: %s", exc)
-            return handle
+            return handle  # renamed for its task by `_drive`, once the job is on its way
         labels = c.labels_for(key, spec.task_id, spec.attempt, deadline, pooled=False,
                               extra={**(spec.labels or {}), **self.scope})
         return self._start(key, labels, pooled=False)
@@ -239,7 +235,7 @@ class DockerRunner:
         finished = False
         try:
             handle = self._acquire(spec, key, deadline)
-            outcome = self._drive(handle, job, nonce, spec, cancel, killed)
+            outcome = self._drive(handle, job, nonce, spec, cancel, killed, deadline)
             # With a record the harness has already SIGKILLed every user process, so the
             # removal may finish in the background; otherwise remove before returning.
             finished = outcome.stopped is None and outcome.reader.record is not None
@@ -257,7 +253,7 @@ class DockerRunner:
                     self._discard(handle)
 
     def _drive(self, handle: Handle, job: bytes, nonce: str, spec: RunSpec,
-               cancel: threading.Event | None, killed: threading.Event) -> Outcome:
+               cancel: threading.Event | None, killed: threading.Event, deadline: float) -> Outcome:
         from sandbox.stream import AttachReader
 
         reader = AttachReader(handle.raw, nonce, spec.limits.output_bytes, self.log_tail_bytes)
@@ -269,6 +265,13 @@ class DockerRunner:
             reader.send(job)
         except OSError as exc:
             raise SandboxUnavailable(f"cannot send job to sandbox container: {exc}") from exc
+        if handle.pooled:
+            # Labels are immutable: a pooled container gets its task in its name, for kill_task and the reaper.
+            # Renamed while the job runs (the engine's round trip overlaps the run instead of preceding it).
+            try:
+                self.api.rename(handle.cid, c.used_name(spec.task_id, spec.attempt, deadline))
+            except Exception as exc:  # noqa: BLE001 - still usable; the idle deadline applies
+                log.warning("sandbox: cannot rename pooled container: %s", exc)
         while not reader.done:
             now = time.monotonic()
             if (cancel is not None and cancel.is_set()) or killed.is_set():

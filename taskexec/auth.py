@@ -129,11 +129,8 @@ def revoke_api_key(session: Session, key_id: str) -> None:
 
 
 class ApiKeyCache:
-    """Verified API keys (by hash) for TEL_API_KEY_CACHE_SECONDS; off (0) by default.
-
-    With a TTL, a key revoked by another process (`taskexec apikey revoke`, another router) is still
-    accepted by this one for up to that many seconds; the revoking process forgets it at once.
-    """
+    """Verified API keys (by hash) for TEL_API_KEY_CACHE_SECONDS, used only while `taskexec.keywatch` listens:
+    any change to `api_keys` (a revocation anywhere) empties it in every router process at once."""
 
     MAX_ENTRIES = 10_000
 

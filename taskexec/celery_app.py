@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Celery
 from kombu import Queue
 
+from taskexec import broker_redis
 from taskexec.config import Settings
 from taskexec.constants import CELERY_TASK_EXECUTE, CELERY_TASK_SWEEP, Priority, TaskType
 
@@ -46,12 +47,18 @@ def make_celery(settings: Settings, name: str = "taskexec") -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
             "queue_order_strategy": "priority",
         },
-        worker_send_task_events=True,
-        task_send_sent_event=True,
+        # Task events (received/started/succeeded) are three broker publishes per task: off until a monitor asks
+        # for them. Flower does, every few seconds while it runs (`enable_events`), so its task views work as
+        # before; worker heartbeats are sent either way. No task-sent events from the router: a PENDING task is
+        # in the database (API, dashboard), and Flower lists it once a worker receives it.
+        worker_send_task_events=False,
+        task_send_sent_event=False,
         worker_hijack_root_logger=False,
         worker_cancel_long_running_tasks_on_connection_loss=False,
         task_default_priority=broker_priority(settings, Priority.MEDIUM),
     )
+    if settings.broker_url.startswith(("redis://", "rediss://")):
+        app.conf.broker_transport = broker_redis.TRANSPORT  # kombu's, reusing its Redis client (see there)
     return app
 
 

@@ -1,82 +1,225 @@
-"""The worker pools' client for the router's internal API (they hold no database credentials)."""
+"""The worker pools' client for the router's internal API (they hold no database credentials).
+
+Every call is a typed method taking and returning the models of `taskexec.protocol`. With
+``batch=True`` (the execute tasks' long-lived client) the reports of all threads of a worker process
+are coalesced: a sender thread takes whatever reports are waiting and sends them in one ``POST
+/internal/v1/reports``, so under load a pool pays one HTTP round trip for many tasks, and at rest
+a report leaves at once (no timer). Each report keeps its own answer, and its own retries while the
+router is unreachable or answers 5xx.
+"""
 
 from __future__ import annotations
 
+import http.client
 import logging
+import queue
+import threading
 import time
-from typing import Any
+from collections.abc import Callable
+from concurrent.futures import Future
+from typing import Any, TypeVar
 
 import requests
+from pydantic import BaseModel
 
 from taskexec.config import Settings
 from taskexec.constants import INTERNAL_PREFIX
 from taskexec.exceptions import Conflict, NotFound, TaskexecError, Unavailable
+from taskexec.keepalive import KeepAlive
+from taskexec.protocol import (
+    MAX_REPORTS,
+    AssignReport,
+    DeferIn,
+    DeferReport,
+    FinishIn,
+    FinishReport,
+    LostIn,
+    LostOut,
+    LostReport,
+    Report,
+    ReportsIn,
+    ReportsOut,
+    StartIn,
+    StartOut,
+    StartReport,
+    TaskStateOut,
+    TaskStatusOut,
+)
+from taskexec.schemas import ErrorEnvelope
 
 log = logging.getLogger(__name__)
+M = TypeVar("M", bound=BaseModel)
+Raw = tuple[int, Any]  # HTTP status and parsed JSON body (None when empty or not JSON)
+_NETWORK_ERRORS = (OSError, http.client.HTTPException, requests.RequestException)
+TIMEOUT = (3.05, 30.0)
+SENDERS = 2  # reports in flight at once per worker process
+SENDER_IDLE_S = 30.0  # a sender thread with nothing to send for this long ends (a new one starts on demand)
 
 
 class RouterClient:
     """Calls `/internal/v1/...` with the service credential, retrying while the router is unreachable."""
 
-    def __init__(self, settings: Settings, retry_for_s: float = 120.0) -> None:
+    def __init__(self, settings: Settings, retry_for_s: float = 120.0, batch: bool = False) -> None:
         self.base = settings.task_router_url.rstrip("/") + INTERNAL_PREFIX
         self.retry_for_s = retry_for_s
-        self.http = requests.Session()
-        # Proxy and CA settings from the environment, read once rather than on every call (requests
-        # scans the whole environment per request otherwise).
-        env = self.http.merge_environment_settings(self.base, {}, None, None, None)
-        self.http.proxies, self.http.verify = env["proxies"], env["verify"]
-        self.http.trust_env = False
+        self.headers = {"Content-Type": "application/json", "Accept": "application/json"}
         token = settings.service_token.get_secret_value() if settings.service_token else ""
         if token.count(".") == 2:
-            self.http.headers["Authorization"] = f"Bearer {token}"
+            self.headers["Authorization"] = f"Bearer {token}"
         elif token:
-            self.http.headers["X-API-Key"] = token
+            self.headers["X-API-Key"] = token
+        self.keepalive = KeepAlive(*TIMEOUT)
+        self.http: requests.Session | None = None
+        if not self.keepalive.usable(self.base):  # a proxy from the environment applies: let requests do it
+            self.http = requests.Session()
+            self.http.headers.update(self.headers)
+        self._batcher = _Batcher(self._send_reports) if batch else None
+        self._batch_ok = True  # False once the router turned out to have no /reports (an older router)
 
-    def _call(self, method: str, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    # ------------------------------------------------------------ the protocol
+    def start(self, task_id: str, body: StartIn) -> StartOut:
+        return self._report(StartReport(task_id=task_id, **dict(body)), f"/tasks/{task_id}/start", StartOut)
+
+    def assign(self, task_id: str, body: StartIn) -> TaskStateOut:
+        return self._report(AssignReport(task_id=task_id, **dict(body)), f"/tasks/{task_id}/assign", TaskStateOut)
+
+    def finish(self, task_id: str, body: FinishIn) -> TaskStateOut:
+        return self._report(FinishReport(task_id=task_id, **dict(body)), f"/tasks/{task_id}/finish", TaskStateOut)
+
+    def defer(self, task_id: str, body: DeferIn) -> TaskStateOut:
+        return self._report(DeferReport(task_id=task_id, **dict(body)), f"/tasks/{task_id}/defer", TaskStateOut)
+
+    def lost(self, task_id: str, body: LostIn) -> LostOut:
+        return self._report(LostReport(task_id=task_id, **dict(body)), f"/tasks/{task_id}/lost", LostOut)
+
+    def status(self, task_id: str) -> TaskStatusOut:
+        return TaskStatusOut.model_validate(self._retrying(lambda: self._request("GET", f"/tasks/{task_id}/status")))
+
+    def sweep(self, name: str) -> dict[str, Any]:
+        """Ask the router to run one periodic sweep; its counts."""
+        return dict(self._retrying(lambda: self._request("POST", f"/sweeps/{name}", b"{}")))
+
+    # ------------------------------------------------------------ transport
+    def _report(self, report: Report, path: str, out: type[M]) -> M:
+        if self._batcher is not None and self._batch_ok:
+            batcher = self._batcher
+            send: Callable[[], Raw] = lambda: batcher.call(report)  # noqa: E731
+        else:
+            body = _json(report, exclude={"kind", "task_id"})
+            send = lambda: self._request("POST", path, body)  # noqa: E731
+        return out.model_validate(self._retrying(send, path))
+
+    def _retrying(self, send: Callable[[], Raw], what: str = "") -> Any:
+        """`send` until it gets an answer that is not 5xx/429 or the retry time is over; map errors."""
         deadline = time.monotonic() + self.retry_for_s
         delay = 0.2
         while True:
             try:
-                resp = self.http.request(method, self.base + path, json=body, timeout=(3.05, 30))
-            except requests.RequestException as exc:
+                status, data = send()
+            except _NETWORK_ERRORS as exc:
                 if time.monotonic() > deadline:
                     raise Unavailable(f"router unreachable: {type(exc).__name__}") from None
-                log.warning("router unreachable; retrying", extra={"path": path, "error": type(exc).__name__})
+                log.warning("router unreachable; retrying", extra={"path": what, "error": type(exc).__name__})
             else:
-                if resp.status_code < 300:
-                    return resp.json()
-                if resp.status_code == 404:
-                    raise NotFound(_message(resp))
-                if resp.status_code == 409:
-                    raise Conflict(_message(resp))
-                if resp.status_code < 500 and resp.status_code != 429:
-                    raise TaskexecError(_message(resp), status=resp.status_code)
+                if status < 300:
+                    return data
+                message = _message(status, data)
+                if status == 404:
+                    raise NotFound(message)
+                if status == 409:
+                    raise Conflict(message)
+                if status < 500 and status != 429:
+                    raise TaskexecError(message, status=status)
                 if time.monotonic() > deadline:
-                    raise Unavailable(f"router answered {resp.status_code}")
-                log.warning("router answered %s; retrying", resp.status_code,
-                            extra={"path": path, "status": resp.status_code})
+                    raise Unavailable(f"router answered {status}")
+                log.warning("router answered %s; retrying", status, extra={"path": what, "status": status})
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def start(self, task_id: str, dispatch_token: str, worker_id: str, start_id: str | None = None) -> dict[str, Any]:
-        body = {"dispatchToken": dispatch_token, "workerId": worker_id}
-        if start_id:
-            body["startId"] = start_id  # the same on every retry of this call: a lost answer is not a new attempt
-        return self._call("POST", f"/tasks/{task_id}/start", body)
+    def _request(self, method: str, path: str, body: bytes | None = None) -> Raw:
+        url = self.base + path
+        if self.http is not None:
+            resp = self.http.request(method, url, data=body, timeout=TIMEOUT)
+            return resp.status_code, _parse(resp.content)
+        reply = self.keepalive.request(method, url, body, self.headers)
+        return reply.status, _parse(reply.body)
 
-    def finish(self, task_id: str, result: dict[str, Any]) -> dict[str, Any]:
-        return self._call("POST", f"/tasks/{task_id}/finish", result)
+    def _send_reports(self, reports: list[Report]) -> list[Raw]:
+        """One call for several reports; each gets the (status, body) its single endpoint would give."""
+        status, data = self._request("POST", "/reports", _json(ReportsIn(items=reports)))
+        if status == 404 and not (isinstance(data, dict) and "results" in data):
+            self._batch_ok = False  # an older router without /reports: single calls from now on
+            log.warning("router has no /internal/v1/reports; sending reports one by one")
+            return [self._request("POST", f"/tasks/{r.task_id}/{r.kind}", _json(r, exclude={"kind", "task_id"}))
+                    for r in reports]
+        if status != 200:
+            return [(status, data)] * len(reports)
+        results = ReportsOut.model_validate(data).results
+        return [(r.status, r.result if r.error is None else {"error": r.error.model_dump()}) for r in results]
 
-    def status(self, task_id: str) -> str:
-        return str(self._call("GET", f"/tasks/{task_id}/status")["status"])
-
-    def post(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
-        return self._call("POST", path, body or {})
+    def close(self) -> None:
+        self.keepalive.close()
 
 
-def _message(resp: requests.Response) -> str:
+class _Batcher:
+    """Coalesces reports from many threads into calls of `send` (at most SENDERS in flight)."""
+
+    def __init__(self, send: Callable[[list[Report]], list[Raw]]) -> None:
+        self._send = send
+        self._queue: queue.SimpleQueue[tuple[Report, Future[Raw]]] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._senders = 0
+
+    def call(self, report: Report) -> Raw:
+        future: Future[Raw] = Future()
+        self._queue.put((report, future))
+        with self._lock:
+            if self._senders < SENDERS:
+                self._senders += 1
+                threading.Thread(target=self._loop, name="router-reports", daemon=True).start()
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                first = self._queue.get(timeout=SENDER_IDLE_S)
+            except queue.Empty:
+                with self._lock:
+                    if self._queue.empty():
+                        self._senders -= 1
+                        return
+                continue
+            batch = [first]
+            while len(batch) < MAX_REPORTS:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except queue.Empty:
+                    break
+            try:
+                answers = self._send([report for report, _ in batch])
+            except BaseException as exc:  # noqa: BLE001 - every caller gets it (and retries)
+                for _, future in batch:
+                    future.set_exception(exc)
+                continue
+            for (_, future), answer in zip(batch, answers, strict=True):
+                future.set_result(answer)
+
+
+def _json(model: BaseModel, exclude: set[str] | None = None) -> bytes:
+    return model.model_dump_json(by_alias=True, exclude=exclude).encode()
+
+
+def _parse(body: bytes) -> Any:
+    import json
+
     try:
-        return str(resp.json()["error"]["message"])
+        return json.loads(body) if body else None
+    except ValueError:
+        return None
+
+
+def _message(status: int, data: Any) -> str:
+    try:
+        return ErrorEnvelope.model_validate(data).error.message
     except Exception:
-        return f"HTTP {resp.status_code}"
+        return f"HTTP {status}"

@@ -86,8 +86,9 @@ class Settings(BaseSettings):
     port: int = Field(8081, ge=1, le=65535, validation_alias="TEL_PORT")
     router_workers: int = Field(2, ge=1, le=64, validation_alias="TEL_ROUTER_WORKERS")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="TEL_MAX_BODY_BYTES")
-    # > 0: a router process trusts a verified API key for this long (a revocation elsewhere lags by as much)
-    api_key_cache_s: float = Field(0.0, ge=0, le=300, validation_alias="TEL_API_KEY_CACHE_SECONDS")
+    # > 0: a router process remembers a verified API key this long; any change to api_keys (a revocation)
+    # clears every router process's memory at once (taskexec.keywatch); 0: check the key on every request
+    api_key_cache_s: float = Field(60.0, ge=0, le=3600, validation_alias="TEL_API_KEY_CACHE_SECONDS")
     visibility_margin_s: int = Field(300, ge=5, validation_alias="TEL_VISIBILITY_MARGIN")
     outbox_poll_s: float = Field(0.5, gt=0, validation_alias="TEL_OUTBOX_POLL_INTERVAL")
     outbox_max_backoff_s: float = Field(60.0, gt=0, validation_alias="TEL_OUTBOX_MAX_BACKOFF")

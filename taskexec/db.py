@@ -57,6 +57,15 @@ class Database:
         except (OperationalError, InterfaceError) as exc:
             raise Unavailable("database unavailable", details={"error": type(exc.orig).__name__}) from exc
 
+    @contextmanager
+    def transaction(self) -> Iterator[Connection]:
+        """A Core connection in one transaction, committed on success: the hot paths' statements, no ORM."""
+        try:
+            with self.engine.begin() as conn:
+                yield conn
+        except (OperationalError, InterfaceError) as exc:
+            raise Unavailable("database unavailable", details={"error": type(exc.orig).__name__}) from exc
+
     def ping(self) -> bool:
         try:
             with self.engine.connect() as conn:

@@ -6,12 +6,13 @@ import functools
 import logging
 import threading
 import time
+from collections.abc import Sequence
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-import requests
 from celery import Celery
-from sqlalchemy import Select, bindparam, select
+from sqlalchemy import Select, bindparam, select, text
+from sqlalchemy.types import DateTime
 
 from taskexec.celery_app import broker_priority, execute_task_name
 from taskexec.config import Settings
@@ -20,14 +21,23 @@ from taskexec.db import Database
 from taskexec.exceptions import Unavailable
 from taskexec.manager import mark_enqueued
 from taskexec.models import TaskInstance, utcnow
-from taskexec.outbox import deliver_due
+from taskexec.outbox import Deliverer, deliver_due
 
 if TYPE_CHECKING:
     from taskexec.sqs import SqsPublisher
 
 log = logging.getLogger(__name__)
-# Wake-ups closer together than this (one per finished task under load) are served by one dispatcher pass.
-MIN_PASS_GAP_S = 0.1
+# After a pass that delivered n events the next waits n x PASS_GAP_PER_EVENT_S (at most MAX_PASS_GAP_S) from its
+# start: at rest a wake-up (a finished task) is served at once; under load, when every finished task wakes the
+# dispatcher, a burst of wake-ups is served by one pass.
+PASS_GAP_PER_EVENT_S = 0.005
+MAX_PASS_GAP_S = 0.1
+# Tasks due again (retries, deferrals) are looked for at most this often.
+DISPATCH_EVERY_S = 0.25
+# Tasks published, and outbox queues delivered, per pass at most.
+PASS_BATCH = 100
+# Published tasks get their `enqueued_at` within this (well inside PUBLISH_GRACE; see EnqueueMarks).
+MARK_WITHIN_S = 1.0
 # How often the dispatcher looks for PENDING tasks whose broker message went missing (`republish_overdue`).
 OVERDUE_CHECK_S = 5.0
 
@@ -44,7 +54,7 @@ class Publisher:
 
             self.sqs = SqsPublisher(settings)
 
-    def publish(self, task_id: str, task_type: str, priority: str, token: str) -> None:
+    def publish(self, task_id: str, task_type: str, priority: str, token: str, producer: Any = None) -> None:
         if self.sqs is not None and task_type == TaskType.AUTOMATED.value:
             self.sqs.publish(task_id, token, priority)
             return
@@ -55,7 +65,12 @@ class Publisher:
             priority=broker_priority(self.settings, priority),
             retry=True,
             retry_policy={"max_retries": 2, "interval_start": 0, "interval_step": 0.2, "interval_max": 0.5},
+            producer=producer,
         )
+
+    def producer(self) -> Any:
+        """One producer (and broker connection) for many `publish` calls: `with publisher.producer() as p:`."""
+        return self.app.producer_or_acquire()
 
     def ping(self) -> bool:
         try:
@@ -68,18 +83,80 @@ class Publisher:
 
 def publish_stored(db: Database, publisher: Publisher, task: TaskInstance) -> bool:
     """Publish one stored task and mark it enqueued; False (and left for the dispatcher) on broker failure."""
+    return bool(publish_new(db, publisher, [(task.id, task.type, task.priority, task.dispatch_token or "")]))
+
+
+def publish_new(db: Database, publisher: Publisher, tasks: Sequence[tuple[str, str, str, str]],
+                marks: EnqueueMarks | None = None) -> int:
+    """Publish just-stored tasks (id, type, priority, token) in order and mark them enqueued; returns how
+    many reached the broker. A broker failure leaves the rest to the dispatcher. With `marks` (a router
+    running its dispatcher) the marks are written by the dispatcher, many in one statement."""
+    published: list[tuple[str, str]] = []
+    if not tasks:
+        return 0
     try:
-        publisher.publish(task.id, task.type, task.priority, task.dispatch_token or "")
-    except Exception as exc:  # broker down: the dispatcher will publish it later
-        log.warning("publish failed; dispatcher will retry", extra={"taskId": task.id, "error": str(exc)})
-        return False
+        with publisher.producer() as producer:
+            for task_id, task_type, priority, token in tasks:
+                publisher.publish(task_id, task_type, priority, token, producer)
+                published.append((task_id, token))
+    except Exception as exc:  # broker down: the dispatcher will publish the rest later
+        log.warning("publish failed; dispatcher will retry", extra={"count": len(tasks) - len(published),
+                                                                     "error": str(exc)})
+    if marks is not None:
+        marks.add(published)
+    else:
+        mark_now(db, published)
+    return len(published)
+
+
+def mark_now(db: Database, published: Sequence[tuple[str, str]]) -> None:
+    """Mark tasks enqueued now; the task is stored and on the broker whatever happens here (still accepted)."""
+    if not published:
+        return
     try:
         with db.autocommit() as conn:  # a single UPDATE: no BEGIN/COMMIT round trips
-            mark_enqueued(conn, task.id, task.dispatch_token or "")
-    except Unavailable as exc:  # the task is stored and on the broker: still accepted (the client gets 201)
-        log.warning("cannot mark task enqueued; the dispatcher will publish it again (a harmless duplicate)",
-                    extra={"taskId": task.id, "error": str(exc)})
-    return True
+            if len(published) == 1:
+                for task_id, token in published:
+                    mark_enqueued(conn, task_id, token)
+            else:
+                conn.execute(_MARK_MANY, {"ids": [p[0] for p in published], "tokens": [p[1] for p in published],
+                                          "now": utcnow()})
+    except Unavailable as exc:
+        log.warning("cannot mark tasks enqueued; the dispatcher will publish them again (harmless duplicates)",
+                    extra={"count": len(published), "error": str(exc)})
+
+
+_MARK_MANY = text(
+    "UPDATE task_instances t SET enqueued_at = :now "
+    "FROM unnest(CAST(:ids AS varchar[]), CAST(:tokens AS varchar[])) AS u(id, token) "
+    "WHERE t.id = u.id AND t.dispatch_token = u.token AND t.enqueued_at IS NULL"
+).bindparams(bindparam("now", type_=DateTime(timezone=True)))
+
+
+class EnqueueMarks:
+    """`enqueued_at` of published tasks, written by the dispatcher thread in one statement per pass.
+
+    The mark only tells the dispatcher not to publish a task again. A new task is due for that only
+    PUBLISH_GRACE (5 s) after its creation, and a pass runs at least every TEL_OUTBOX_POLL_INTERVAL, so
+    marking it a little late changes nothing; if the router dies first, the task is published once more
+    and `start` refuses the duplicate."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pending: list[tuple[str, str]] = []
+
+    def add(self, published: Sequence[tuple[str, str]]) -> None:
+        with self._lock:
+            self._pending.extend(published)
+
+    def pending(self) -> bool:
+        return bool(self._pending)
+
+    def flush(self, db: Database) -> int:
+        with self._lock:
+            pending, self._pending = self._pending, []
+        mark_now(db, pending)
+        return len(pending)
 
 
 @functools.lru_cache(maxsize=8)
@@ -98,6 +175,12 @@ def _due(batch: int) -> Select[tuple[TaskInstance]]:
     )
 
 
+@functools.lru_cache(maxsize=1)
+def _any_due() -> Select[tuple[str]]:
+    """Is any task due for `dispatch_due`? (its conditions, one id, no lock)"""
+    return select(TaskInstance.id).where(*_due(1).whereclause.clauses).limit(1)  # type: ignore[union-attr]
+
+
 def _publish_all(publisher: Publisher, rows: list[TaskInstance]) -> int:
     """Publish locked rows in order, stamping `enqueued_at`; stop at the first broker error (tried again later)."""
     count = 0
@@ -113,7 +196,13 @@ def _publish_all(publisher: Publisher, rows: list[TaskInstance]) -> int:
 
 
 def dispatch_due(db: Database, publisher: Publisher, batch: int = 100) -> int:
-    """Publish PENDING tasks whose message is not on the broker yet (new after a broker outage, or a retry now due)."""
+    """Publish PENDING tasks whose message is not on the broker yet (new after a broker outage, or a retry now due).
+
+    Runs on every dispatcher pass, mostly to find nothing: a one-row look without a transaction comes first."""
+    now = utcnow()
+    with db.autocommit() as conn:
+        if conn.execute(_any_due(), {"now": now}).first() is None:
+            return 0
     with db.session() as s:
         return _publish_all(publisher, list(s.scalars(_due(batch), {"now": utcnow()})))
 
@@ -139,37 +228,47 @@ def republish_overdue(db: Database, publisher: Publisher, older_than_s: float, b
 
 
 class Dispatcher(threading.Thread):
-    """Router background loop: publish due tasks and deliver outbox events until stopped."""
+    """Router background loop: mark published tasks, publish due tasks and deliver outbox events until stopped."""
 
-    def __init__(self, db: Database, settings: Settings, publisher: Publisher) -> None:
+    def __init__(self, db: Database, settings: Settings, publisher: Publisher, deliverer: Deliverer) -> None:
         super().__init__(name="taskexec-dispatcher", daemon=True)
         self.db = db
         self.settings = settings
         self.publisher = publisher
+        self.deliverer = deliverer
+        self.marks = EnqueueMarks()
         self.stop_event = threading.Event()
         self.wake = threading.Event()
-        self.http = requests.Session()
         self.overdue_at = 0.0  # next look for PENDING tasks whose message went missing
+        self.dispatch_at = 0.0  # next look for PENDING tasks that are due
 
     def run(self) -> None:
         while not self.stop_event.is_set():
             started = time.monotonic()
             busy = False
+            delivered = 0
             try:
-                busy = dispatch_due(self.db, self.publisher) > 0
-                busy = deliver_due(self.db, self.settings, self.http) > 0 or busy
+                # events first (a wake-up is mostly a finished task whose events wait), then the bookkeeping;
+                # a full pass means more is waiting: go on at once; else wait for a wake-up (a gap apart)
+                delivered = deliver_due(self.db, self.settings, self.deliverer, PASS_BATCH)
+                busy = delivered >= PASS_BATCH
+                self.marks.flush(self.db)
+                if started >= self.dispatch_at:
+                    self.dispatch_at = started + DISPATCH_EVERY_S
+                    busy = dispatch_due(self.db, self.publisher, PASS_BATCH) >= PASS_BATCH or busy
                 if started >= self.overdue_at:
                     self.overdue_at = started + OVERDUE_CHECK_S
                     republish_overdue(self.db, self.publisher, self.settings.visibility_timeout_s)
             except Exception:
                 log.exception("dispatcher pass failed")
             if not busy:
-                self.wake.wait(self.settings.outbox_poll_s)
-                # Under load every finished task wakes us: serve a burst of wake-ups with one pass.
-                rest = MIN_PASS_GAP_S - (time.monotonic() - started)
+                poll = self.settings.outbox_poll_s
+                self.wake.wait(min(poll, MARK_WITHIN_S) if self.marks.pending() else poll)
+                rest = min(MAX_PASS_GAP_S, delivered * PASS_GAP_PER_EVENT_S) - (time.monotonic() - started)
                 if rest > 0:
                     self.stop_event.wait(rest)
                 self.wake.clear()
+        self.marks.flush(self.db)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -30,6 +30,7 @@ _MAX_SECRETS = 4096
 
 _task: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("taskexec_task", default=None)
 _secrets: set[str] = set()
+_longest_first: tuple[str, ...] = ()  # _secrets, longest first (a secret containing another is masked whole)
 
 
 def bind_task(**fields: Any) -> None:
@@ -49,9 +50,11 @@ def task_context() -> dict[str, Any]:
 
 def register_secret(*values: str | None) -> None:
     """Mask these values wherever they would appear in a log line (short values are ignored)."""
+    global _longest_first
     for value in values:
         if value and len(value) >= _MIN_SECRET_LEN and len(_secrets) < _MAX_SECRETS:
             _secrets.add(value)
+    _longest_first = tuple(sorted(_secrets, key=len, reverse=True))
 
 
 def secrets_of(settings: Any) -> list[str]:
@@ -63,11 +66,15 @@ def secrets_of(settings: Any) -> list[str]:
 
 def redact(text: str) -> str:
     """`text` with registered secrets, bearer/basic credentials and URL passwords masked."""
-    for value in sorted(_secrets, key=len, reverse=True):
+    for value in _longest_first:
         if value in text:
             text = text.replace(value, MASK)
-    text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
-    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
+    lower = text.lower()
+    if "bearer" in lower or "basic" in lower:  # (the patterns cannot match otherwise: skip them, per line)
+        text = _BEARER.sub(lambda m: f"{m.group(1)} {MASK}", text)
+    if "://" in text and "@" in text:
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{MASK}{m.group(3)}", text)
+    return text
 
 
 def _scrub(key: str, value: Any) -> Any:

@@ -15,20 +15,24 @@ from sqlalchemy.orm import Session
 from taskexec import semver, tracing
 from taskexec.auth import Principal
 from taskexec.config import Settings
-from taskexec.constants import DEFERRED_EVENT, TERMINAL_STATUSES, Status, TaskErrorCode, TaskType
-from taskexec.db import json_has_any
+from taskexec.constants import DEFERRED_EVENT, TERMINAL_STATUSES, Priority, Status, TaskErrorCode, TaskType
+from taskexec.db import Database, json_has_any
 from taskexec.deadletters import record_dead_letter, resolve_dead_letters
 from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound, ValidationFailed
+from taskexec.hotpath import TaskRow
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, parse_time, utcnow
+from taskexec.protocol import FinishIn, Job, JobDefinition, JobTask, StartOut
 from taskexec.queue_timeout import deadline as queue_deadline
 from taskexec.recovery import Recovery
-from taskexec.schemas import DefinitionIn, DefinitionListQuery, FinishIn, SubmitIn, TaskListQuery
+from taskexec.schemas import DefinitionIn, DefinitionListQuery, SubmitIn, TaskListQuery
 from taskexec.statemachine import event_type_for, transition
 from taskexec.validation import validate_definition, validate_execution_config, validate_instance
 
 # A freshly submitted task is published by the request itself; the dispatcher only takes over after this.
 PUBLISH_GRACE = timedelta(seconds=5)
+# ... plus this per task of a batch, which its request publishes one after the other.
+PUBLISH_GRACE_PER_TASK = timedelta(milliseconds=50)
 # Attempts allowed for our own faults (SANDBOX_ERROR, worker lost) when the definition has no retryPolicy.
 DEFAULT_INFRA_RETRIES = 3
 # A target's Retry-After is honoured up to this many seconds.
@@ -49,8 +53,9 @@ _LATEST_DEFINITION = (select(TaskDefinition).where(TaskDefinition.id == bindpara
 class TaskManager:
     """Definitions, tasks, their events; status changes go through `statemachine.transition`."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
+        self.db = db  # for definitions missing from the cache when no session is at hand
         self._versions: dict[tuple[str, str], TaskDefinition] = {}
 
     # ------------------------------------------------------------ definitions
@@ -107,6 +112,17 @@ class TaskManager:
         self._versions[(row.id, row.version)] = TaskDefinition(
             **{attr.key: getattr(row, attr.key) for attr in sa_inspect(TaskDefinition).column_attrs})
         return row
+
+    def cached_definition(self, def_id: str, version: Any) -> TaskDefinition:
+        """A stored version from this process's cache, or from the database (sessions of `self.db`)."""
+        cached = self._versions.get((def_id, version))
+        if cached is not None:
+            return cached
+        if self.db is None:
+            raise RuntimeError("TaskManager without a database: pass a session to get_definition")
+        with self.db.session() as s:
+            self.get_definition(s, def_id, version)
+        return self._versions[(def_id, version)]
 
     def list_definitions(self, s: Session, q: DefinitionListQuery) -> tuple[list[TaskDefinition], int]:
         latest = (
@@ -263,29 +279,30 @@ class TaskManager:
     # ------------------------------------------------------------ internal API (worker pools)
 
     def start(self, s: Session, task_id: str, dispatch_token: str, worker_id: str,
-              start_id: str | None = None) -> dict[str, Any]:
+              start_id: str | None = None) -> StartOut:
         """A worker received a message: decide whether it runs, and hand it what it needs.
 
         A message for a RUNNING task is a redelivery. Before the attempt's deadline its worker may well be
         alive (a broker connection blip makes Celery/kombu restore, and RabbitMQ requeue, the messages of
         running tasks): it does not run again; a worker that is really gone is found by the stale sweep or
         the reaper. `start_id` (one per delivery, repeated when the worker retries this call) makes the
-        call idempotent: the same delivery asking again gets its attempt back.
+        call idempotent: the same delivery asking again gets its attempt back. (`taskexec.lifecycle`
+        takes the common case, a PENDING task and its current token, without the ORM.)
         """
         task = self.get_task(s, task_id, for_update=True)
         status = Status(task.status)
         if status in TERMINAL_STATUSES:
-            return {"run": False, "reason": f"task is already {status.value}", "status": status.value}
+            return StartOut(reason=f"task is already {status.value}", status=status)
         if dispatch_token != task.dispatch_token:
-            return {"run": False, "reason": "stale message (superseded dispatch)", "status": status.value}
+            return StartOut(reason="stale message (superseded dispatch)", status=status)
         if status not in (Status.PENDING, Status.RUNNING):
-            return {"run": False, "reason": f"task is {status.value}", "status": status.value}
+            return StartOut(reason=f"task is {status.value}", status=status)
         if status is Status.RUNNING:
             if start_id and (task.execution_metadata or {}).get("startId") == start_id:
-                return self._job(s, task, None)
+                return StartOut(job=self.job(s, task, None))
             if utcnow() < Recovery(self).deadline(s, task):
-                return {"run": False, "status": status.value,
-                        "reason": f"attempt {task.attempt} is still running on {task.worker_id} (duplicate delivery)"}
+                return StartOut(status=status, reason=f"attempt {task.attempt} is still running on {task.worker_id} "
+                                                      "(duplicate delivery)")
         previous = task.worker_id if status is Status.RUNNING else None
         now = utcnow()
         meta = dict(task.execution_metadata or {})
@@ -298,24 +315,22 @@ class TaskManager:
             s, task, Status.RUNNING, actor=f"worker:{worker_id}", attempt=task.attempt + 1, worker_id=worker_id,
             execution_metadata=meta, details={"redeliveredFrom": previous} if previous else None,
         )
-        return self._job(s, task, previous)
+        return StartOut(job=self.job(s, task, previous))
 
-    def _job(self, s: Session, task: TaskInstance, previous: str | None) -> dict[str, Any]:
-        """What a worker needs to run the current attempt of `task`."""
-        definition = self.get_definition(s, task.definition_id, task.definition_version)
-        return {
-            "run": True,
-            "attempt": task.attempt,
-            "dispatchToken": task.dispatch_token,
-            "previousWorker": previous,
-            "task": {"id": task.id, "type": task.type, "input": task.input, "priority": task.priority,
-                     "workflowInstanceId": task.workflow_instance_id, "correlationId": task.correlation_id,
-                     "retryCount": task.retry_count},
-            "definition": {"id": definition.id, "version": definition.version, "name": definition.name,
-                           "outputSchema": definition.output_schema, "timeout": definition.timeout_ms,
-                           "retryPolicy": definition.retry_policy,
-                           "executionConfig": {**definition.execution_config, **(task.execution_config or {})}},
-        }
+    def job(self, s: Session | None, task: TaskInstance | TaskRow, previous: str | None) -> Job:
+        """What a worker needs to run the current attempt of `task` (`s` is needed only on a cache miss)."""
+        definition = (self.get_definition(s, task.definition_id, task.definition_version) if s is not None
+                      else self.cached_definition(task.definition_id, task.definition_version))
+        return Job(
+            attempt=task.attempt, dispatch_token=task.dispatch_token or "", previous_worker=previous,
+            task=JobTask(id=task.id, type=TaskType(task.type), input=task.input, priority=Priority(task.priority),
+                         workflow_instance_id=task.workflow_instance_id, correlation_id=task.correlation_id,
+                         retry_count=task.retry_count),
+            definition=JobDefinition(id=definition.id, version=definition.version, name=definition.name,
+                                     output_schema=definition.output_schema, timeout=definition.timeout_ms,
+                                     retry_policy=definition.retry_policy,
+                                     execution_config={**definition.execution_config, **(task.execution_config or {})}),
+        )
 
     def assign(self, s: Session, task_id: str, dispatch_token: str, worker_id: str) -> TaskInstance:
         """A manual task leaves the queue: offer it to its user or roles, set its due date (`taskexec.manual`)."""

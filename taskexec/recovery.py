@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session
 from taskexec.constants import Status, TaskErrorCode, TaskType
 from taskexec.limits import attempt_timeout_s
 from taskexec.models import TaskInstance, parse_time, utcnow
-from taskexec.schemas import FinishIn
+from taskexec.protocol import FinishIn
 
 if TYPE_CHECKING:
     from taskexec.manager import TaskManager

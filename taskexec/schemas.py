@@ -38,7 +38,7 @@ class RetryPolicy(ApiModel):
 class ResourceRequirements(ApiModel):
     cpu: str | float | None = None
     memory: str | int | None = None
-    timeout_seconds: float | None = Field(None, gt=0)
+    timeout_seconds: float | None = Field(default=None, gt=0)
 
     @field_validator("cpu")
     @classmethod
@@ -205,6 +205,43 @@ class SubmitOut(ApiModel):
     id: str
     status: Status
     created_at: datetime
+
+
+MAX_BATCH = 1000  # submissions in one POST /tasks/batch
+MAX_IDEMPOTENCY_KEY = 255
+
+
+class BatchItem(SubmitIn):
+    """One submission of a batch, with its own optional Idempotency-Key."""
+
+    idempotency_key: str | None = Field(default=None, min_length=1, max_length=MAX_IDEMPOTENCY_KEY)
+
+
+class BatchIn(ApiModel):
+    """`POST /tasks/batch`: each item is validated on its own; valid ones are stored even if others are not."""
+
+    tasks: list[BatchItem] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchEnvelope(ApiModel):
+    """How the batch body is parsed first: the list only (its items one by one, so one bad item fails alone)."""
+
+    tasks: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
+
+
+class BatchResult(ApiModel):
+    """One item's answer: `id`, `status`, `createdAt` (http_status 201 stored, 200 a replay of its key),
+    or `error` (the envelope its own POST /tasks would have answered with http_status)."""
+
+    http_status: int
+    id: str | None = None
+    status: Status | None = None
+    created_at: datetime | None = None
+    error: ErrorBody | None = None
+
+
+class BatchOut(ApiModel):
+    results: list[BatchResult]
 
 
 class TaskError(ApiModel):
@@ -382,37 +419,6 @@ class HealthOut(ApiModel):
 class ReadyOut(HealthOut):
     checks: dict[str, Literal["UP", "DOWN"]]
     error: ErrorBody | None = None
-
-
-# ---------------------------------------------------------------- internal API (worker pools)
-
-
-class StartIn(ApiModel):
-    dispatch_token: str
-    worker_id: str = Field(max_length=256)
-    start_id: str | None = Field(None, max_length=64, description="one per delivery; repeated on a retried call")
-
-
-class LostIn(ApiModel):
-    attempt: int | None = Field(None, ge=1, description="the attempt whose worker is gone (None: current)")
-    reason: str = Field("worker gone", max_length=500)
-
-
-class FinishIn(ApiModel):
-    attempt: int = Field(ge=1)
-    status: Literal["COMPLETED", "FAILED", "TIMED_OUT", "CANCELLED"]
-    output: Any = None
-    error: TaskError | None = None
-    execution_metadata: dict[str, Any] | None = None
-    stdout: str | None = None
-    stderr: str | None = None
-    retry: bool = Field(False, description="ask for another attempt (our fault or retryable error)")
-
-
-class DeferIn(ApiModel):
-    attempt: int = Field(ge=1)
-    delay_ms: int = Field(ge=0, le=3_600_000, description="how long the task waits before it is queued again")
-    reason: str = Field("deferred", max_length=500)
 
 
 class SqsTaskMessage(ApiModel):

@@ -19,6 +19,7 @@ from sqlalchemy.orm.util import identity_key
 
 from taskexec import metrics
 from taskexec.constants import TERMINAL_STATUSES, Status, TaskType
+from taskexec.hotpath import TaskRow
 from taskexec.models import TaskEvent, TaskInstance, parse_time
 from taskexec.statemachine import CHANGED_TASKS
 
@@ -67,7 +68,7 @@ def _discard(session: Session) -> None:
     session.info.pop(CHANGED_TASKS, None)
 
 
-def observations(evt: TaskEvent, task: TaskInstance) -> list[Observation]:
+def observations(evt: TaskEvent, task: TaskInstance | TaskRow) -> list[Observation]:
     """What a state change means for the metrics, computed now (the task may change again before commit)."""
     source = Status(evt.from_status) if evt.from_status else None
     target = Status(evt.to_status or "")
@@ -97,7 +98,7 @@ def observations(evt: TaskEvent, task: TaskInstance) -> list[Observation]:
     return out
 
 
-def _started(task: TaskInstance, source: Status) -> datetime | None:
+def _started(task: TaskInstance | TaskRow, source: Status) -> datetime | None:
     """When the attempt that just ended began: RUNNING since `startTime`; a manual task since its claim."""
     if source is Status.RUNNING:
         return parse_time((task.execution_metadata or {}).get("startTime"))

@@ -67,7 +67,7 @@ def schema_errors(schema: dict[str, Any], instance: Any, field: str) -> list[dic
     it next to the field.
     """
     out: list[dict[str, str]] = []
-    validator = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+    validator = _validator(schema)
     for err in sorted(validator.iter_errors(instance), key=lambda e: list(e.absolute_path)):
         path = field + _path(err.absolute_path)
         if err.validator == "required" and isinstance(err.instance, dict):
@@ -85,6 +85,24 @@ def validate_instance(schema: dict[str, Any], instance: Any, field: str) -> None
     errors = schema_errors(schema, instance, field)
     if errors:
         raise ValidationFailed(f"{field} does not match the schema", details=errors)
+
+
+_VALIDATORS: dict[int, tuple[dict[str, Any], Draft202012Validator]] = {}
+_VALIDATOR_CACHE_SIZE = 512
+
+
+def _validator(schema: dict[str, Any]) -> Draft202012Validator:
+    """A validator per schema object: the schemas of cached definitions are validated against again and
+    again, and building a validator costs more than most validations. Keyed by identity; the entry keeps
+    the schema alive, so its id cannot be reused while cached."""
+    hit = _VALIDATORS.get(id(schema))
+    if hit is not None and hit[0] is schema:
+        return hit[1]
+    validator = Draft202012Validator(schema, format_checker=FORMAT_CHECKER)
+    if len(_VALIDATORS) >= _VALIDATOR_CACHE_SIZE:
+        _VALIDATORS.clear()
+    _VALIDATORS[id(schema)] = (schema, validator)
+    return validator
 
 
 def _path(parts: Any) -> str:

@@ -124,6 +124,8 @@ class Receiver:
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # answers go out at once (no delayed-ACK stall)
+
             def do_POST(self) -> None:  # noqa: N802
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 if not outer.healthy:

@@ -15,6 +15,8 @@ from taskexec.config import Settings, get_settings
 from taskexec.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskType
 from taskexec.limits import attempt_timeout_s, parse_cpu, parse_memory
 from taskexec.netpolicy import parse_networks, refused_ipv4_networks
+from taskexec.protocol import Job, LostIn
+from taskexec.schemas import AutomatedConfig, ResourceRequirements, TaskError
 from workers.base import ExecuteTask, Outcome, worker_id
 
 log = logging.getLogger(__name__)
@@ -46,33 +48,33 @@ def runner(settings: Settings | None = None) -> DockerRunner:
         return _runner
 
 
-def build_spec(job: dict[str, Any], settings: Settings) -> RunSpec:
+def build_spec(job: Job, settings: Settings) -> RunSpec:
     """Definition config plus operator defaults and ceilings -> a sandbox RunSpec."""
-    definition, task = job["definition"], job["task"]
-    cfg = definition["executionConfig"]
-    res = cfg.get("resourceRequirements") or {}
-    timeout_s = attempt_timeout_s(definition.get("timeout"), cfg, settings.default_timeout_s,
+    definition, task = job.definition, job.task
+    cfg = AutomatedConfig.model_validate(definition.execution_config)  # validated when it was registered
+    res = cfg.resource_requirements or ResourceRequirements()
+    timeout_s = attempt_timeout_s(definition.timeout, definition.execution_config, settings.default_timeout_s,
                                   settings.executor_max_timeout_s)
     limits = Limits(
-        cpu=min(parse_cpu(res.get("cpu", settings.sandbox_default_cpu)), settings.sandbox_max_cpu),
-        memory_bytes=min(parse_memory(res.get("memory", settings.sandbox_default_memory)),
+        cpu=min(parse_cpu(res.cpu if res.cpu is not None else settings.sandbox_default_cpu), settings.sandbox_max_cpu),
+        memory_bytes=min(parse_memory(res.memory if res.memory is not None else settings.sandbox_default_memory),
                          parse_memory(settings.sandbox_max_memory)),
         timeout_s=timeout_s,
         pids=settings.sandbox_pids,
         output_bytes=settings.sandbox_output_bytes,
         tmp_bytes=settings.sandbox_tmp_bytes,
     )
-    env = dict(cfg.get("environmentVariables") or {})
-    env.update({"TASK_ID": task["id"], "WORKFLOW_ID": task.get("workflowInstanceId") or ""})
+    env = dict(cfg.environment_variables or {})
+    env.update({"TASK_ID": task.id, "WORKFLOW_ID": task.workflow_instance_id or ""})
     return RunSpec(
-        task_id=task["id"],
-        attempt=int(job["attempt"]),
-        runtime=cfg["runtime"],
-        code=cfg["code"],
-        input=task["input"],
+        task_id=task.id,
+        attempt=job.attempt,
+        runtime=cfg.runtime.value,
+        code=cfg.code,
+        input=task.input,
         limits=limits,
         env=env,
-        network=bool((cfg.get("network") or {}).get("outboundAccess")),
+        network=bool(cfg.network and cfg.network.outbound_access),
         worker_id=worker_id(),
     )
 
@@ -91,7 +93,7 @@ def outcome_of(result: RunResult) -> Outcome:
     code = result.error_code or TaskErrorCode.SANDBOX_ERROR.value
     if code == TaskErrorCode.CANCELLED.value:
         return Outcome(Status.CANCELLED.value, report=False, **logs)
-    error = {"code": code, "message": result.error_message or code, "details": result.error_details}
+    error = TaskError(code=code, message=result.error_message or code, details=result.error_details)
     if code == TaskErrorCode.TIME_LIMIT_EXCEEDED.value:
         return Outcome(Status.TIMED_OUT.value, error=error, **logs)
     return Outcome(Status.FAILED.value, error=error, retry=code == TaskErrorCode.SANDBOX_ERROR.value, **logs)
@@ -101,7 +103,7 @@ def watch_cancel(client: RouterClient, task_id: str, cancel: threading.Event, do
     """Poll the router; set `cancel` when the task was cancelled (the container is killed, never a worker)."""
     while not done.wait(CANCEL_POLL_S):
         try:
-            if client.status(task_id) == Status.CANCELLED.value:
+            if client.status(task_id).status is Status.CANCELLED:
                 cancel.set()
                 return
         except Exception:  # router briefly unreachable: keep running, try again
@@ -136,10 +138,11 @@ def reap_and_report(settings: Settings | None = None) -> int:
         log.warning("reaped sandbox container", extra={"taskId": item["taskId"], "attempt": item["attempt"],
                                                          "reason": item["reason"]})
         try:
-            client.post(f"/tasks/{item['taskId']}/lost",
-                        {"attempt": item["attempt"] or None, "reason": f"sandbox container reaped: {item['reason']}"})
+            client.lost(item["taskId"], LostIn(attempt=item["attempt"] or None,
+                                               reason=f"sandbox container reaped: {item['reason']}"))
         except Exception as exc:  # noqa: BLE001 - the stale sweep catches it later
             log.warning("cannot report lost task", extra={"taskId": item["taskId"], "error": str(exc)})
+    client.close()
     return len(removed)
 
 
@@ -147,11 +150,11 @@ class AutomatedTask(ExecuteTask):
     task_type = "AUTOMATED"
     name = CELERY_TASK_EXECUTE[TaskType.AUTOMATED]
 
-    def execute(self, job: dict[str, Any]) -> Outcome:
+    def execute(self, job: Job) -> Outcome:
         settings = get_settings()
         run = runner(settings)
         spec = build_spec(job, settings)
-        if job.get("previousWorker"):  # a redelivery: the earlier attempt's container may still run
+        if job.previous_worker:  # a redelivery: the earlier attempt's container may still run
             killed = run.kill_task(spec.task_id)
             if killed:
                 log.info("killed orphaned containers", extra={"taskId": spec.task_id, "count": killed})

@@ -16,6 +16,8 @@ from celery.worker import state as worker_state
 from taskexec.client import RouterClient
 from taskexec.config import get_settings
 from taskexec.exceptions import Conflict, NotFound
+from taskexec.protocol import FinishIn, Job, StartIn
+from taskexec.schemas import TaskError
 from workers import wakeup
 from workers.signals import attempt_finished, attempt_started
 
@@ -28,7 +30,7 @@ class Outcome:
 
     status: str  # COMPLETED | FAILED | TIMED_OUT | CANCELLED
     output: Any = None
-    error: dict[str, Any] | None = None
+    error: TaskError | None = None
     metadata: dict[str, Any] = field(default_factory=dict)
     stdout: str | None = None
     stderr: str | None = None
@@ -37,7 +39,13 @@ class Outcome:
 
     @classmethod
     def failed(cls, code: str, message: str, details: Any = None, **kw: Any) -> Outcome:
-        return cls("FAILED", error={"code": code, "message": message, "details": details}, **kw)
+        return cls("FAILED", error=TaskError(code=code, message=message, details=details), **kw)
+
+    def finish(self, attempt: int) -> FinishIn:
+        """The report of this outcome for `attempt`."""
+        return FinishIn(attempt=attempt, status=self.status, output=self.output,  # type: ignore[arg-type]
+                        error=self.error, execution_metadata=self.metadata, stdout=self.stdout,
+                        stderr=self.stderr, retry=self.retry)
 
 
 def worker_id() -> str:
@@ -61,8 +69,9 @@ class ExecuteTask(Task):
 
     @property
     def router(self) -> RouterClient:
+        """The process's client; its threads' reports travel together (`RouterClient(batch=True)`)."""
         if self._client is None:
-            self._client = RouterClient(get_settings())
+            self._client = RouterClient(get_settings(), batch=True)
         return self._client
 
     def run(self, task_id: str, dispatch_token: str) -> str:
@@ -71,17 +80,18 @@ class ExecuteTask(Task):
             # loop turn. Give it back untouched (the task stays PENDING) for another worker to run.
             log.info("worker shutting down: message handed back", extra={"taskId": task_id})
             raise Reject("worker shutting down", requeue=True)
-        wid = worker_id()
+        start = StartIn(dispatch_token=dispatch_token, worker_id=worker_id(), start_id=uuid.uuid4().hex)
         try:
-            job = self.router.start(task_id, dispatch_token, wid, uuid.uuid4().hex)
+            answer = self.router.start(task_id, start)
         except NotFound:
             log.warning("message for unknown task dropped", extra={"taskId": task_id})
             return "unknown"
-        if not job.get("run"):
-            log.info("message skipped", extra={"taskId": task_id, "reason": job.get("reason")})
+        job = answer.job
+        if job is None:
+            log.info("message skipped", extra={"taskId": task_id, "reason": answer.reason})
             return "skipped"
-        ctx = {"taskId": task_id, "attempt": job["attempt"], "definition": job["definition"]["id"],
-               "correlationId": job["task"].get("correlationId")}
+        ctx = {"taskId": task_id, "attempt": job.attempt, "definition": job.definition.id,
+               "correlationId": job.task.correlation_id}
         attempt_started.send(sender=self, job=job, context=ctx)
         log.info("task started", extra=ctx)
         try:
@@ -92,20 +102,17 @@ class ExecuteTask(Task):
                                      f"executor error: {type(exc).__name__}", retry=True)
         attempt_finished.send(sender=self, job=job, outcome=outcome, context=ctx)
         if outcome.report:
-            self._report(task_id, job["attempt"], outcome, ctx)
+            self._report(task_id, job.attempt, outcome, ctx)
         log.info("task finished", extra={**ctx, "status": outcome.status})
         return outcome.status
 
     task_type = "AUTOMATED"
 
-    def execute(self, job: dict[str, Any]) -> Outcome:
+    def execute(self, job: Job) -> Outcome:
         raise NotImplementedError
 
     def _report(self, task_id: str, attempt: int, outcome: Outcome, ctx: dict[str, Any]) -> None:
-        body = {"attempt": attempt, "status": outcome.status, "output": outcome.output, "error": outcome.error,
-                "executionMetadata": outcome.metadata, "stdout": outcome.stdout, "stderr": outcome.stderr,
-                "retry": outcome.retry}
         try:
-            self.router.finish(task_id, body)
+            self.router.finish(task_id, outcome.finish(attempt))
         except Conflict as exc:  # cancelled meanwhile, or a newer attempt owns the task
             log.info("result not recorded", extra={**ctx, "reason": exc.message})

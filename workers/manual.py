@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from taskexec.constants import CELERY_TASK_EXECUTE, TaskType
 from taskexec.exceptions import NotFound
-from workers.base import ExecuteTask, worker_id
+from taskexec.protocol import Job, StartIn
+from workers.base import ExecuteTask, Outcome, worker_id
 
 
 class ManualTask(ExecuteTask):
@@ -15,11 +14,10 @@ class ManualTask(ExecuteTask):
 
     def run(self, task_id: str, dispatch_token: str) -> str:
         try:
-            result = self.router.post(f"/tasks/{task_id}/assign", {"dispatchToken": dispatch_token,
-                                                                   "workerId": worker_id()})
+            answer = self.router.assign(task_id, StartIn(dispatch_token=dispatch_token, worker_id=worker_id()))
         except NotFound:
             return "unknown"
-        return str(result.get("status"))
+        return answer.status.value
 
-    def execute(self, job: dict[str, Any]) -> Any:  # pragma: no cover - manual tasks never "execute"
+    def execute(self, job: Job) -> Outcome:  # pragma: no cover - manual tasks never "execute"
         raise NotImplementedError

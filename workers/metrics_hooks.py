@@ -36,7 +36,7 @@ def outcome_label(outcome: Any) -> str:
         return str(outcome.status)
     if outcome.status == Status.PENDING.value:  # handed back to wait (e.g. a target's rate limit)
         return "DEFERRED"
-    return str((outcome.error or {}).get("code") or outcome.status)
+    return str(outcome.error.code if outcome.error is not None else outcome.status)
 
 
 def _task_labels(task_name: str | None, delivery_info: dict[str, Any] | None) -> dict[str, str]:

@@ -46,4 +46,8 @@ def run_sweep(name: str) -> Any:
         from workers.automated import reap_and_report
 
         return reap_and_report()
-    return RouterClient(get_settings(), retry_for_s=10).post(f"/sweeps/{name}")
+    client = RouterClient(get_settings(), retry_for_s=10)
+    try:
+        return client.sweep(name)
+    finally:
+        client.close()

@@ -34,6 +34,7 @@ from taskexec.client import RouterClient
 from taskexec.config import Settings, load_settings
 from taskexec.constants import Status, TaskErrorCode
 from taskexec.exceptions import Conflict, NotFound
+from taskexec.protocol import DeferIn, Job, StartIn
 from taskexec.schemas import SqsTaskMessage
 from workers.automated import build_spec, outcome_of, watch_cancel
 from workers.base import Outcome
@@ -82,34 +83,33 @@ class ServerlessExecutor:
         receive = (record.get("attributes") or {}).get("ApproximateReceiveCount", "1")
         start_id = f"{record['messageId']}:{receive}"[:64]  # one per delivery, the same if this call is retried
         try:
-            job = self.router.start(message.task_id, message.dispatch_token, self.worker_id, start_id)
+            answer = self.router.start(message.task_id, StartIn(dispatch_token=message.dispatch_token,
+                                                                worker_id=self.worker_id, start_id=start_id))
         except NotFound:
             log.warning("message for unknown task dropped", extra={"taskId": message.task_id})
             return
-        if not job.get("run"):
-            log.info("message skipped", extra={"taskId": message.task_id, "reason": job.get("reason")})
+        job = answer.job
+        if job is None:
+            log.info("message skipped", extra={"taskId": message.task_id, "reason": answer.reason})
             return
         spec = build_spec(job, self.settings)
         budget = deadline - time.monotonic()
         if spec.limits.timeout_s > budget:
             if not first:  # a fresh invocation has more time: give the task back without counting a retry
-                self.router.post(f"/tasks/{message.task_id}/defer",
-                                 {"attempt": job["attempt"], "delayMs": 0, "reason": "function time budget"})
+                self.router.defer(message.task_id, DeferIn(attempt=job.attempt, delay_ms=0,
+                                                           reason="function time budget"))
                 log.info("task deferred: its timeout does not fit in the function's time left",
                          extra={"taskId": message.task_id, "timeoutS": spec.limits.timeout_s, "leftS": budget})
                 return
             spec = dataclasses.replace(spec, limits=dataclasses.replace(spec.limits, timeout_s=max(1.0, budget)))
         outcome = self.execute(job, spec)
-        body = {"attempt": job["attempt"], "status": outcome.status, "output": outcome.output,
-                "error": outcome.error, "executionMetadata": outcome.metadata, "stdout": outcome.stdout,
-                "stderr": outcome.stderr, "retry": outcome.retry}
         if outcome.report:
             try:
-                self.router.finish(message.task_id, body)
+                self.router.finish(message.task_id, outcome.finish(job.attempt))
             except Conflict as exc:  # cancelled meanwhile, or a newer attempt owns the task
                 log.info("result not recorded", extra={"taskId": message.task_id, "reason": exc.message})
 
-    def execute(self, job: dict[str, Any], spec: Any) -> Outcome:
+    def execute(self, job: Job, spec: Any) -> Outcome:
         cancel, done = threading.Event(), threading.Event()
         watcher = threading.Thread(target=watch_cancel, args=(self.router, spec.task_id, cancel, done), daemon=True)
         watcher.start()

@@ -114,9 +114,9 @@ def _fail(stack: Stack, task_id: str) -> None:
     key = {"X-API-Key": stack.service_key}
     r = requests.post(f"{stack.url}/internal/v1/tasks/{task_id}/start", headers=key, timeout=10,
                       json={"dispatchToken": row[0] if row else "", "workerId": "w-fuzz"})
-    assert r.status_code == 200 and r.json()["run"], r.text
+    assert r.status_code == 200 and r.json()["job"], r.text
     r = requests.post(f"{stack.url}/internal/v1/tasks/{task_id}/finish", headers=key, timeout=10, json={
-        "attempt": r.json()["attempt"], "status": "FAILED", "retry": True,  # retries spent: dead letter
+        "attempt": r.json()["job"]["attempt"], "status": "FAILED", "retry": True,  # retries spent: dead letter
         "error": {"code": "NON_ZERO_EXIT", "message": "boom"}})
     assert r.status_code == 200 and r.json()["status"] == "FAILED", r.text
 

@@ -164,9 +164,9 @@ def _internal_fail(stack: Stack, task_id: str, message: str) -> None:
     key = {"X-API-Key": stack.service_key}
     r = requests.post(f"{stack.url}/internal/v1/tasks/{task_id}/start", headers=key, timeout=10,
                       json={"dispatchToken": token[0] if token else "", "workerId": "w-xss"})
-    assert r.status_code == 200 and r.json()["run"], r.text
+    assert r.status_code == 200 and r.json()["job"], r.text
     r = requests.post(f"{stack.url}/internal/v1/tasks/{task_id}/finish", headers=key, timeout=10, json={
-        "attempt": r.json()["attempt"], "status": "FAILED", "stderr": message,
+        "attempt": r.json()["job"]["attempt"], "status": "FAILED", "stderr": message,
         "error": {"code": "NON_ZERO_EXIT", "message": message}})
     assert r.status_code == 200, r.text
 

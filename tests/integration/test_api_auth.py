@@ -13,6 +13,7 @@ from taskexec.constants import ROLE_PERMISSIONS, Permission
 from taskexec.db import Database
 from tests.api_helpers import API, assert_envelope, create_definition, sql, submit
 from tests.conftest import auth, make_token
+from tests.support import wait_for
 
 SAMPLE_ID = "00000000-0000-0000-0000-000000000000"
 
@@ -112,38 +113,54 @@ def test_api_key_works_until_revoked(client: Any, db: Database, database: str) -
     assert_envelope(client.get(f"{API}/tasks", headers=headers), 401, "UNAUTHORIZED")
 
 
-def test_api_key_cache_lags_a_foreign_revocation_by_its_ttl_only(env: dict[str, str], db: Database,
-                                                                 database: str) -> None:
-    """TEL_API_KEY_CACHE_SECONDS: a revocation by another process (here plain SQL) is honoured after the
-    TTL; one made in this process (revoke_api_key) at once."""
-    import time
+def test_verified_api_keys_are_remembered_and_forgotten_on_any_revocation(env: dict[str, str], db: Database,
+                                                                          database: str) -> None:
+    """A router process remembers the keys it verified (no query per request) while it listens for changes to
+    `api_keys`; a revocation anywhere (here plain SQL, as another process would) is honoured at once, and
+    without its listener a process checks every key."""
+    from sqlalchemy import event
 
     from api import create_app
     from taskexec.config import Settings
 
-    settings = Settings(**{k: v for k, v in {**env, "TEL_API_KEY_CACHE_SECONDS": "1.5"}.items()  # type: ignore[arg-type]
+    settings = Settings(**{k: v for k, v in env.items()  # type: ignore[arg-type]
                            if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))})
+    assert settings.api_key_cache_s > 0  # the default
     app = create_app(settings, start_dispatcher=False)
+    rt = app.extensions["taskexec"]
     client = app.test_client()
+    lookups = [0]
+    event.listen(rt.db.engine, "before_cursor_execute",
+                 lambda _c, _cur, statement, *_a: lookups.__setitem__(0, lookups[0] + ("api_keys" in statement)))
     try:
+        wait_for(rt.keywatch.listening.is_set, 10, 0.05, what="the api key watch listening")
         with db.session() as s:
             first, key1 = create_api_key(s, "cached-1", ["operator"])
             second, key2 = create_api_key(s, "cached-2", ["operator"])
             ids = (first.id, second.id)
-        for key in (key1, key2):
+        for key in (key1, key2, key1, key2):
             assert client.get(f"{API}/tasks", headers={"X-API-Key": key}).status_code == 200
-        sql(database, "UPDATE api_keys SET revoked_at = now() WHERE id = %s", ids[0])
-        revoked_at = time.monotonic()
-        assert client.get(f"{API}/tasks", headers={"X-API-Key": key1}).status_code == 200  # cached
-        while time.monotonic() - revoked_at < 1.6:
-            time.sleep(0.1)
-        assert_envelope(client.get(f"{API}/tasks", headers={"X-API-Key": key1}), 401, "UNAUTHORIZED")
+        assert lookups[0] == 2  # each key checked once, then remembered
 
+        sql(database, "UPDATE api_keys SET revoked_at = now() WHERE id = %s", ids[0])
+        wait_for(lambda: client.get(f"{API}/tasks", headers={"X-API-Key": key1}).status_code == 401, 10, 0.05,
+                 what="the revocation honoured")
+        assert client.get(f"{API}/tasks", headers={"X-API-Key": key2}).status_code == 200  # checked again: valid
         with db.session() as s:
             revoke_api_key(s, ids[1])
         assert_envelope(client.get(f"{API}/tasks", headers={"X-API-Key": key2}), 401, "UNAUTHORIZED")
+
+        rt.keywatch.stop()
+        rt.keywatch.join(10)
+        with db.session() as s:
+            _, key3 = create_api_key(s, "cached-3", ["operator"])
+        before = lookups[0]
+        for _ in range(3):
+            assert client.get(f"{API}/tasks", headers={"X-API-Key": key3}).status_code == 200
+        assert lookups[0] - before == 3  # not listening: every request checks its key
     finally:
-        app.extensions["taskexec"].db.dispose()
+        rt.keywatch.stop()
+        rt.db.dispose()
 
 
 def test_api_key_roles_are_enforced(client: Any, db: Database) -> None:
@@ -170,7 +187,7 @@ def test_internal_endpoints_need_the_service_role(
     with db.session() as s:
         _, key = create_api_key(s, "pool", ["service"])
     r = client.post(start, json=body, headers={"X-API-Key": key})
-    assert r.status_code == 200 and r.json["run"] is True
+    assert r.status_code == 200 and r.json["job"] is not None
     assert (
         client.get(f"/internal/v1/tasks/{task_id}/status", headers=auth("svc", "service")).json["status"]
         == "RUNNING"

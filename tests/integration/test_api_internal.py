@@ -66,12 +66,12 @@ def outbox_types(database: str, task_id: str) -> list[str]:
 def test_start_then_complete(client: Any, admin: dict[str, str], task_id: str, database: str) -> None:
     token = token_of(database, task_id)
     got = start(client, task_id, token)
-    assert got["run"] is True and got["attempt"] == 1
+    assert got["job"]["attempt"] == 1
     assert (
-        got["task"]["input"] == {"name": "Ada"}
-        and got["definition"]["executionConfig"]["runtime"] == "python"
+        got["job"]["task"]["input"] == {"name": "Ada"}
+        and got["job"]["definition"]["executionConfig"]["runtime"] == "python"
     )
-    assert start(client, task_id, "stale-token")["run"] is False
+    assert start(client, task_id, "stale-token")["job"] is None
     detail = client.get(f"{API}/tasks/{task_id}", headers=admin).json
     assert detail["status"] == "RUNNING" and detail["executionMetadata"]["workerId"] == "w1"
 
@@ -84,7 +84,7 @@ def test_start_then_complete(client: Any, admin: dict[str, str], task_id: str, d
 
     assert_envelope(finish(client, task_id, status="COMPLETED", output={"hi": "again"}), 409, "CONFLICT")
     again = start(client, task_id, token)  # a redelivered message never runs a finished task twice
-    assert again["run"] is False and again["status"] == "COMPLETED"
+    assert again["job"] is None and again["status"] == "COMPLETED"
     assert client.get(f"{API}/tasks/{task_id}", headers=admin).json["output"] == {"hi": "Ada"}
     assert outbox_types(database, task_id) == [
         "task.instance.created",
@@ -97,11 +97,11 @@ def test_result_of_a_stale_attempt_is_409(client: Any, task_id: str, database: s
     token = token_of(database, task_id)
     start(client, task_id, token, "w1")
     # a duplicate delivery while attempt 1 is within its deadline (w1 may be alive): it does not run
-    assert start(client, task_id, token, "w2")["run"] is False
+    assert start(client, task_id, token, "w2")["job"] is None
     # past the deadline (the broker redelivers only after its visibility timeout) w1 is taken for lost
     sql(database, "UPDATE task_instances SET execution_metadata = jsonb_set(execution_metadata::jsonb, "
                   "'{startTime}', '\"2000-01-01T00:00:00+00:00\"') WHERE id = %s", task_id)
-    assert start(client, task_id, token, "w2")["attempt"] == 2  # redelivered after w1 was lost
+    assert start(client, task_id, token, "w2")["job"]["attempt"] == 2  # redelivered after w1 was lost
     assert_envelope(finish(client, task_id, status="COMPLETED", output={"hi": "x"}), 409, "CONFLICT")
     assert finish(client, task_id, attempt=2, status="COMPLETED", output={"hi": "x"}).status_code == 200
 
@@ -115,8 +115,8 @@ def test_a_retried_start_call_gets_its_attempt_back(client: Any, task_id: str, d
 
     first = start_as("delivery-1")
     again = start_as("delivery-1")  # the worker did not get the first answer and asks again
-    assert first["run"] is True and again["run"] is True and again["attempt"] == first["attempt"] == 1
-    assert start_as("delivery-2")["run"] is False  # another delivery of the same message: a duplicate
+    assert first["job"] and again["job"] and again["job"]["attempt"] == first["job"]["attempt"] == 1
+    assert start_as("delivery-2")["job"] is None  # another delivery of the same message: a duplicate
     assert sql(database, "SELECT attempt FROM task_instances WHERE id = %s", task_id)[0][0] == 1
 
 
@@ -143,10 +143,10 @@ def test_failed_with_retry_goes_back_to_pending(client: Any, admin: dict[str, st
     assert outbox_types(database, task_id)[-1] == "task.instance.retry"
     new_token = token_of(database, task_id)
     assert new_token != first_token
-    assert start(client, task_id, first_token)["run"] is False  # the old message is superseded
+    assert start(client, task_id, first_token)["job"] is None  # the old message is superseded
 
     second = start(client, task_id, new_token)
-    assert second["run"] is True and second["attempt"] == 2 and second["task"]["retryCount"] == 1
+    assert second["job"]["attempt"] == 2 and second["job"]["task"]["retryCount"] == 1
     r = finish(client, task_id, attempt=2, status="FAILED", error=err, retry=True)  # retries spent
     assert r.json["status"] == "FAILED"
     detail = client.get(f"{API}/tasks/{task_id}", headers=admin).json
@@ -158,7 +158,7 @@ def test_start_of_cancelled_task_does_not_run(
     client: Any, admin: dict[str, str], task_id: str, database: str
 ) -> None:
     client.post(f"{API}/tasks/{task_id}/cancel", headers=admin)
-    assert start(client, task_id, token_of(database, task_id))["run"] is False
+    assert start(client, task_id, token_of(database, task_id))["job"] is None
 
 
 def test_bad_internal_bodies(client: Any, task_id: str, database: str) -> None:
@@ -273,3 +273,60 @@ def test_output_validation_error_is_retried_when_the_policy_lists_it(
     assert _attempt(client, database, task_id, 1, status="COMPLETED", output={"hi": 42})["status"] == "PENDING"
     assert outbox_types(database, task_id)[-1] == "task.instance.retry"
     assert _attempt(client, database, task_id, 2, status="COMPLETED", output={"hi": "Ada"})["status"] == "COMPLETED"
+def test_reports_travel_together_and_each_gets_its_own_answer(
+    client: Any, admin: dict[str, str], database: str
+) -> None:
+    """A pool's threads send their reports in one call: each is answered as its own endpoint would, in order;
+    the starts go through together, so do the finishes, and one failing report fails alone."""
+    create_definition(client, admin)
+    ids = [submit(client, admin, input={"name": f"n{i}"}) for i in range(4)]
+    tokens = [token_of(database, t) for t in ids]
+
+    def reports(*items: dict[str, Any]) -> list[dict[str, Any]]:
+        r = client.post("/internal/v1/reports", json={"items": list(items)}, headers=SERVICE)
+        assert r.status_code == 200, r.json
+        return r.json["results"]  # type: ignore[no-any-return]
+
+    started = reports(*[{"kind": "start", "taskId": t, "dispatchToken": tok, "workerId": "w1"}
+                        for t, tok in zip(ids, tokens, strict=True)],
+                      {"kind": "start", "taskId": ids[0], "dispatchToken": "stale", "workerId": "w2"},
+                      {"kind": "start", "taskId": "no-such-task", "dispatchToken": "x", "workerId": "w2"})
+    assert [r["status"] for r in started] == [200, 200, 200, 200, 200, 404]
+    assert [r["result"]["job"]["task"]["input"]["name"] for r in started[:4]] == ["n0", "n1", "n2", "n3"]
+    assert started[4]["result"]["job"] is None and "stale" in started[4]["result"]["reason"]
+    assert started[5]["error"]["code"] == "NOT_FOUND"
+
+    finished = reports(
+        {"kind": "finish", "taskId": ids[0], "attempt": 1, "status": "COMPLETED", "output": {"hi": "n0"},
+         "stdout": "out\x00put"},
+        {"kind": "finish", "taskId": ids[1], "attempt": 1, "status": "COMPLETED", "output": {"hi": 42}},
+        {"kind": "finish", "taskId": ids[2], "attempt": 2, "status": "COMPLETED", "output": {"hi": "n2"}},
+        {"kind": "finish", "taskId": ids[3], "attempt": 1, "status": "FAILED", "retry": False,
+         "error": {"code": "NON_ZERO_EXIT", "message": "exit 1"}},
+        {"kind": "defer", "taskId": ids[2], "attempt": 1, "delayMs": 5000, "reason": "rate limit"},
+    )
+    assert [r["status"] for r in finished] == [200, 200, 409, 200, 200]
+    assert [r["result"]["status"] if r["status"] == 200 else None for r in finished] == [
+        "COMPLETED", "FAILED", None, "FAILED", "PENDING"]  # ids[1]: its output fails the outputSchema
+    assert finished[2]["error"]["code"] == "CONFLICT"
+    rows = dict((r[0], r[1:]) for r in sql(
+        database, "SELECT id, status, error->>'code', stdout, execution_metadata ? 'durationMs' FROM task_instances"))
+    assert rows[ids[0]] == ("COMPLETED", None, "out\ufffdput", True)
+    assert rows[ids[1]][:2] == ("FAILED", "OUTPUT_VALIDATION_ERROR")
+    assert rows[ids[2]][:1] == ("PENDING",) and rows[ids[3]][:2] == ("FAILED", "NON_ZERO_EXIT")
+    for task_id, last in zip(ids, ("completed", "failed", None, "failed"), strict=True):
+        types = outbox_types(database, task_id)
+        assert types[:2] == ["task.instance.created", "task.instance.started"], types
+        if last:
+            assert types[2:] == [f"task.instance.{last}"], types
+
+
+def test_reports_body_is_checked(client: Any) -> None:
+    r = client.post("/internal/v1/reports", json={"items": [{"kind": "explode", "taskId": "x"}]}, headers=SERVICE)
+    assert_envelope(r, 422, "VALIDATION_ERROR", "items.0")
+    r = client.post("/internal/v1/reports", json={"items": [{"kind": "start", "taskId": "x"}]}, headers=SERVICE)
+    assert_envelope(r, 400, "VALIDATION_ERROR", "items.0.start.dispatchToken")
+    assert_envelope(client.post("/internal/v1/reports", json={"items": []}, headers=SERVICE), 422, "VALIDATION_ERROR",
+                    "items")
+    r = client.post("/internal/v1/reports", json={"items": []}, headers=auth("sam", "submitter"))
+    assert_envelope(r, 403, "FORBIDDEN")

@@ -9,11 +9,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from taskexec.config import Settings
 from taskexec.db import Database
-from taskexec.outbox import deliver_due
+from taskexec.outbox import Deliverer, deliver_due
 from tests import support
 from tests.api_helpers import create_definition, sql, submit
 
@@ -34,8 +33,11 @@ def db(settings: Settings) -> Iterator[Database]:
 
 
 def deliver(db: Database, settings: Settings) -> int:
-    with requests.Session() as http:
-        return deliver_due(db, settings, http)
+    deliverer = Deliverer(settings)
+    try:
+        return deliver_due(db, settings, deliverer)
+    finally:
+        deliverer.close()
 
 
 def test_created_event_has_the_contract_envelope_and_signature(
@@ -126,3 +128,32 @@ def test_unreachable_receiver_is_retried_later(
         assert attempts == 1 and error == "ConnectionError" and due_later
     finally:
         db.dispose()
+
+
+def test_one_pass_sends_every_queue_in_order_and_a_failing_queue_stops_alone(
+    client: Any, admin: dict[str, str], db: Database, settings: Settings, receiver: support.Receiver,
+    database: str,
+) -> None:
+    """A queue is one task's events for one target: a pass sends each queue's events in order (all of them, not
+    one per pass), the queues at once; a receiver that refuses stops its queue only, at the refused event."""
+    down = support.Receiver()
+    down.healthy = False
+    try:
+        create_definition(client, admin)
+        first = submit(client, admin, callbackUrl=down.url + "/hook")
+        second = submit(client, admin)
+        for task_id in (first, second):
+            client.post(f"/api/v1/tasks/{task_id}/cancel", json={"reason": "x"}, headers=admin)
+        assert deliver(db, settings) == 4  # both tasks' created + cancelled to the orchestrator, in one pass
+        for task_id in (first, second):
+            assert receiver.events_for(task_id) == ["task.instance.created", "task.instance.cancelled"]
+        assert down.received == []
+        rows = sql(database, "SELECT attempts, last_error IS NOT NULL, delivered_at IS NULL FROM outbox "
+                             "WHERE target = 'callback' ORDER BY id")
+        assert rows == [(1, True, True), (0, False, True)]  # the refused head backs off; the next waits behind
+        down.healthy = True
+        sql(database, "UPDATE outbox SET next_attempt_at = now() - interval '1 second'")
+        assert deliver(db, settings) == 2
+        assert down.events_for(first) == ["task.instance.created", "task.instance.cancelled"]
+    finally:
+        down.close()

@@ -38,3 +38,20 @@ def test_alembic_is_at_head(database: str) -> None:
         engine.dispose()
     script = ScriptDirectory.from_config(migrate.alembic_config(support.db_url(database)))
     assert set(current) == set(script.get_heads())
+
+
+def test_the_api_key_notify_trigger_migrates_down_and_up(database: str) -> None:
+    """Migration 0007 (the NOTIFY behind the router's cache of verified API keys) has a working downgrade."""
+    from alembic import command
+
+    from taskexec import migrate
+    from tests.api_helpers import sql
+
+    def trigger() -> list[tuple[Any, ...]]:
+        return sql(database, "SELECT tgname FROM pg_trigger WHERE tgname = 'api_keys_changed'")
+
+    assert trigger() == [("api_keys_changed",)]
+    command.downgrade(migrate.alembic_config(support.db_url(database)), "0006")
+    assert trigger() == [] and sql(database, "SELECT 1 FROM pg_proc WHERE proname = 'taskexec_api_keys_changed'") == []
+    migrate.upgrade(support.db_url(database))
+    assert trigger() == [("api_keys_changed",)]

@@ -35,7 +35,7 @@ def _running(client: Any, database: str, admin: dict[str, str], *, max_retries: 
     token = sql(database, "SELECT dispatch_token FROM task_instances WHERE id = %s", task_id)[0][0]
     r = client.post(f"/internal/v1/tasks/{task_id}/start", json={"dispatchToken": token, "workerId": "gone:1"},
                     headers=SERVICE)
-    assert r.status_code == 200 and r.json["run"], r.json
+    assert r.status_code == 200 and r.json["job"], r.json
     return task_id
 
 
@@ -56,7 +56,7 @@ def test_lost_attempt_is_retried_with_a_new_dispatch_token(client: Any, database
     # the message still sitting in the broker is now stale: a redelivery of it does not run
     r = client.post(f"/internal/v1/tasks/{task_id}/start", json={"dispatchToken": old_token, "workerId": "w2"},
                     headers=SERVICE)
-    assert r.json["run"] is False and "stale" in r.json["reason"]
+    assert r.json["job"] is None and "stale" in r.json["reason"]
 
 
 def test_lost_report_for_an_older_attempt_changes_nothing(client: Any, database: str, admin: dict[str, str]) -> None:

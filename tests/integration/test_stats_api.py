@@ -19,7 +19,7 @@ def _run(client: Any, database: str, task_id: str, worker: str = "w1", **finish:
     token = sql(database, "SELECT dispatch_token FROM task_instances WHERE id = %s", task_id)[0][0]
     r = client.post(f"/internal/v1/tasks/{task_id}/start", json={"dispatchToken": token, "workerId": worker},
                     headers=SERVICE)
-    assert r.status_code == 200 and r.json["run"], r.json
+    assert r.status_code == 200 and r.json["job"], r.json
     if finish:
         r = client.post(f"/internal/v1/tasks/{task_id}/finish", json={"attempt": 1, **finish}, headers=SERVICE)
         assert r.status_code == 200, r.json

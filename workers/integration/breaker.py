@@ -39,16 +39,22 @@ redis.call('HSET', k, 'state', 'half_open', 'trial_until', now + trial_ms)
 return {2, 0}
 """
 
-# -> ms until an open circuit admits a trial (0 when closed, half-open or due)
-_BLOCKED = """
+# -> {ms until an open circuit admits a trial (0 when closed, half-open or due), 1 when closed and no failure
+#     is counted (a call needs no `acquire`, and its success no `record`), else 0}
+_CHECK = """
 local k = KEYS[1]
 local open_ms = tonumber(ARGV[1])
-if redis.call('HGET', k, 'state') ~= 'open' then return 0 end
+local s = redis.call('HMGET', k, 'state', 'failures', 'opened_at')
+local state, failures = s[1] or 'closed', tonumber(s[2] or '0')
+if state ~= 'open' then
+  if state == 'closed' and failures == 0 then return {0, 1} end
+  return {0, 0}
+end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local left = open_ms - (now - tonumber(redis.call('HGET', k, 'opened_at') or '0'))
-if left > 0 then return left end
-return 0
+local left = open_ms - (now - tonumber(s[3] or '0'))
+if left > 0 then return {left, 0} end
+return {0, 0}
 """
 
 # ARGV: ok (1/0), threshold, ttl seconds -> new state
@@ -78,6 +84,15 @@ return 'closed'
 
 
 @dataclass(frozen=True)
+class Check:
+    """A read-only look at a host's circuit: `open_ms` until a trial is due (0: a call may be attempted);
+    `clean`: closed with no failure counted, so a call needs no `acquire` and its success no `record`."""
+
+    open_ms: int = 0
+    clean: bool = False
+
+
+@dataclass(frozen=True)
 class Permit:
     allowed: bool
     trial: bool = False
@@ -92,14 +107,19 @@ class CircuitBreaker:
         # state outlives the open period comfortably, then cleans itself up
         self.ttl_s = max(3600, int(settings.circuit_open_s * 10))
 
+    def check(self, host: str) -> Check:
+        """Read-only: how long `host`'s circuit stays open, and whether it is clean (see `Check`)."""
+        if self.client is None:  # in-process state (TEL_INTEGRATION_LOCAL_STATE): acquire and record always
+            return Check(BREAKERS.blocked_ms(state_key(self.settings, "cb", host), self.open_ms), False)
+        try:
+            left, clean = run_script(self.client, _CHECK, state_key(self.settings, "cb", host), self.open_ms)
+        except redis.RedisError:
+            return Check()
+        return Check(int(left), bool(int(clean)))
+
     def open_for_ms(self, host: str) -> int:
         """Read-only: how long `host`'s circuit stays open (0 if a call may be attempted)."""
-        if self.client is None:
-            return BREAKERS.blocked_ms(state_key(self.settings, "cb", host), self.open_ms)
-        try:
-            return int(run_script(self.client, _BLOCKED, state_key(self.settings, "cb", host), self.open_ms))
-        except redis.RedisError:
-            return 0
+        return self.check(host).open_ms
 
     def acquire(self, host: str, trial_ms: int) -> Permit:
         """May a call to `host` go out now? `trial_ms` bounds how long a half-open trial holds the slot."""

@@ -12,6 +12,7 @@ Redis configured (`TEL_INTEGRATION_LOCAL_STATE`) each process keeps its own buck
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
@@ -49,11 +50,17 @@ return {granted, wait}
 """
 
 
+@functools.lru_cache(maxsize=8)
+def _operator_rates(hosts: str, default: str) -> tuple[dict[str, tuple[int, float]], tuple[int, float]]:
+    """The parsed TEL_RATE_LIMIT_HOSTS and TEL_RATE_LIMIT_DEFAULT (parsed once, not on every attempt)."""
+    return parse_rate_overrides(hosts), parse_rate(default)
+
+
 def rate_for(host: str, cfg: dict[str, Any], settings: Settings) -> tuple[int, float]:
     """(count, window seconds) for calls to `host`: the slowest of the operator's and the definition's limits."""
-    overrides = parse_rate_overrides(settings.rate_limit_hosts)
+    overrides, default = _operator_rates(settings.rate_limit_hosts, settings.rate_limit_default)
     hostname = host.rsplit(":", 1)[0]
-    count, window = overrides.get(host) or overrides.get(hostname) or parse_rate(settings.rate_limit_default)
+    count, window = overrides.get(host) or overrides.get(hostname) or default
     rpm = (cfg.get("rateLimit") or {}).get("requestsPerMinute")
     if isinstance(rpm, int) and rpm > 0 and rpm / 60.0 < count / window:
         return rpm, 60.0

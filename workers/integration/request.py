@@ -10,6 +10,7 @@ from urllib.parse import quote, urlsplit
 
 from taskexec.config import Settings
 from taskexec.constants import TaskErrorCode
+from taskexec.protocol import Job
 from workers.integration.failure import CallFailure
 from workers.integration.http import Request, host_key
 from workers.integration.secrets import SecretNotFound, SecretsDenied, SecretsUnavailable
@@ -60,12 +61,12 @@ def _fill(value: Any, inputs: Any, secret: Callable[[str], str], where: str) -> 
     return guarded(lambda: render(value, inputs, secret), where)
 
 
-def prepare(job: dict[str, Any], settings: Settings, secret: Callable[[str], str]) -> Call:
+def prepare(job: Job, settings: Settings, secret: Callable[[str], str]) -> Call:
     """The request a job describes, with templates filled; raises CallFailure for bad input."""
-    cfg = job["definition"]["executionConfig"]
-    task = job["task"]
-    inputs = task.get("input")
-    key = idempotency_key(task["id"], job.get("dispatchToken") or job.get("attempt", 0))
+    cfg = job.definition.execution_config
+    task = job.task
+    inputs = task.input
+    key = idempotency_key(task.id, job.dispatch_token or job.attempt)
     headers = {"Idempotency-Key": key, "Accept": "application/json", "User-Agent": "taskexec-integration"}
     if cfg.get("integrationId"):
         base = (settings.integration_service_url or "").rstrip("/")
@@ -73,7 +74,7 @@ def prepare(job: dict[str, Any], settings: Settings, secret: Callable[[str], str
             raise CallFailure.bad_input("NOT_CONFIGURED", "INTEGRATION_SERVICE_URL is not configured")
         url = f"{base}/api/integrations/{quote(str(cfg['integrationId']), safe='')}/invoke"
         invoke = {"operation": cfg.get("operation"), "params": _fill(cfg.get("params") or {}, inputs, secret, "params"),
-                  "taskId": task["id"]}
+                  "taskId": task.id}
         req = Request("POST", url, headers=headers, json=invoke, guarded=False)  # the operator's own service
         kind = "integration-service"
     else:

@@ -14,6 +14,7 @@ from taskexec.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskT
 from taskexec.exceptions import Conflict, DestinationNotAllowed, ValidationFailed
 from taskexec.mapping import MappingError, Response, apply, needs_json
 from taskexec.netpolicy import check_url
+from taskexec.protocol import DeferIn, Job
 from taskexec.validation import validate_instance
 from workers.base import ExecuteTask, Outcome, worker_id
 from workers.integration.auth import Authenticator
@@ -28,6 +29,8 @@ from workers.integration.secrets import SecretResolver
 log = logging.getLogger(__name__)
 E = TaskErrorCode
 _pool: SessionPool | None = None
+# A breaker check older than this (the attempt waited for a rate-limit token) is asked again before the call.
+FRESH_CHECK_S = 0.05
 
 
 def session_pool(settings: Settings) -> SessionPool:
@@ -48,10 +51,10 @@ class Deferred(Outcome):
 class Attempt:
     """Everything one attempt needs; `run()` returns its Outcome and never raises for bad input."""
 
-    def __init__(self, job: dict[str, Any], settings: Settings) -> None:
+    def __init__(self, job: Job, settings: Settings) -> None:
         self.job = job
         self.settings = settings
-        self.cfg: dict[str, Any] = job["definition"]["executionConfig"]
+        self.cfg: dict[str, Any] = job.definition.execution_config
         self.redactor = Redactor()
         self.secret = SecretResolver(settings, self.redactor)
         self.pool = session_pool(settings)
@@ -63,7 +66,7 @@ class Attempt:
         except CallFailure as f:
             return self._failed(f)
         except Exception as exc:  # our own bug: report without the exception text (it may carry a URL)
-            log.error("integration attempt crashed", extra={"taskId": self.job["task"]["id"],
+            log.error("integration attempt crashed", extra={"taskId": self.job.task.id,
                                                             "error": type(exc).__name__})
             return Outcome.failed(E.INTEGRATION_ERROR.value, f"executor error: {type(exc).__name__}",
                                   metadata=self.meta, retry=True)
@@ -76,28 +79,32 @@ class Attempt:
         if call.request.guarded:  # refused before any rate-limit token, breaker slot or secret is spent on it;
             self._check_destination(call, shown)  # the connection checks again (and pins the address it checked)
         breaker = CircuitBreaker(self.settings)
-        blocked = breaker.open_for_ms(call.host)  # fail fast before waiting for a rate-limit token
-        if blocked:
+        look = breaker.check(call.host)  # fail fast before waiting for a rate-limit token
+        if look.open_ms:
             metrics.record_integration_request(call.host, E.CIRCUIT_OPEN.value)
-            raise self._circuit_open(call, shown, blocked)
+            raise self._circuit_open(call, shown, look.open_ms)
         count, window = rate_for(call.host, self.cfg, self.settings)
+        waited = time.monotonic()
         wait = RateLimiter(self.settings).acquire(call.host, count, window)
         if wait > 0:
             self.meta["rateLimit"] = {"limit": count, "windowSeconds": window, "deferredSeconds": round(wait, 3)}
             return Deferred(Status.PENDING.value, metadata=self.meta, delay_s=wait)
-        trial_ms = int(sum(call.timeout) * 1000) + 5000
-        permit = breaker.acquire(call.host, trial_ms)
-        if not permit.allowed:
-            raise self._circuit_open(call, shown, permit.wait_ms)
+        # A clean, closed circuit seen just now needs no permit (closed admits every call); after a wait for a
+        # rate-limit token, or with failures counted, ask for one: it may have opened, or this is its trial.
+        clean = look.clean and time.monotonic() - waited < FRESH_CHECK_S
+        if not clean:
+            permit = breaker.acquire(call.host, int(sum(call.timeout) * 1000) + 5000)
+            if not permit.allowed:
+                raise self._circuit_open(call, shown, permit.wait_ms)
         started = time.monotonic()
         try:
             reply = self._send(call, shown)
         except CallFailure as f:
-            self._observe(breaker, call.host, ok=not f.breaker, outcome=f.code.value, started=started)
+            self._observe(breaker, call.host, ok=not f.breaker, outcome=f.code.value, started=started, clean=clean)
             raise
         failure = classify(reply, shown, self.redactor.text(reply.text()[:1000]) if reply.status >= 400 else "")
         self._observe(breaker, call.host, ok=failure is None or not failure.breaker,
-                      outcome="success" if failure is None else failure.code.value, started=started)
+                      outcome="success" if failure is None else failure.code.value, started=started, clean=clean)
         if failure is not None:
             raise failure
         return self._complete(reply)
@@ -108,7 +115,7 @@ class Attempt:
         except DestinationNotAllowed as exc:
             metrics.record_integration_request(call.host, E.DESTINATION_NOT_ALLOWED.value)
             log.warning("integration call refused: destination not allowed",
-                        extra={"taskId": self.job["task"]["id"], "host": exc.host, "address": exc.address,
+                        extra={"taskId": self.job.task.id, "host": exc.host, "address": exc.address,
                                "reason": exc.reason})
             raise CallFailure(E.DESTINATION_NOT_ALLOWED,
                               f"{shown}: {exc}; integration calls reach public addresses only "
@@ -118,9 +125,10 @@ class Attempt:
             pass  # does not resolve (now): the call itself reports CONNECTION_ERROR
 
     @staticmethod
-    def _observe(breaker: CircuitBreaker, host: str, *, ok: bool, outcome: str, started: float) -> None:
-        """Feed the breaker and the metrics with one request's result."""
-        state = breaker.record(host, ok=ok)
+    def _observe(breaker: CircuitBreaker, host: str, *, ok: bool, outcome: str, started: float,
+                 clean: bool) -> None:
+        """Feed the breaker (a success on a clean circuit changes nothing) and the metrics with one result."""
+        state = "closed" if ok and clean else breaker.record(host, ok=ok)
         metrics.record_integration_request(host, outcome, time.monotonic() - started)
         if state in ("closed", "open", "half_open"):
             metrics.set_circuit_state(host, state)
@@ -157,7 +165,7 @@ class Attempt:
             raise CallFailure(E.INTEGRATION_ERROR, str(exc),
                               details={"reason": reason, "contentType": ctype, "httpStatus": reply.status}) from None
         output = self.redactor.deep(output)
-        schema = self.job["definition"].get("outputSchema")
+        schema = self.job.definition.output_schema
         if schema:
             try:
                 validate_instance(schema, output, "output")
@@ -176,14 +184,14 @@ class IntegrationTask(ExecuteTask):
     task_type = "INTEGRATION"
     name = CELERY_TASK_EXECUTE[TaskType.INTEGRATION]
 
-    def execute(self, job: dict[str, Any]) -> Outcome:
+    def execute(self, job: Job) -> Outcome:
         return Attempt(job, get_settings()).run()
 
     def _report(self, task_id: str, attempt: int, outcome: Outcome, ctx: dict[str, Any]) -> None:
         if isinstance(outcome, Deferred):
-            body = {"attempt": attempt, "delayMs": int(outcome.delay_s * 1000), "reason": "rate limit of the target"}
+            body = DeferIn(attempt=attempt, delay_ms=int(outcome.delay_s * 1000), reason="rate limit of the target")
             try:
-                self.router.post(f"/tasks/{task_id}/defer", body)
+                self.router.defer(task_id, body)
             except Conflict as exc:
                 log.info("deferral not recorded", extra={**ctx, "reason": exc.message})
             return
