@@ -25,7 +25,7 @@ from taskexec.db import Database
 from taskexec.events import outbox_rows
 from taskexec.exceptions import Conflict, NotFound, TaskexecError, ValidationFailed
 from taskexec.hotpath import TaskRow
-from taskexec.manager import _LATEST_DEFINITION, PUBLISH_GRACE, PUBLISH_GRACE_PER_TASK, TaskManager
+from taskexec.manager import _LATEST_DEFINITION, PUBLISH_GRACE, PUBLISH_GRACE_PER_TASK, TaskManager, retry_wanted
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
 from taskexec.protocol import FinishIn, StartIn, StartOut, TaskStateOut
 from taskexec.schemas import SubmitIn
@@ -259,8 +259,9 @@ class Lifecycle:
             try:
                 with self.db.transaction() as conn:
                     rows = hotpath.finish(conn, finishes, now)
-                    if any(not self._output_ok(row) for row in rows.values()):
-                        raise _OutputInvalid()  # rolled back: the ORM path records OUTPUT_VALIDATION_ERROR
+                    if any(not self._final_ok(row, reports[fast[j]][1]) for j, row in rows.items()):
+                        # rolled back: the ORM path records OUTPUT_VALIDATION_ERROR, or the retry
+                        raise _OutputInvalid()
                     observe = self._record(conn, [(row, Status.RUNNING, actor) for row in rows.values()], now)
                 done = {fast[j]: row for j, row in rows.items()}
                 _emit(observe)
@@ -280,7 +281,12 @@ class Lifecycle:
                 out.append(exc)
         return out
 
-    def _output_ok(self, row: TaskRow) -> bool:
+    def _final_ok(self, row: TaskRow, report: FinishIn) -> bool:
+        """May the hot path's result stand? Not when the output fails its schema, nor when the definition's
+        retry policy wants another attempt of a failure (both are `TaskManager.finish`'s to record)."""
+        if row.status in (Status.FAILED.value, Status.TIMED_OUT.value):
+            policy = self.manager.cached_definition(row.definition_id, row.definition_version).retry_policy
+            return not retry_wanted(policy, row.error, report.retry)
         if row.status != Status.COMPLETED.value:
             return True
         schema = self.manager.cached_definition(row.definition_id, row.definition_version).output_schema

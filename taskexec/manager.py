@@ -50,6 +50,17 @@ _LATEST_DEFINITION = (select(TaskDefinition).where(TaskDefinition.id == bindpara
                       .order_by(TaskDefinition.version_key.desc()).limit(1))
 
 
+def retry_wanted(policy: dict[str, Any] | None, error: dict[str, Any] | None, requested: bool) -> bool:
+    """The rule of `TaskManager.retryable`, on a definition's retry policy (the hot path asks it too)."""
+    code = (error or {}).get("code")
+    if code in NEVER_RETRIED:
+        return False
+    allowed = (policy or {}).get("retryableErrors")
+    if allowed is not None:
+        return code in allowed
+    return requested
+
+
 class TaskManager:
     """Definitions, tasks, their events; status changes go through `statemachine.transition`."""
 
@@ -390,14 +401,8 @@ class TaskManager:
         `retryPolicy.retryableErrors` decides when it is given; without it the worker's own verdict
         (`requested`: our faults such as SANDBOX_ERROR, transient integration failures) does. Codes in
         NEVER_RETRIED are final whatever the policy says."""
-        code = (error or {}).get("code")
-        if code in NEVER_RETRIED:
-            return False
-        policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
-        allowed = policy.get("retryableErrors")
-        if allowed is not None:
-            return code in allowed
-        return requested
+        return retry_wanted(self.get_definition(s, task.definition_id, task.definition_version).retry_policy,
+                            error, requested)
 
     def retry_delay(self, s: Session, task: TaskInstance, error: dict[str, Any] | None = None) -> float | None:
         """Seconds before the next retry, or None when retries are spent (contract section 5). A
