@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import requests
 from pydantic import BaseModel
 
+from taskexec import tracing
 from taskexec.config import Settings
 from taskexec.constants import INTERNAL_PREFIX
 from taskexec.exceptions import Conflict, NotFound, TaskexecError, Unavailable
@@ -93,7 +94,9 @@ class RouterClient:
         return self._report(LostReport(task_id=task_id, **dict(body)), f"/tasks/{task_id}/lost", LostOut)
 
     def status(self, task_id: str) -> TaskStatusOut:
-        return TaskStatusOut.model_validate(self._retrying(lambda: self._request("GET", f"/tasks/{task_id}/status")))
+        extra = tracing.outgoing_headers()
+        return TaskStatusOut.model_validate(self._retrying(
+            lambda: self._request("GET", f"/tasks/{task_id}/status", extra=extra)))
 
     def sweep(self, name: str) -> dict[str, Any]:
         """Ask the router to run one periodic sweep; its counts."""
@@ -101,12 +104,13 @@ class RouterClient:
 
     # ------------------------------------------------------------ transport
     def _report(self, report: Report, path: str, out: type[M]) -> M:
+        extra = tracing.outgoing_headers()  # the task's request id and trace, when a task is being run
         if self._batcher is not None and self._batch_ok:
             batcher = self._batcher
-            send: Callable[[], Raw] = lambda: batcher.call(report)  # noqa: E731
+            send: Callable[[], Raw] = lambda: batcher.call(report, extra)  # noqa: E731
         else:
             body = _json(report, exclude={"kind", "task_id"})
-            send = lambda: self._request("POST", path, body)  # noqa: E731
+            send = lambda: self._request("POST", path, body, extra)  # noqa: E731
         return out.model_validate(self._retrying(send, path))
 
     def _retrying(self, send: Callable[[], Raw], what: str = "") -> Any:
@@ -136,22 +140,24 @@ class RouterClient:
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
-    def _request(self, method: str, path: str, body: bytes | None = None) -> Raw:
+    def _request(self, method: str, path: str, body: bytes | None = None,
+                 extra: dict[str, str] | None = None) -> Raw:
         url = self.base + path
         if self.http is not None:
-            resp = self.http.request(method, url, data=body, timeout=TIMEOUT)
+            resp = self.http.request(method, url, data=body, headers=extra, timeout=TIMEOUT)
             return resp.status_code, _parse(resp.content)
-        reply = self.keepalive.request(method, url, body, self.headers)
+        reply = self.keepalive.request(method, url, body, {**self.headers, **extra} if extra else self.headers)
         return reply.status, _parse(reply.body)
 
-    def _send_reports(self, reports: list[Report]) -> list[Raw]:
-        """One call for several reports; each gets the (status, body) its single endpoint would give."""
-        status, data = self._request("POST", "/reports", _json(ReportsIn(items=reports)))
+    def _send_reports(self, reports: list[Report], extra: dict[str, str] | None = None) -> list[Raw]:
+        """One call for several reports; each gets the (status, body) its single endpoint would give.
+        `extra`: the trace headers of a call carrying one task's report (several tasks: the router's own)."""
+        status, data = self._request("POST", "/reports", _json(ReportsIn(items=reports)), extra)
         if status == 404 and not (isinstance(data, dict) and "results" in data):
             self._batch_ok = False  # an older router without /reports: single calls from now on
             log.warning("router has no /internal/v1/reports; sending reports one by one")
-            return [self._request("POST", f"/tasks/{r.task_id}/{r.kind}", _json(r, exclude={"kind", "task_id"}))
-                    for r in reports]
+            return [self._request("POST", f"/tasks/{r.task_id}/{r.kind}", _json(r, exclude={"kind", "task_id"}),
+                                  extra) for r in reports]
         if status != 200:
             return [(status, data)] * len(reports)
         results = ReportsOut.model_validate(data).results
@@ -164,15 +170,15 @@ class RouterClient:
 class _Batcher:
     """Coalesces reports from many threads into calls of `send` (at most SENDERS in flight)."""
 
-    def __init__(self, send: Callable[[list[Report]], list[Raw]]) -> None:
+    def __init__(self, send: Callable[[list[Report], dict[str, str] | None], list[Raw]]) -> None:
         self._send = send
-        self._queue: queue.SimpleQueue[tuple[Report, Future[Raw]]] = queue.SimpleQueue()
+        self._queue: queue.SimpleQueue[tuple[Report, Future[Raw], dict[str, str]]] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._senders = 0
 
-    def call(self, report: Report) -> Raw:
+    def call(self, report: Report, extra: dict[str, str]) -> Raw:
         future: Future[Raw] = Future()
-        self._queue.put((report, future))
+        self._queue.put((report, future, extra))
         with self._lock:
             if self._senders < SENDERS:
                 self._senders += 1
@@ -195,13 +201,13 @@ class _Batcher:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
-            try:
-                answers = self._send([report for report, _ in batch])
+            try:  # a call carrying one report (at rest, the common case) carries its task's trace too
+                answers = self._send([report for report, _, _ in batch], batch[0][2] if len(batch) == 1 else None)
             except BaseException as exc:  # noqa: BLE001 - every caller gets it (and retries)
-                for _, future in batch:
+                for _, future, _ in batch:
                     future.set_exception(exc)
                 continue
-            for (_, future), answer in zip(batch, answers, strict=True):
+            for (_, future, _), answer in zip(batch, answers, strict=True):
                 future.set_result(answer)
 
 

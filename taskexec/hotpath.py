@@ -37,8 +37,8 @@ _EVENTS: Table = TaskEvent.metadata.tables[TaskEvent.__tablename__]
 _OUTBOX: Table = OutboxMessage.metadata.tables[OutboxMessage.__tablename__]
 TASK_COLUMNS = ("id", "definition_id", "definition_version", "type", "status", "priority", "input",
                 "workflow_instance_id", "correlation_id", "callback_url", "execution_config", "idempotency_key",
-                "created_by", "dispatch_token", "available_at", "retry_count", "attempt", "version", "created_at",
-                "updated_at")
+                "created_by", "dispatch_token", "available_at", "queue_deadline", "execution_metadata",
+                "retry_count", "attempt", "version", "created_at", "updated_at")
 MAX_OUTBOX_TARGETS = 2  # orchestrator and the task's callback
 
 

@@ -25,9 +25,17 @@ from taskexec.db import Database
 from taskexec.events import outbox_rows
 from taskexec.exceptions import Conflict, NotFound, TaskexecError, ValidationFailed
 from taskexec.hotpath import TaskRow
-from taskexec.manager import _LATEST_DEFINITION, PUBLISH_GRACE, PUBLISH_GRACE_PER_TASK, TaskManager, retry_wanted
+from taskexec.manager import (
+    _LATEST_DEFINITION,
+    PUBLISH_GRACE,
+    PUBLISH_GRACE_PER_TASK,
+    TaskManager,
+    retry_wanted,
+    trace_metadata,
+)
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
 from taskexec.protocol import FinishIn, StartIn, StartOut, TaskStateOut
+from taskexec.queue_timeout import deadline as queue_deadline
 from taskexec.schemas import SubmitIn
 from taskexec.statemachine import event_type_for
 from taskexec.task_metrics import Observation, observations
@@ -159,7 +167,10 @@ class Lifecycle:
             "input": body.input, "workflow_instance_id": body.workflow_instance_id,
             "correlation_id": body.correlation_id or body.workflow_instance_id, "callback_url": body.callback_url,
             "execution_config": config, "idempotency_key": scoped, "created_by": principal.sub,
-            "dispatch_token": new_id(), "available_at": now + grace, "retry_count": 0, "attempt": 0,
+            "dispatch_token": new_id(), "available_at": now + grace,
+            "queue_deadline": queue_deadline(self.settings, now, definition.execution_config, config),
+            # the submitting request's ids travel with the task to the pools' logs and calls (taskexec.tracing)
+            "execution_metadata": trace_metadata(), "retry_count": 0, "attempt": 0,
             "version": 1, "created_at": now, "updated_at": now,
         }
         task = _task_row(row)
@@ -347,7 +358,8 @@ def _task_row(row: dict[str, Any]) -> TaskRow:
                    correlation_id=row["correlation_id"], definition_id=row["definition_id"],
                    definition_version=row["definition_version"], execution_config=row["execution_config"],
                    retry_count=0, attempt=0, dispatch_token=row["dispatch_token"], created_at=row["created_at"],
-                   available_at=row["available_at"], callback_url=row["callback_url"], execution_metadata=None,
+                   available_at=row["available_at"], callback_url=row["callback_url"],
+                   execution_metadata=row["execution_metadata"],
                    claimed_at=None)
 
 

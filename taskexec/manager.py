@@ -186,7 +186,7 @@ class TaskManager:
             idempotency_key=scoped_key,
             created_by=principal.sub,
             # the submitting request's ids travel with the task to the pools' logs and calls (taskexec.tracing)
-            execution_metadata=_trace_metadata(),
+            execution_metadata=trace_metadata(),
             dispatch_token=new_id(),
             available_at=now + PUBLISH_GRACE,  # published by this request; the dispatcher takes over after this
             queue_deadline=queue_deadline(self.settings, now, definition.execution_config, config),
@@ -332,11 +332,13 @@ class TaskManager:
         """What a worker needs to run the current attempt of `task` (`s` is needed only on a cache miss)."""
         definition = (self.get_definition(s, task.definition_id, task.definition_version) if s is not None
                       else self.cached_definition(task.definition_id, task.definition_version))
+        meta = task.execution_metadata or {}
         return Job(
             attempt=task.attempt, dispatch_token=task.dispatch_token or "", previous_worker=previous,
             task=JobTask(id=task.id, type=TaskType(task.type), input=task.input, priority=Priority(task.priority),
                          workflow_instance_id=task.workflow_instance_id, correlation_id=task.correlation_id,
-                         retry_count=task.retry_count),
+                         retry_count=task.retry_count, request_id=meta.get("requestId"),
+                         traceparent=meta.get("traceparent")),
             definition=JobDefinition(id=definition.id, version=definition.version, name=definition.name,
                                      output_schema=definition.output_schema, timeout=definition.timeout_ms,
                                      retry_policy=definition.retry_policy,
@@ -455,7 +457,8 @@ class TaskManager:
         enqueue_event(s, self.settings, task, evt.type, extra)
 
 
-def _trace_metadata() -> dict[str, str] | None:
+def trace_metadata() -> dict[str, str] | None:
+    """The current request's ids, stored in a new task's executionMetadata (the pools read them back)."""
     trace = tracing.current()
     return {"requestId": trace.request_id, "traceparent": trace.traceparent} if trace else None
 

@@ -83,6 +83,10 @@ class JobTask(Answer):
     workflow_instance_id: str | None = None
     correlation_id: str | None = None
     retry_count: int = 0
+    # the submitting request's X-Request-Id and traceparent (taskexec.tracing): on the pool's log lines
+    # and calls for this task
+    request_id: str | None = None
+    traceparent: str | None = None
 
 
 class JobDefinition(Answer):

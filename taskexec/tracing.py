@@ -61,6 +61,11 @@ def from_headers(request_id: str | None, traceparent: str | None) -> Trace:
     return Trace(rid, fresh.trace_id, fresh.span_id)
 
 
+def for_task(request_id: str | None, traceparent: str | None) -> Trace:
+    """An attempt's trace: the ids its submitting request stored (checked again), a new span."""
+    return from_headers(request_id, traceparent)
+
+
 _current: contextvars.ContextVar[Trace | None] = contextvars.ContextVar("taskexec_trace", default=None)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import os
 import socket
@@ -159,7 +160,9 @@ class AutomatedTask(ExecuteTask):
             if killed:
                 log.info("killed orphaned containers", extra={"taskId": spec.task_id, "count": killed})
         cancel, done = threading.Event(), threading.Event()
-        watcher = threading.Thread(target=watch_cancel, args=(self.router, spec.task_id, cancel, done), daemon=True)
+        # run in this attempt's context: its status polls carry the task's request id and trace
+        watcher = threading.Thread(target=contextvars.copy_context().run,
+                                   args=(watch_cancel, self.router, spec.task_id, cancel, done), daemon=True)
         watcher.start()
         try:
             result = run.run(spec, cancel=cancel)

@@ -13,6 +13,7 @@ from celery import Task
 from celery.exceptions import Reject
 from celery.worker import state as worker_state
 
+from taskexec import tracing
 from taskexec.client import RouterClient
 from taskexec.config import get_settings
 from taskexec.exceptions import Conflict, NotFound
@@ -90,8 +91,17 @@ class ExecuteTask(Task):
         if job is None:
             log.info("message skipped", extra={"taskId": task_id, "reason": answer.reason})
             return "skipped"
+        # the submitting request's ids: on this attempt's log lines and on every call made for it
+        trace = tracing.for_task(job.task.request_id, job.task.traceparent)
+        tracing.set_current(trace)
+        try:
+            return self._attempt(task_id, job, trace)
+        finally:
+            tracing.set_current(None)  # a pool thread runs one task after another
+
+    def _attempt(self, task_id: str, job: Job, trace: tracing.Trace) -> str:
         ctx = {"taskId": task_id, "attempt": job.attempt, "definition": job.definition.id,
-               "correlationId": job.task.correlation_id}
+               "correlationId": job.task.correlation_id, **trace.fields()}
         attempt_started.send(sender=self, job=job, context=ctx)
         log.info("task started", extra=ctx)
         try:

@@ -19,6 +19,7 @@ result). A started task whose timeout does not fit in what is left is handed bac
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import logging
 import os
@@ -111,7 +112,9 @@ class ServerlessExecutor:
 
     def execute(self, job: Job, spec: Any) -> Outcome:
         cancel, done = threading.Event(), threading.Event()
-        watcher = threading.Thread(target=watch_cancel, args=(self.router, spec.task_id, cancel, done), daemon=True)
+        # run in this attempt's context: its status polls carry the task's request id and trace
+        watcher = threading.Thread(target=contextvars.copy_context().run,
+                                   args=(watch_cancel, self.router, spec.task_id, cancel, done), daemon=True)
         watcher.start()
         try:
             result = self.runner.run(spec, cancel=cancel)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 import pytest
 import requests
 
-from tests.e2e.helpers import ADMIN
+from tests.e2e.helpers import ADMIN, define, submit, wait_status
 from tests.http_target import Reply, Seen, Target, json_reply
 from tests.integration_support import FAST_RETRY, http_def, module_stack, run, start_pool
 from tests.support import Stack
@@ -59,6 +60,36 @@ def test_api_key_in_header_and_query_and_basic_auth(stack: Stack, target: Target
     assert basic["status"] == "COMPLETED"
     expected = "Basic " + base64.b64encode(f"svc:{PASSWORD}".encode()).decode()
     assert target.calls("/keyed")[-1].headers["authorization"] == expected
+
+
+def test_the_submitting_request_id_and_trace_follow_the_task(stack: Stack, target: Target) -> None:
+    """X-Request-Id and traceparent of the submit reach the pool's log lines for the task, its calls to the
+    router, and the integration target (a new span of the same trace at each hop)."""
+    url = target.on("/traced", _ok)
+    define(stack, http_def("traced", url))
+    trace_id = "4bf92f3577b34da6a3ce929d0e0e4736"
+    r = submit(stack, "traced", headers={"X-Request-Id": "req-trace-1",
+                                         "traceparent": f"00-{trace_id}-00f067aa0ba902b7-01"})
+    assert r.status_code == 201, r.text
+    task = wait_status(stack, r.json()["id"])
+    assert task["status"] == "COMPLETED", task["error"]
+
+    seen = target.calls("/traced")[-1].headers
+    assert seen["x-request-id"] == "req-trace-1"
+    version, got_trace, span, _ = seen["traceparent"].split("-")
+    assert (version, got_trace) == ("00", trace_id) and span != "00f067aa0ba902b7"
+
+    def lines(name: str) -> list[dict[str, Any]]:
+        text = (stack.logdir / f"{name}.log").read_text(errors="replace")
+        return [json.loads(x) for x in text.splitlines()
+                if x.startswith("{") and (task["id"] in x or "req-trace-1" in x)]
+
+    pool = [x for x in lines("integration") if x.get("taskId") == task["id"]]
+    assert {x["msg"] for x in pool} >= {"task started", "task finished"}
+    assert all(x.get("requestId") == "req-trace-1" and x.get("traceId") == trace_id for x in pool), pool
+    reports = [x for x in lines("router") if x.get("logger") == "taskexec.access" and x["route"].startswith(
+        "/internal/v1/") and x.get("requestId") == "req-trace-1"]
+    assert reports and all(x["traceId"] == trace_id for x in reports), "the pool's finish carried no trace"
 
 
 def test_oauth2_client_credentials_token_cached_and_refreshed_once_on_401(stack: Stack, target: Target) -> None:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
+from taskexec import tracing
 from taskexec.config import Settings
 from taskexec.constants import TaskErrorCode
 from taskexec.protocol import Job
@@ -67,7 +68,8 @@ def prepare(job: Job, settings: Settings, secret: Callable[[str], str]) -> Call:
     task = job.task
     inputs = task.input
     key = idempotency_key(task.id, job.dispatch_token or job.attempt)
-    headers = {"Idempotency-Key": key, "Accept": "application/json", "User-Agent": "taskexec-integration"}
+    headers = {"Idempotency-Key": key, "Accept": "application/json", "User-Agent": "taskexec-integration",
+               **tracing.outgoing_headers()}  # the task's X-Request-Id and traceparent; a definition may override
     if cfg.get("integrationId"):
         base = (settings.integration_service_url or "").rstrip("/")
         if not base:
