@@ -41,6 +41,20 @@ class Submitted(schemas.SubmitOut):
     replayed: bool = False
 
 
+class BatchItemResult(schemas.BatchResult):
+    """One item of a batch: `id`/`status` when stored (`http_status` 201, or 200 for a replayed key), else
+    `error` (the envelope its own submission would have got)."""
+
+    model_config = LENIENT
+
+    @property
+    def ok(self) -> bool:
+        return self.http_status < 300
+
+
+BatchItemResult.model_rebuild(_types_namespace=vars(schemas))  # `error: ErrorBody` is declared later there
+
+
 class TaskStatus(schemas.StatusOut):
     model_config = LENIENT
 

@@ -92,6 +92,20 @@ def test_submit_is_idempotent_and_errors_are_envelope_exceptions(sdk_stack: Stac
         tel.get("../definitions/greet")
 
 
+def test_submit_batch_answers_each_item(tel: TaskexecClient) -> None:
+    key = f"batch-{uuid.uuid4().hex[:8]}"
+    items = [{"taskDefinitionId": "greet", "input": {"name": "Ada"}, "idempotencyKey": key},
+             {"taskDefinitionId": "greet", "input": {"times": 0}},
+             {"taskDefinitionId": "no-such-definition", "input": {}}]
+    first = tel.submit_batch(items)
+    assert [r.http_status for r in first] == [201, 422, 404]
+    assert first[0].ok and first[0].status == "PENDING" and not first[1].ok
+    assert first[1].error is not None and first[1].error.code == "VALIDATION_ERROR"
+    assert tel.get(first[0].id or "").input == {"name": "Ada"}
+    again = tel.submit_batch(items[:1])  # the same key: the first task, not a second one
+    assert [(r.http_status, r.id) for r in again] == [(200, first[0].id)]
+
+
 def test_wait_inbox_claim_complete_reassign(sdk_stack: Stack, tel: TaskexecClient) -> None:
     first = tel.submit("review", {"doc": "a.pdf"}).id
     second = tel.submit("review", {"doc": "b.pdf"}).id
