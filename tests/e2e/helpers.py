@@ -59,8 +59,8 @@ def finish_via_internal_api(stack: Stack, task_id: str, status: str = "FAILED", 
     key = {"X-API-Key": stack.service_key}
     r = requests.post(f"{stack.url}/internal/v1/tasks/{task_id}/start", headers=key, timeout=10,
                       json={"dispatchToken": row[0] if row else "", "workerId": "w-test"})
-    assert r.status_code == 200 and r.json()["run"], r.text
-    body = {"attempt": r.json()["attempt"], "status": status, "retry": retry, **result}
+    assert r.status_code == 200 and r.json()["job"], r.text
+    body = {"attempt": r.json()["job"]["attempt"], "status": status, "retry": retry, **result}
     if status == "FAILED":
         body.setdefault("error", {"code": "NON_ZERO_EXIT", "message": "boom"})
     r = requests.post(f"{stack.url}/internal/v1/tasks/{task_id}/finish", headers=key, timeout=10, json=body)

@@ -95,7 +95,7 @@ def test_a_single_submit_sees_a_version_registered_meanwhile(
     assert_envelope(client.post(f"{API}/tasks", json=item(), headers=admin), 422, "VALIDATION_ERROR", "input")
     r = client.post(f"{API}/tasks", json={**item(), "input": {"name": "Ada", "city": "Paris"}}, headers=admin)
     assert r.status_code == 201
-    assert sql(database, "SELECT definition_version FROM task_instances WHERE id = %s", r.json["id"]) == [(2,)]
+    assert sql(database, "SELECT definition_version FROM task_instances WHERE id = %s", r.json["id"]) == [("1.0.1",)]
 
 
 def test_the_request_itself_is_checked_as_a_whole(client: Any, admin: dict[str, str], greet: None,

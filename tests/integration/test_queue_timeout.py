@@ -65,7 +65,7 @@ def test_a_task_nobody_takes_times_out_and_a_late_message_runs_nothing(
     # the message still on the broker arrives late: the start call refuses it
     r = client.post(f"/internal/v1/tasks/{task_id}/start", json={"dispatchToken": token, "workerId": "late:1"},
                     headers=SERVICE)
-    assert r.status_code == 200 and r.json["run"] is False and "TIMED_OUT" in r.json["reason"], r.json
+    assert r.status_code == 200 and r.json["job"] is None and "TIMED_OUT" in r.json["reason"], r.json
     # a second sweep finds nothing more
     assert client.post("/internal/v1/sweeps/queued", headers=SERVICE).json["queued"] == []
 
@@ -91,7 +91,7 @@ def test_a_retry_waits_anew_from_when_it_is_due(client: Any, admin: dict[str, st
     token = sql(database, "SELECT dispatch_token FROM task_instances WHERE id = %s", task_id)[0][0]
     r = client.post(f"/internal/v1/tasks/{task_id}/start", json={"dispatchToken": token, "workerId": "w:1"},
                     headers=SERVICE)
-    assert r.json["run"] is True
+    assert r.json["job"] is not None
     r = client.post(f"/internal/v1/tasks/{task_id}/finish", headers=SERVICE,
                     json={"attempt": 1, "status": "FAILED", "retry": True,
                           "error": {"code": "SANDBOX_ERROR", "message": "engine down"}})
