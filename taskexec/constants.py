@@ -106,8 +106,33 @@ STATUS_EVENT: dict[Status, EventType] = {
 }
 
 EVENT_SOURCE = "task-execution-layer"
-# Audit-only event (never sent out): a task put back to wait, e.g. for its target's rate limit.
-DEFERRED_EVENT = "task.instance.deferred"
+
+
+class AuditEvent(StrEnum):
+    """Audit-only events in a task's history (`GET /tasks/{id}/events`), never sent to the orchestrator.
+
+    A status change is audited under its `EventType` unless it names one of these instead (a claim is
+    audited as `task.claimed` but announced as `task.manual.assigned`).
+    """
+
+    VIEWED = "task.viewed"  # a person opened the task (manual inbox, task API)
+    CLAIMED = "task.claimed"
+    REASSIGNED = "task.reassigned"
+    ESCALATED = "task.escalated"
+    REMINDER_SENT = "task.reminder_sent"
+    ASSIGNMENT_DEFERRED = "task.assignment_deferred"  # every load-balanced candidate is at the cap
+    DEFERRED = "task.instance.deferred"  # put back to wait, e.g. for its target's rate limit
+    CLAIM_REJECTED = "task.claim_rejected"
+    COMPLETION_REJECTED = "task.completion_rejected"
+    REASSIGNMENT_REJECTED = "task.reassignment_rejected"
+
+
+# A refused human action (the API's action name) and the audit event that keeps it in the task's history.
+REJECTION_EVENT: dict[str, AuditEvent] = {
+    "claim": AuditEvent.CLAIM_REJECTED,
+    "completion": AuditEvent.COMPLETION_REJECTED,
+    "reassignment": AuditEvent.REASSIGNMENT_REJECTED,
+}
 
 
 class Permission(StrEnum):
