@@ -10,7 +10,7 @@ from api.routing import Header, operation
 from api.runtime import runtime
 from api.security import audit_fields, current
 from api.shedding import batch_submissions, sheddable
-from taskexec.constants import API_PREFIX, AuditEvent, Permission, Status
+from taskexec.constants import API_PREFIX, AuditEvent, Permission, Status, TaskType
 from taskexec.dispatch import publish_new
 from taskexec.exceptions import BadRequest, NotFound, TaskexecError
 from taskexec.models import TaskInstance
@@ -109,8 +109,7 @@ def submit_batch():
 
 
 def _error(exc: TaskexecError) -> BatchResult:
-    return BatchResult(http_status=exc.status, error=ErrorBody(code=str(exc.code), message=exc.message,
-                                                               details=exc.details))
+    return BatchResult(http_status=exc.status, error=ErrorBody.model_validate(exc.error_body()))
 
 
 @operation(bp, "GET", "", summary="List tasks, newest first", permission=Permission.LIST, query=TaskListQuery,
@@ -129,7 +128,7 @@ def get(task_id: str):
     rt = runtime()
     with rt.db.session() as s:
         task = load_visible(s, task_id)
-        if task.type == "MANUAL" and not current().has(Permission.INTERNAL):
+        if task.type == TaskType.MANUAL and not current().has(Permission.INTERNAL):
             rt.manager.record(s, task, AuditEvent.VIEWED, current().sub, **audit_fields())
         return jsonify(task_out(task))
 

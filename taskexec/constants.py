@@ -173,12 +173,37 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
                           Permission.DEFINITIONS_READ}),
 }
 
+class Pool(StrEnum):
+    """The worker pools, one per task type (`taskexec worker <pool>`, the Celery node name's prefix)."""
+
+    AUTOMATED = "automated"
+    MANUAL = "manual"
+    INTEGRATION = "integration"
+
+    @classmethod
+    def of(cls, task_type: TaskType | str) -> Pool:
+        """The pool that runs tasks of `task_type`."""
+        return cls(TaskType(task_type).value.lower())
+
+
+POOLS: tuple[str, ...] = tuple(p.value for p in Pool)
+DEADLETTER = "deadletter"  # the dead-letter queue's key next to the pools' (queue listings, broker stats)
+
+
+class OutboxTarget(StrEnum):
+    """Who an outbox row is for (the `target` column; a label of the outbox metrics)."""
+
+    ORCHESTRATOR = "orchestrator"
+    CALLBACK = "callback"  # the task's own callbackUrl
+    NOTIFICATION = "notification"  # the notification service (manual tasks)
+
+
 # Default queue names (overridable through TEL_QUEUE_<TYPE>_NAME).
 DEFAULT_QUEUES: dict[str, str] = {
-    "AUTOMATED": "task-execution-automated",
-    "MANUAL": "task-execution-manual",
-    "INTEGRATION": "task-execution-integration",
-    "DEADLETTER": "task-execution-deadletter",
+    TaskType.AUTOMATED: "task-execution-automated",
+    TaskType.MANUAL: "task-execution-manual",
+    TaskType.INTEGRATION: "task-execution-integration",
+    DEADLETTER.upper(): "task-execution-deadletter",
 }
 
 # Celery task names (one source of truth for producers and consumers).

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from taskexec.assignment import DEFAULT_DEADLINE_S, Assignment
 from taskexec.assignment import resolve as resolve_assignment
 from taskexec.auth import Principal
-from taskexec.constants import REJECTION_EVENT, AuditEvent, EventType, Permission, Priority, Status, TaskType
+from taskexec.constants import REJECTION_EVENT, AuditEvent, EventType, Permission, Pool, Priority, Status, TaskType
 from taskexec.db import json_has_any
 from taskexec.exceptions import BadRequest, Conflict, Forbidden, NotFound, TaskexecError, ValidationFailed
 from taskexec.manual_timers import next_timer, output_errors, task_config
@@ -182,7 +182,7 @@ class ManualTasks:
         meta = dict(task.execution_metadata or {})
         meta.update({"endTime": now.isoformat(), "completedBy": who.sub,
                      "durationMs": int((now - task.created_at).total_seconds() * 1000),
-                     "executionEnvironment": {"pool": "manual"}})
+                     "executionEnvironment": {"pool": Pool.MANUAL.value}})
         self._move(s, task, Status.COMPLETED, output=output, completed_by=who.sub, execution_metadata=meta,
                    assignee=task.assignee or who.sub, extra={"completedBy": who.sub}, **audit.fields())
         notify(s, self.settings, task, NotificationType.COMPLETION, [task.created_by, task.assignee],

@@ -18,12 +18,13 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from taskexec.config import Settings
+from taskexec.constants import OutboxTarget
 from taskexec.models import OutboxMessage, TaskInstance, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
 NOTIFICATION_PATH = "/api/v1/notifications"
-NOTIFICATION_TARGET = "notification"
+NOTIFICATION_TARGET = OutboxTarget.NOTIFICATION.value
 ROLE_PREFIX = "role:"
 
 

@@ -50,7 +50,8 @@ def test_valid_items_are_stored_and_published_whatever_the_others(
                                            stored[1]["id"]: ("Grace", "MEDIUM", None, True, "admin")}
     assert sql(database, "SELECT count(*) FROM task_events WHERE type = 'task.instance.created'") == [(2,)]
     detail = client.get(f"{API}/tasks/{stored[1]['id']}", headers=admin).json
-    assert detail["status"] == "PENDING" and detail["definitionVersion"] == "1.0.0" and detail["input"] == {"name": "Grace"}
+    assert detail["status"] == "PENDING" and detail["definitionVersion"] == "1.0.0"
+    assert detail["input"] == {"name": "Grace"}
 
 
 def test_each_item_has_its_own_idempotency_key(
