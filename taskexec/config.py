@@ -41,7 +41,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, SecretFilesSource(settings_cls), VaultSource(settings_cls),
                 dotenv_settings, file_secret_settings)
 
-    # --- seed names (contract section 2)
+    # --- seed names (unprefixed: the deployment documents them; README "Configuration")
     database_url: str = Field(default_factory=local_database_url, validation_alias="DATABASE_URL")
     workflow_orchestrator_url: str | None = Field(None, validation_alias="WORKFLOW_ORCHESTRATOR_URL")
     task_router_url: str = Field("http://127.0.0.1:8081", validation_alias="TASK_ROUTER_URL")

@@ -47,7 +47,7 @@ class Runtime(StrEnum):
 
 
 class ErrorCode(StrEnum):
-    """API error envelope codes (contract section 4)."""
+    """API error envelope codes (docs/api.md, "The error envelope")."""
 
     VALIDATION_ERROR = "VALIDATION_ERROR"
     UNAUTHORIZED = "UNAUTHORIZED"
@@ -83,7 +83,7 @@ class TaskErrorCode(StrEnum):
 
 
 class EventType(StrEnum):
-    """Outbound orchestrator event types (contract section 7)."""
+    """Outbound orchestrator event types (docs/api.md; docs/architecture.md, the outbox)."""
 
     CREATED = "task.instance.created"
     STARTED = "task.instance.started"

@@ -402,7 +402,7 @@ class TaskManager:
                             error, requested)
 
     def retry_delay(self, s: Session, task: TaskInstance, error: dict[str, Any] | None = None) -> float | None:
-        """Seconds before the next retry, or None when retries are spent (contract section 5). A
+        """Seconds before the next retry, or None when retries are spent (docs/architecture.md). A
         `details.retryAfterMs` (e.g. a 429's Retry-After) is a floor on the delay."""
         policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
         if task.retry_count >= policy.get("maxRetries", DEFAULT_INFRA_RETRIES):
