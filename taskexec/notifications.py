@@ -1,7 +1,7 @@
 """Notifications to people about manual tasks, written to the outbox and delivered by the router's dispatcher.
 
 Each notification is one `OutboxMessage` with target `notification`, POSTed to
-`${NOTIFICATION_SERVICE_URL}/api/v1/notifications` with the contract body
+`${NOTIFICATION_SERVICE_URL}/api/v1/notifications` with the body
 `{type, recipients, taskId, taskName, priority, dueDate}`. Because it rides the outbox it is written in
 the same transaction as the change it reports, retried with backoff while the service is down, and never
 blocks an API request. Recipients are user names; a role is sent as `role:<name>`.
