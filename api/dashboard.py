@@ -18,7 +18,7 @@ from api.pages import page_blueprint
 from api.routing import operation
 from api.runtime import runtime
 from taskexec import stats
-from taskexec.constants import API_PREFIX, Permission
+from taskexec.constants import API_PREFIX, Permission, Pool, Status
 
 bp = page_blueprint("dashboard", "dashboard", "/dashboard")
 
@@ -60,10 +60,11 @@ def pools(body: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
         mine = [w for w in workers if queue in w.queues]
         capacity = sum(w.concurrency for w in mine)
         open_now = body["open"].get(pool.upper(), {})
-        busy = open_now.get("RUNNING", 0)
-        out.append({"pool": pool, "queue": queue, "queued": lengths.get(queue), "pending": open_now.get("PENDING", 0),
-                    "assigned": open_now.get("ASSIGNED", 0), "running": busy,
+        busy = open_now.get(Status.RUNNING, 0)
+        out.append({"pool": pool, "queue": queue, "queued": lengths.get(queue),
+                    "pending": open_now.get(Status.PENDING, 0),
+                    "assigned": open_now.get(Status.ASSIGNED, 0), "running": busy,
                     "workersOnline": len(mine) if inspected else None, "capacity": capacity if inspected else None,
-                    "load": round(busy / capacity, 3) if inspected and capacity and pool != "manual" else None,
+                    "load": round(busy / capacity, 3) if inspected and capacity and pool != Pool.MANUAL else None,
                     "workers": [{"name": w.name, "concurrency": w.concurrency} for w in mine]})
     return out, reachable

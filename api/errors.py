@@ -10,7 +10,7 @@ from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
 from taskexec.constants import ErrorCode
-from taskexec.exceptions import TaskexecError
+from taskexec.exceptions import TaskexecError, error_envelope
 
 log = logging.getLogger(__name__)
 
@@ -30,13 +30,13 @@ _HTTP_CODES = {
 
 
 def error_response(status: int, code: str, message: str, details: object = None) -> tuple[Response, int]:
-    return jsonify({"error": {"code": code, "message": message, "details": details}}), status
+    return jsonify(error_envelope(code, message, details)), status
 
 
 def register_error_handlers(app: Flask) -> None:
     @app.errorhandler(TaskexecError)
-    def _ours(exc: TaskexecError) -> tuple[Response, int]:
-        return error_response(exc.status, str(exc.code), exc.message, exc.details)
+    def _ours(exc: TaskexecError) -> tuple[Response, int]:  # rate limits (429) and shedding (503) too
+        return jsonify(exc.envelope()), exc.status
 
     @app.errorhandler(HTTPException)
     def _http(exc: HTTPException) -> tuple[Response, int]:
@@ -61,7 +61,7 @@ def write_protocol_error(sock: socket.socket, status: int, reason: str, message:
     """Replaces gunicorn's HTML page for requests it refuses before Flask sees them (request line or headers too
     large or malformed): the same JSON error envelope as every other error."""
     code = _HTTP_CODES.get(status, ErrorCode.VALIDATION_ERROR if status < 500 else ErrorCode.INTERNAL_ERROR)
-    body = json.dumps({"error": {"code": str(code), "message": message or reason, "details": None}}).encode()
+    body = json.dumps(error_envelope(code, message or reason)).encode()
     head = (f"HTTP/1.1 {status} {reason}\r\nConnection: close\r\nContent-Type: application/json\r\n"
             f"Content-Length: {len(body)}\r\n\r\n").encode("latin-1")
     from gunicorn.util import write_nonblock

@@ -167,8 +167,7 @@ def _as_error(exc: Exception, report: Report) -> TaskexecError:
 
 def _out(answer: BaseModel | TaskexecError) -> ReportOut:
     if isinstance(answer, TaskexecError):
-        return ReportOut(status=answer.status, error=ErrorBody(code=str(answer.code), message=answer.message,
-                                                               details=answer.details))
+        return ReportOut(status=answer.status, error=ErrorBody.model_validate(answer.error_body()))
     return ReportOut(status=200, result=answer.model_dump(mode="json", by_alias=True))
 
 

@@ -12,9 +12,9 @@ from api.io import page, parse_body, parse_query, task_out
 from api.routing import operation
 from api.runtime import runtime
 from api.security import audit_fields, current
-from taskexec.constants import API_PREFIX, Permission
+from taskexec.constants import API_PREFIX, AuditEvent, Permission
 from taskexec.exceptions import TaskexecError
-from taskexec.manual import Audit, ManualTasks, can_see
+from taskexec.manual import Audit, ManualTasks
 from taskexec.manual_timers import task_config
 from taskexec.models import TaskInstance
 from taskexec.schemas import (
@@ -111,10 +111,10 @@ def inbox_item(task_id: str) -> Any:
         definition, config = task_config(rt.manager, s, task)
         out: dict[str, Any] = {
             **task_out(task), "taskName": definition.name, "description": definition.description,
-            "claimed": task.assignee == who.sub, "canClaim": can_see(task, who) and task.assignee != who.sub,
+            "claimed": task.assignee == who.sub, "canClaim": svc.can_claim(task, who),
             "formSchema": config.get("formSchema") or definition.output_schema or {},
             "outputSchema": definition.output_schema or {},
         }
         a = _audit()
-        rt.manager.record(s, task, "task.viewed", a.actor, ip=a.ip, user_agent=a.user_agent)
+        rt.manager.record(s, task, AuditEvent.VIEWED, a.actor, ip=a.ip, user_agent=a.user_agent)
     return jsonify(out)

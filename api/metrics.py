@@ -1,4 +1,4 @@
-"""`GET /metrics` on the router (no credentials, contract section 3), and the state-change metrics hook."""
+"""`GET /metrics` on the router (no credentials, docs/api.md), and the state-change metrics hook."""
 
 from __future__ import annotations
 

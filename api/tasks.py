@@ -10,8 +10,7 @@ from api.routing import Header, operation
 from api.runtime import runtime
 from api.security import audit_fields, current
 from api.shedding import batch_submissions, sheddable
-from taskexec.auth import Principal
-from taskexec.constants import API_PREFIX, Permission, Status
+from taskexec.constants import API_PREFIX, AuditEvent, Permission, Status, TaskType
 from taskexec.dispatch import publish_new
 from taskexec.exceptions import BadRequest, NotFound, TaskexecError
 from taskexec.models import TaskInstance
@@ -33,6 +32,7 @@ from taskexec.schemas import (
     TaskOut,
     TaskPage,
 )
+from taskexec.visibility import can_see
 
 bp = Blueprint("tasks", __name__, url_prefix=f"{API_PREFIX}/tasks")
 
@@ -40,17 +40,10 @@ IDEMPOTENCY_KEY = Header("Idempotency-Key", "a retry with the same key and body 
                          MAX_IDEMPOTENCY_KEY)
 
 
-def _visible(task: TaskInstance, who: Principal) -> bool:
-    """Submitters see all tasks they may read; operators only what is theirs or offered to their roles."""
-    if who.is_admin or who.has(Permission.EXECUTE) or who.has(Permission.INTERNAL) or who.has(Permission.MONITOR):
-        return True
-    roles = set(task.candidate_roles or [])
-    return task.assignee == who.sub or bool(roles & set(who.roles)) or who.sub in (task.candidate_users or [])
-
-
 def load_visible(s, task_id: str) -> TaskInstance:
+    """The task, if the caller may see it (`taskexec.visibility`); else 404, as if it did not exist."""
     task = runtime().manager.get_task(s, task_id)
-    if not _visible(task, current()):
+    if not can_see(task, current()):
         raise NotFound(f"task {task_id} not found")
     return task
 
@@ -116,8 +109,7 @@ def submit_batch():
 
 
 def _error(exc: TaskexecError) -> BatchResult:
-    return BatchResult(http_status=exc.status, error=ErrorBody(code=str(exc.code), message=exc.message,
-                                                               details=exc.details))
+    return BatchResult(http_status=exc.status, error=ErrorBody.model_validate(exc.error_body()))
 
 
 @operation(bp, "GET", "", summary="List tasks, newest first", permission=Permission.LIST, query=TaskListQuery,
@@ -126,10 +118,8 @@ def list_():
     q = parse_query(TaskListQuery)
     who = current()
     rt = runtime()
-    privileged = (who.is_admin or who.has(Permission.EXECUTE) or who.has(Permission.INTERNAL)
-                  or who.has(Permission.MONITOR))
     with rt.db.session() as s:
-        rows, total = rt.manager.list_tasks(s, q, viewer=None if privileged else who)
+        rows, total = rt.manager.list_tasks(s, q, viewer=who)
         return jsonify(page([task_out(t) for t in rows], q.page, q.limit, total))
 
 
@@ -138,8 +128,8 @@ def get(task_id: str):
     rt = runtime()
     with rt.db.session() as s:
         task = load_visible(s, task_id)
-        if task.type == "MANUAL" and not current().has(Permission.INTERNAL):
-            rt.manager.record(s, task, "task.viewed", current().sub, **audit_fields())
+        if task.type == TaskType.MANUAL and not current().has(Permission.INTERNAL):
+            rt.manager.record(s, task, AuditEvent.VIEWED, current().sub, **audit_fields())
         return jsonify(task_out(task))
 
 

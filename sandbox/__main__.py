@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from sandbox.errors import ImageBuildError, SandboxUnavailable
-from sandbox.images import build_images
+from sandbox.images import DEFAULT_MIRROR, DEFAULT_SUITE, build_images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -14,10 +14,12 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build-image", help="build the runtime images (debootstrap + docker import)")
     build.add_argument("--force", action="store_true", help="rebuild even if the images exist")
+    build.add_argument("--suite", default=DEFAULT_SUITE, help="Debian release to debootstrap")
+    build.add_argument("--mirror", default=DEFAULT_MIRROR, help="Debian mirror to debootstrap from")
     args = parser.parse_args(argv)
     if args.command == "build-image":
         try:
-            images = build_images(force=args.force)
+            images = build_images(force=args.force, suite=args.suite, mirror=args.mirror)
         except (ImageBuildError, SandboxUnavailable) as exc:
             print(f"error: {exc}", file=sys.stderr)
             return 1

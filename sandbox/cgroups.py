@@ -12,7 +12,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
-CGROUP_ROOT = os.environ.get("TASKEXEC_CGROUP_ROOT", "/sys/fs/cgroup")
+CGROUP_ROOT = "/sys/fs/cgroup"  # a worker that cannot see it falls back to the stats API
 
 
 @dataclass

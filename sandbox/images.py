@@ -27,8 +27,9 @@ DEFAULT_IMAGES: dict[str, str] = {
 }
 
 SANDBOX_UID = 10001
-SUITE = os.environ.get("TASKEXEC_SANDBOX_SUITE", "bookworm")
-MIRROR = os.environ.get("TASKEXEC_SANDBOX_MIRROR", "http://deb.debian.org/debian")
+# The Debian release and mirror debootstrap builds from (the caller's settings: TEL_SANDBOX_SUITE/_MIRROR).
+DEFAULT_SUITE = "bookworm"
+DEFAULT_MIRROR = "http://deb.debian.org/debian"
 
 # Dropped from the root filesystem to keep the image small; none are needed at run time.
 _PRUNE = ["var/cache/apt", "var/lib/apt/lists", "usr/share/doc", "usr/share/man",
@@ -77,14 +78,15 @@ def _customise_rootfs(root: str) -> None:
             os.makedirs(path, exist_ok=True)
 
 
-def build_rootfs(root: str, log: Callable[[str], None] = print) -> None:
+def build_rootfs(root: str, log: Callable[[str], None] = print, suite: str = DEFAULT_SUITE,
+                 mirror: str = DEFAULT_MIRROR) -> None:
     """Run debootstrap into ``root`` and customise the result."""
     if os.geteuid() != 0:
         raise ImageBuildError("building the sandbox image with debootstrap needs root")
     if shutil.which("debootstrap") is None:
         raise ImageBuildError("debootstrap is not installed (apt-get install debootstrap)")
     cmd = ["debootstrap", "--variant=minbase", "--include=python3-minimal,libpython3-stdlib",
-           SUITE, root, MIRROR]
+           suite, root, mirror]
     log("sandbox: " + " ".join(cmd))
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
@@ -105,7 +107,8 @@ def _import(client: docker.DockerClient, root: str, name: str, workdir: str) -> 
 
 def build_images(images: dict[str, str] | None = None, force: bool = False,
                  log: Callable[[str], None] = print,
-                 docker_client: docker.DockerClient | None = None) -> dict[str, str]:
+                 docker_client: docker.DockerClient | None = None, suite: str = DEFAULT_SUITE,
+                 mirror: str = DEFAULT_MIRROR) -> dict[str, str]:
     """Build the runtime images that are missing (all of them when ``force``).
 
     Idempotent: existing images are kept unless ``force``. Returns ``{runtime: image}``.
@@ -119,7 +122,7 @@ def build_images(images: dict[str, str] | None = None, force: bool = False,
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="taskexec-rootfs-") as workdir:
         root = os.path.join(workdir, "root")
-        build_rootfs(root, log)
+        build_rootfs(root, log, suite, mirror)
         first = _import(client, root, missing[0], workdir)
         log(f"sandbox: imported {first}")
         for name in missing[1:]:

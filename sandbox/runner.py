@@ -13,7 +13,6 @@ import atexit
 import contextlib
 import json
 import logging
-import os
 import queue
 import secrets
 import select
@@ -66,7 +65,7 @@ class DockerRunner:
         self.egress = egress
         self.reap_grace_s = reap_grace_s
         if pool_size is None:
-            pool_size = int(os.environ.get("TASKEXEC_SANDBOX_POOL_SIZE", "0") or 0)  # library default: no pool
+            pool_size = 0  # library default: no pool (the worker passes TEL_SANDBOX_POOL_SIZE)
         self.pool = ContainerPool(self._start_pooled, self._discard, size=pool_size,
                                   idle_ttl=pool_idle_ttl_s)
         self._killed: dict[str, set[threading.Event]] = {}

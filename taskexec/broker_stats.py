@@ -23,7 +23,7 @@ from kombu import Connection
 
 from taskexec.celery_app import REDIS_PRIORITY
 from taskexec.config import Settings
-from taskexec.constants import Priority
+from taskexec.constants import DEADLETTER, Priority
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +55,7 @@ class BrokerStats:
     def queue_names(self) -> dict[str, str]:
         """pool -> queue name, the dead-letter queue included."""
         names = {t.value.lower(): q for t, q in self.settings.queues.items()}
-        names["deadletter"] = self.settings.queue_deadletter
+        names[DEADLETTER] = self.settings.queue_deadletter
         return names
 
     def queue_lengths(self) -> dict[str, int]:

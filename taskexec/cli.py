@@ -10,8 +10,7 @@ from typing import Any
 
 from taskexec import client_cli
 from taskexec.config import ConfigError, Settings, get_settings, reset_settings
-
-POOLS = ("automated", "manual", "integration")
+from taskexec.constants import POOLS, Pool
 
 
 def cmd_router(args: argparse.Namespace) -> None:
@@ -68,7 +67,7 @@ def cmd_worker(args: argparse.Namespace) -> None:
         os.environ["TEL_METRICS_PORT"] = str(args.metrics_port)
         reset_settings()
     settings = get_settings()
-    if args.pool == "integration":
+    if args.pool == Pool.INTEGRATION:
         from workers.integration.shared import require_shared_state
 
         require_shared_state(settings)  # fail closed: breakers and rate limits need shared state
@@ -77,11 +76,11 @@ def cmd_worker(args: argparse.Namespace) -> None:
 
     queue = settings.queues[args.pool.upper()]
     concurrency = args.concurrency or {
-        "automated": settings.max_concurrent_tasks,
-        "manual": settings.manual_concurrency,
-        "integration": settings.integration_concurrency,
+        Pool.AUTOMATED: settings.max_concurrent_tasks,
+        Pool.MANUAL: settings.manual_concurrency,
+        Pool.INTEGRATION: settings.integration_concurrency,
     }[args.pool]
-    if args.pool == "automated":
+    if args.pool == Pool.AUTOMATED:
         from workers.automated import reap_and_report
 
         try:  # a restart must not leave an earlier life's containers (or RUNNING tasks) behind
@@ -152,7 +151,8 @@ def cmd_sandbox(args: argparse.Namespace) -> None:
     if args.action == "egress-rules":
         cmd_egress_rules(args, settings)
         return
-    build_images({"python": settings.sandbox_image_python, "shell": settings.sandbox_image_shell}, force=args.force)
+    build_images({"python": settings.sandbox_image_python, "shell": settings.sandbox_image_shell}, force=args.force,
+                 suite=settings.sandbox_suite, mirror=settings.sandbox_mirror)
 
 
 def cmd_egress_rules(args: argparse.Namespace, settings: Settings) -> None:
@@ -203,7 +203,7 @@ def cmd_up(args: argparse.Namespace) -> None:
 
 
 def _state_dir() -> str:
-    path = os.environ.get("TEL_STATE_DIR", os.path.join(os.getcwd(), ".taskexec"))
+    path = os.path.abspath(get_settings().state_dir)
     os.makedirs(path, exist_ok=True)
     return path
 

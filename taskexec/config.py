@@ -11,7 +11,7 @@ from urllib.parse import parse_qsl, quote, urlencode
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
-from taskexec.constants import DEFAULT_QUEUES, TaskType
+from taskexec.constants import DEADLETTER, DEFAULT_QUEUES, TaskType
 from taskexec.secret_sources import SecretFilesSource, SecretSourceError, VaultSource
 
 # The PostgreSQL that scripts/services.sh starts for `make run` and `make test` (port: its TEL_PG_PORT knob);
@@ -41,7 +41,7 @@ class Settings(BaseSettings):
         return (init_settings, env_settings, SecretFilesSource(settings_cls), VaultSource(settings_cls),
                 dotenv_settings, file_secret_settings)
 
-    # --- seed names (contract section 2)
+    # --- seed names (unprefixed: the deployment documents them; README "Configuration")
     database_url: str = Field(default_factory=local_database_url, validation_alias="DATABASE_URL")
     workflow_orchestrator_url: str | None = Field(None, validation_alias="WORKFLOW_ORCHESTRATOR_URL")
     task_router_url: str = Field("http://127.0.0.1:8081", validation_alias="TASK_ROUTER_URL")
@@ -75,13 +75,19 @@ class Settings(BaseSettings):
     jwt_issuer: str = Field("auth-service", validation_alias="TEL_JWT_ISSUER")
     jwt_public_key: str | None = Field(None, validation_alias="TEL_JWT_PUBLIC_KEY")
     service_token: SecretStr | None = Field(None, validation_alias="TEL_SERVICE_TOKEN")
+    # the serverless executor's service token in AWS Secrets Manager (a Lambda function has no secret files)
+    service_token_secret_arn: str | None = Field(None, validation_alias="TEL_SERVICE_TOKEN_SECRET_ARN")
+    # local state of one host: `taskexec up`'s generated secrets, the beat's schedule file (relative: to the cwd)
+    state_dir: str = Field(".taskexec", min_length=1, validation_alias="TEL_STATE_DIR")
+    # the port of the local Redis scripts/services.sh starts, `taskexec up`'s default broker
+    redis_port: int = Field(6379, ge=1, le=65535, validation_alias="TEL_REDIS_PORT")
     webhook_secret: SecretStr | None = Field(None, validation_alias="TEL_WEBHOOK_SECRET")
     secrets_token: SecretStr | None = Field(None, validation_alias="TEL_SECRETS_TOKEN")
     executor_max_timeout_s: int = Field(3600, ge=1, validation_alias="TEL_EXECUTOR_MAX_TIMEOUT")
-    queue_automated: str = Field(DEFAULT_QUEUES["AUTOMATED"], validation_alias="TEL_QUEUE_AUTOMATED_NAME")
-    queue_manual: str = Field(DEFAULT_QUEUES["MANUAL"], validation_alias="TEL_QUEUE_MANUAL_NAME")
-    queue_integration: str = Field(DEFAULT_QUEUES["INTEGRATION"], validation_alias="TEL_QUEUE_INTEGRATION_NAME")
-    queue_deadletter: str = Field(DEFAULT_QUEUES["DEADLETTER"], validation_alias="TEL_QUEUE_DEADLETTER_NAME")
+    queue_automated: str = Field(DEFAULT_QUEUES[TaskType.AUTOMATED], validation_alias="TEL_QUEUE_AUTOMATED_NAME")
+    queue_manual: str = Field(DEFAULT_QUEUES[TaskType.MANUAL], validation_alias="TEL_QUEUE_MANUAL_NAME")
+    queue_integration: str = Field(DEFAULT_QUEUES[TaskType.INTEGRATION], validation_alias="TEL_QUEUE_INTEGRATION_NAME")
+    queue_deadletter: str = Field(DEFAULT_QUEUES[DEADLETTER.upper()], validation_alias="TEL_QUEUE_DEADLETTER_NAME")
     host: str = Field("0.0.0.0", validation_alias="TEL_HOST")
     port: int = Field(8081, ge=1, le=65535, validation_alias="TEL_PORT")
     router_workers: int = Field(2, ge=1, le=64, validation_alias="TEL_ROUTER_WORKERS")
@@ -132,6 +138,9 @@ class Settings(BaseSettings):
                                       validation_alias="TEL_SANDBOX_EGRESS_RULES")
     sandbox_allowed_networks: str = Field("", validation_alias="TEL_SANDBOX_ALLOWED_NETWORKS")
     sandbox_pool_size: int = Field(2, ge=0, le=32, validation_alias="TEL_SANDBOX_POOL_SIZE")
+    # the Debian release and mirror `taskexec sandbox build-image` debootstraps the runtime images from
+    sandbox_suite: str = Field("bookworm", pattern=r"^[a-z][a-z0-9-]*$", validation_alias="TEL_SANDBOX_SUITE")
+    sandbox_mirror: str = Field("http://deb.debian.org/debian", min_length=1, validation_alias="TEL_SANDBOX_MIRROR")
     sandbox_default_cpu: float = Field(1.0, gt=0, validation_alias="TEL_SANDBOX_DEFAULT_CPU")
     sandbox_max_cpu: float = Field(2.0, gt=0, validation_alias="TEL_SANDBOX_MAX_CPU")
     sandbox_default_memory: str = Field("128Mi", validation_alias="TEL_SANDBOX_DEFAULT_MEMORY")

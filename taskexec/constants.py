@@ -47,7 +47,7 @@ class Runtime(StrEnum):
 
 
 class ErrorCode(StrEnum):
-    """API error envelope codes (contract section 4)."""
+    """API error envelope codes (docs/api.md, "The error envelope")."""
 
     VALIDATION_ERROR = "VALIDATION_ERROR"
     UNAUTHORIZED = "UNAUTHORIZED"
@@ -83,7 +83,7 @@ class TaskErrorCode(StrEnum):
 
 
 class EventType(StrEnum):
-    """Outbound orchestrator event types (contract section 7)."""
+    """Outbound orchestrator event types (docs/api.md; docs/architecture.md, the outbox)."""
 
     CREATED = "task.instance.created"
     STARTED = "task.instance.started"
@@ -106,8 +106,33 @@ STATUS_EVENT: dict[Status, EventType] = {
 }
 
 EVENT_SOURCE = "task-execution-layer"
-# Audit-only event (never sent out): a task put back to wait, e.g. for its target's rate limit.
-DEFERRED_EVENT = "task.instance.deferred"
+
+
+class AuditEvent(StrEnum):
+    """Audit-only events in a task's history (`GET /tasks/{id}/events`), never sent to the orchestrator.
+
+    A status change is audited under its `EventType` unless it names one of these instead (a claim is
+    audited as `task.claimed` but announced as `task.manual.assigned`).
+    """
+
+    VIEWED = "task.viewed"  # a person opened the task (manual inbox, task API)
+    CLAIMED = "task.claimed"
+    REASSIGNED = "task.reassigned"
+    ESCALATED = "task.escalated"
+    REMINDER_SENT = "task.reminder_sent"
+    ASSIGNMENT_DEFERRED = "task.assignment_deferred"  # every load-balanced candidate is at the cap
+    DEFERRED = "task.instance.deferred"  # put back to wait, e.g. for its target's rate limit
+    CLAIM_REJECTED = "task.claim_rejected"
+    COMPLETION_REJECTED = "task.completion_rejected"
+    REASSIGNMENT_REJECTED = "task.reassignment_rejected"
+
+
+# A refused human action (the API's action name) and the audit event that keeps it in the task's history.
+REJECTION_EVENT: dict[str, AuditEvent] = {
+    "claim": AuditEvent.CLAIM_REJECTED,
+    "completion": AuditEvent.COMPLETION_REJECTED,
+    "reassignment": AuditEvent.REASSIGNMENT_REJECTED,
+}
 
 
 class Permission(StrEnum):
@@ -148,12 +173,37 @@ ROLE_PERMISSIONS: dict[str, frozenset[Permission]] = {
                           Permission.DEFINITIONS_READ}),
 }
 
+class Pool(StrEnum):
+    """The worker pools, one per task type (`taskexec worker <pool>`, the Celery node name's prefix)."""
+
+    AUTOMATED = "automated"
+    MANUAL = "manual"
+    INTEGRATION = "integration"
+
+    @classmethod
+    def of(cls, task_type: TaskType | str) -> Pool:
+        """The pool that runs tasks of `task_type`."""
+        return cls(TaskType(task_type).value.lower())
+
+
+POOLS: tuple[str, ...] = tuple(p.value for p in Pool)
+DEADLETTER = "deadletter"  # the dead-letter queue's key next to the pools' (queue listings, broker stats)
+
+
+class OutboxTarget(StrEnum):
+    """Who an outbox row is for (the `target` column; a label of the outbox metrics)."""
+
+    ORCHESTRATOR = "orchestrator"
+    CALLBACK = "callback"  # the task's own callbackUrl
+    NOTIFICATION = "notification"  # the notification service (manual tasks)
+
+
 # Default queue names (overridable through TEL_QUEUE_<TYPE>_NAME).
 DEFAULT_QUEUES: dict[str, str] = {
-    "AUTOMATED": "task-execution-automated",
-    "MANUAL": "task-execution-manual",
-    "INTEGRATION": "task-execution-integration",
-    "DEADLETTER": "task-execution-deadletter",
+    TaskType.AUTOMATED: "task-execution-automated",
+    TaskType.MANUAL: "task-execution-manual",
+    TaskType.INTEGRATION: "task-execution-integration",
+    DEADLETTER.upper(): "task-execution-deadletter",
 }
 
 # Celery task names (one source of truth for producers and consumers).

@@ -13,10 +13,9 @@ from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
 from taskexec.constants import Status
-from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound
 from taskexec.models import DeadLetter, TaskDefinition, TaskInstance, new_id, utcnow
-from taskexec.statemachine import transition
+from taskexec.statechange import change_state
 
 if TYPE_CHECKING:
     from taskexec.config import Settings
@@ -77,11 +76,11 @@ class DeadLetters:
         definition = s.get(TaskDefinition, (task.definition_id, task.definition_version))
         deadline = queue_deadline(self.settings, now, definition.execution_config if definition else None,
                                   task.execution_config)
-        evt = transition(s, task, Status.PENDING, actor=actor,
-                         details={"redrive": row.id, "previousError": task.error, "nextAttemptAt": now.isoformat()},
-                         dispatch_token=new_id(), enqueued_at=None, available_at=now, retry_count=0,
-                         worker_id=None, output=None, error=None, queue_deadline=deadline)
-        enqueue_event(s, self.settings, task, evt.type, {"nextAttemptAt": now.isoformat(), "redrive": row.id})
+        change_state(s, self.settings, task, Status.PENDING, actor=actor,
+                     extra={"nextAttemptAt": now.isoformat(), "redrive": row.id},
+                     details={"redrive": row.id, "previousError": task.error, "nextAttemptAt": now.isoformat()},
+                     dispatch_token=new_id(), enqueued_at=None, available_at=now, retry_count=0,
+                     worker_id=None, output=None, error=None, queue_deadline=deadline)
         row.redriven_at, row.redriven_by = now, actor
         return row, task
 

@@ -11,7 +11,7 @@ from typing import Any, Protocol
 from sqlalchemy.orm import Session
 
 from taskexec.config import Settings
-from taskexec.constants import EVENT_SOURCE
+from taskexec.constants import EVENT_SOURCE, OutboxTarget
 from taskexec.models import OutboxMessage, new_id, utcnow
 
 ORCHESTRATOR_PATH = "/api/v1/task-events"
@@ -64,9 +64,10 @@ def outbox_rows(settings: Settings, task: TaskLike, event_type: str, extra: dict
     """The outbox rows (column values) of one event: one per target (orchestrator, the task's callback)."""
     targets = []
     if settings.workflow_orchestrator_url:
-        targets.append(("orchestrator", settings.workflow_orchestrator_url.rstrip("/") + ORCHESTRATOR_PATH))
+        url = settings.workflow_orchestrator_url.rstrip("/") + ORCHESTRATOR_PATH
+        targets.append((OutboxTarget.ORCHESTRATOR.value, url))
     if task.callback_url:
-        targets.append(("callback", task.callback_url))
+        targets.append((OutboxTarget.CALLBACK.value, task.callback_url))
     if not targets:
         return []
     now = at or utcnow()

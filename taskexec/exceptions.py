@@ -7,6 +7,12 @@ from typing import Any
 from taskexec.constants import ErrorCode
 
 
+def error_envelope(code: ErrorCode | str, message: str, details: Any = None) -> dict[str, Any]:
+    """The error envelope `{"error": {"code", "message", "details"}}` of every API error: the one builder
+    (HTTP errors, rate limits, shedding, protocol errors before Flask, batch items, pool reports)."""
+    return {"error": {"code": str(code), "message": message, "details": details}}
+
+
 class TaskexecError(Exception):
     """Base class; `code`/`status` map once to the API error envelope."""
 
@@ -33,7 +39,11 @@ class TaskexecError(Exception):
         return None
 
     def envelope(self) -> dict[str, Any]:
-        return {"error": {"code": str(self.code), "message": self.message, "details": self.details}}
+        return error_envelope(self.code, self.message, self.details)
+
+    def error_body(self) -> dict[str, Any]:
+        """The envelope's inner `error` object (a batch item's or a pool report's `error`)."""
+        return dict(self.envelope()["error"])
 
 
 class ValidationFailed(TaskexecError):

@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import Connection, Insert, Table, bindparam, func, insert, literal_column, select, text
 from sqlalchemy.types import DateTime
 
+from taskexec.constants import Status
 from taskexec.models import OutboxMessage, TaskDefinition, TaskEvent, TaskInstance
 
 _TASKS: Table = TaskInstance.metadata.tables[TaskInstance.__tablename__]
@@ -74,10 +75,11 @@ _NOW = bindparam("now", type_=DateTime(timezone=True))
 # an array per column costs psycopg a Python call per element.
 _START = text(f"""
 UPDATE task_instances AS t
-SET status = 'RUNNING', version = t.version + 1, updated_at = :now, attempt = t.attempt + 1, worker_id = u.worker,
+SET status = '{Status.RUNNING.value}', version = t.version + 1, updated_at = :now, attempt = t.attempt + 1,
+    worker_id = u.worker,
     execution_metadata = (COALESCE(t.execution_metadata, '{{}}'::jsonb) - 'endTime' - 'startId') || u.meta
 FROM json_to_recordset(CAST(:reports AS json)) AS u(n int, id varchar, token varchar, worker varchar, meta jsonb)
-WHERE t.id = u.id AND t.status = 'PENDING' AND t.dispatch_token = u.token
+WHERE t.id = u.id AND t.status = '{Status.PENDING.value}' AND t.dispatch_token = u.token
 RETURNING u.n, {_RETURNING}""").bindparams(_NOW)
 
 # durationMs: the worker's own figure, else from the attempt's startTime to now (as TaskManager.finish does)
@@ -94,7 +96,7 @@ SET status = u.target, version = t.version + 1, updated_at = :now, output = u.ou
 FROM json_to_recordset(CAST(:reports AS json))
      AS u(n int, id varchar, attempt int, target varchar, output jsonb, error jsonb, meta jsonb, own_duration bool,
           logs bool, stdout text, stderr text)
-WHERE t.id = u.id AND t.status = 'RUNNING' AND t.attempt = u.attempt
+WHERE t.id = u.id AND t.status = '{Status.RUNNING.value}' AND t.attempt = u.attempt
 RETURNING u.n, {_RETURNING}""").bindparams(_NOW)
 
 _RECORD = text("""

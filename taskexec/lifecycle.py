@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 
 from taskexec import hotpath
 from taskexec.auth import Principal
-from taskexec.constants import Status, TaskType
+from taskexec.constants import EventType, Status, TaskType
 from taskexec.db import Database
 from taskexec.events import outbox_rows
 from taskexec.exceptions import Conflict, NotFound, TaskexecError, ValidationFailed
@@ -347,7 +347,7 @@ def _finish(task_id: str, body: FinishIn, now: datetime) -> hotpath.Finish:
 
 
 def _event(task_id: str, source: Status | None, target: Status, actor: str, now: datetime) -> dict[str, Any]:
-    kind = "task.instance.created" if source is None else event_type_for(source, target).value
+    kind = EventType.CREATED.value if source is None else event_type_for(source, target).value
     return {"task_id": task_id, "type": kind, "from_status": source.value if source else None,
             "to_status": target.value, "actor": actor, "details": None, "created_at": now}
 

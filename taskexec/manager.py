@@ -15,10 +15,9 @@ from sqlalchemy.orm import Session
 from taskexec import semver, tracing
 from taskexec.auth import Principal
 from taskexec.config import Settings
-from taskexec.constants import DEFERRED_EVENT, TERMINAL_STATUSES, Priority, Status, TaskErrorCode, TaskType
-from taskexec.db import Database, json_has_any
+from taskexec.constants import TERMINAL_STATUSES, AuditEvent, Priority, Status, TaskErrorCode, TaskType
+from taskexec.db import Database
 from taskexec.deadletters import record_dead_letter, resolve_dead_letters
-from taskexec.events import enqueue_event
 from taskexec.exceptions import Conflict, NotFound, ValidationFailed
 from taskexec.hotpath import TaskRow
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, parse_time, utcnow
@@ -26,8 +25,9 @@ from taskexec.protocol import FinishIn, Job, JobDefinition, JobTask, StartOut
 from taskexec.queue_timeout import deadline as queue_deadline
 from taskexec.recovery import Recovery
 from taskexec.schemas import DefinitionIn, DefinitionListQuery, SubmitIn, TaskListQuery
-from taskexec.statemachine import event_type_for, transition
+from taskexec.statechange import change_state, record_created
 from taskexec.validation import validate_definition, validate_execution_config, validate_instance
+from taskexec.visibility import visible_to
 
 # A freshly submitted task is published by the request itself; the dispatcher only takes over after this.
 PUBLISH_GRACE = timedelta(seconds=5)
@@ -62,7 +62,7 @@ def retry_wanted(policy: dict[str, Any] | None, error: dict[str, Any] | None, re
 
 
 class TaskManager:
-    """Definitions, tasks, their events; status changes go through `statemachine.transition`."""
+    """Definitions, tasks, their events; status changes go through `statechange.change_state`."""
 
     def __init__(self, settings: Settings, db: Database | None = None) -> None:
         self.settings = settings
@@ -205,9 +205,7 @@ class TaskManager:
             if existing is None:
                 raise
             return self._replay(s, existing, body), False
-        s.add(TaskEvent(task_id=task.id, type="task.instance.created", to_status=Status.PENDING.value,
-                        actor=principal.sub, created_at=now))
-        enqueue_event(s, self.settings, task, event_type_for(Status.PENDING, Status.PENDING).value)
+        record_created(s, self.settings, task, principal.sub, now)
         return task, True
 
     def _replay(self, s: Session, task: TaskInstance, body: SubmitIn) -> TaskInstance:
@@ -236,13 +234,11 @@ class TaskManager:
 
     def list_tasks(self, s: Session, q: TaskListQuery, owner: str | None = None,
                    viewer: Principal | None = None) -> tuple[list[TaskInstance], int]:
-        """A filtered page; with ``viewer``, only tasks assigned or offered to that person (in SQL,
-        so counts and pages are right)."""
+        """A filtered page; with ``viewer``, only the tasks that person may see (`taskexec.visibility`, in
+        SQL, so counts and pages are right)."""
         stmt = select(TaskInstance)
         if viewer is not None:
-            stmt = stmt.where(or_(TaskInstance.assignee == viewer.sub,
-                                  json_has_any(TaskInstance.candidate_users, [viewer.sub]),
-                                  json_has_any(TaskInstance.candidate_roles, list(viewer.roles))))
+            stmt = stmt.where(visible_to(viewer))
         for column, value in (
             (TaskInstance.status, q.status.value if q.status else None),
             (TaskInstance.type, q.type.value if q.type else None),
@@ -267,9 +263,10 @@ class TaskManager:
         self.get_task(s, task_id)
         return list(s.scalars(select(TaskEvent).where(TaskEvent.task_id == task_id).order_by(TaskEvent.id)))
 
-    def record(self, s: Session, task: TaskInstance, event_type: str, actor: str | None, **fields: Any) -> None:
+    def record(self, s: Session, task: TaskInstance, event_type: AuditEvent, actor: str | None,
+               **fields: Any) -> None:
         """An audit event that is not a status change (a view, a failed attempt, ...)."""
-        s.add(TaskEvent(task_id=task.id, type=event_type, actor=actor, created_at=utcnow(), **fields))
+        s.add(TaskEvent(task_id=task.id, type=event_type.value, actor=actor, created_at=utcnow(), **fields))
 
     def cancel(self, s: Session, task_id: str, reason: str | None, actor: str, **audit: Any) -> TaskInstance:
         task = self.get_task(s, task_id, for_update=True)
@@ -407,7 +404,7 @@ class TaskManager:
                             error, requested)
 
     def retry_delay(self, s: Session, task: TaskInstance, error: dict[str, Any] | None = None) -> float | None:
-        """Seconds before the next retry, or None when retries are spent (contract section 5). A
+        """Seconds before the next retry, or None when retries are spent (docs/architecture.md). A
         `details.retryAfterMs` (e.g. a 429's Retry-After) is a floor on the delay."""
         policy = self.get_definition(s, task.definition_id, task.definition_version).retry_policy or {}
         if task.retry_count >= policy.get("maxRetries", DEFAULT_INFRA_RETRIES):
@@ -427,10 +424,10 @@ class TaskManager:
             raise Conflict(f"task {task_id} is {task.status} at attempt {task.attempt}; cannot defer attempt {attempt}",
                            details={"status": task.status, "attempt": task.attempt})
         available = utcnow() + timedelta(seconds=max(0.0, delay_s))
-        transition(s, task, Status.PENDING, actor=actor, event_type=DEFERRED_EVENT,
-                   details={"reason": reason, "nextAttemptAt": available.isoformat()},
-                   dispatch_token=new_id(), enqueued_at=None, available_at=available, worker_id=None,
-                   queue_deadline=self._queue_deadline(s, task, available))
+        change_state(s, self.settings, task, Status.PENDING, actor=actor, audit_type=AuditEvent.DEFERRED,
+                     details={"reason": reason, "nextAttemptAt": available.isoformat()},
+                     dispatch_token=new_id(), enqueued_at=None, available_at=available, worker_id=None,
+                     queue_deadline=self._queue_deadline(s, task, available))
         return task
 
     # ------------------------------------------------------------ helpers
@@ -453,8 +450,8 @@ class TaskManager:
     def _move(self, s: Session, task: TaskInstance, target: Status, *, actor: str | None,
               extra: dict[str, Any] | None = None, details: dict[str, Any] | None = None,
               ip: str | None = None, user_agent: str | None = None, **changes: Any) -> None:
-        evt = transition(s, task, target, actor=actor, details=details, ip=ip, user_agent=user_agent, **changes)
-        enqueue_event(s, self.settings, task, evt.type, extra)
+        change_state(s, self.settings, task, target, actor=actor, extra=extra, details=details, ip=ip,
+                     user_agent=user_agent, **changes)
 
 
 def trace_metadata() -> dict[str, str] | None:

@@ -3,7 +3,7 @@
 A manual task is a database state plus timers, never a busy worker: the MANUAL pool only asks the
 router to `assign` a queued task; people then claim and complete it through the public API, and the
 beat sweeps in `taskexec.manual_timers` send reminders and escalate. Every change takes the task's row
-lock (`SELECT ... FOR UPDATE`) and goes through `statemachine.transition`, so of two concurrent claims
+lock (`SELECT ... FOR UPDATE`) and goes through `statechange.change_state`, so of two concurrent claims
 exactly one wins and the other sees the winner's assignee (409).
 """
 
@@ -19,14 +19,14 @@ from sqlalchemy.orm import Session
 from taskexec.assignment import DEFAULT_DEADLINE_S, Assignment
 from taskexec.assignment import resolve as resolve_assignment
 from taskexec.auth import Principal
-from taskexec.constants import EventType, Permission, Priority, Status, TaskType
+from taskexec.constants import REJECTION_EVENT, AuditEvent, EventType, Permission, Pool, Priority, Status, TaskType
 from taskexec.db import json_has_any
-from taskexec.events import enqueue_event
 from taskexec.exceptions import BadRequest, Conflict, Forbidden, NotFound, TaskexecError, ValidationFailed
 from taskexec.manual_timers import next_timer, output_errors, task_config
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
 from taskexec.notifications import NotificationType, current_recipients, notify
-from taskexec.statemachine import transition
+from taskexec.statechange import change_state
+from taskexec.visibility import can_see
 
 if TYPE_CHECKING:
     from taskexec.manager import TaskManager
@@ -57,14 +57,6 @@ def offered_to(task: TaskInstance, who: Principal) -> bool:
     if task.assignee:
         return task.assignee == who.sub
     return who.sub in (task.candidate_users or []) or bool(set(task.candidate_roles or []) & set(who.roles))
-
-
-def can_see(task: TaskInstance, who: Principal) -> bool:
-    """Same rule as the task API: submitters see all; operators what is theirs or offered to their roles."""
-    if may_override(who) or who.has(Permission.EXECUTE) or who.has(Permission.INTERNAL):
-        return True
-    return (task.assignee == who.sub or who.sub in (task.candidate_users or [])
-            or bool(set(task.candidate_roles or []) & set(who.roles)))
 
 
 class ManualTasks:
@@ -135,11 +127,18 @@ class ManualTasks:
                 available_at=utcnow() + timedelta(seconds=self.settings.manual_rebalance_s))
         )
         if first:
-            s.add(TaskEvent(task_id=task.id, type="task.assignment_deferred", actor=actor, created_at=utcnow(),
-                            details={"reason": "every candidate holds the maximum of open tasks",
-                                     "candidates": users, "max": self.settings.manual_max_open_tasks}))
+            self.manager.record(s, task, AuditEvent.ASSIGNMENT_DEFERRED, actor,
+                                details={"reason": "every candidate holds the maximum of open tasks",
+                                         "candidates": users, "max": self.settings.manual_max_open_tasks})
 
     # ------------------------------------------------------------ human actions
+
+    @staticmethod
+    def can_claim(task: TaskInstance, who: Principal) -> bool:
+        """Whether `claim` would take `task` for `who` (what the inbox shows as a Claim button)."""
+        if not who.has(Permission.CLAIM) or task.assignee == who.sub:
+            return False
+        return may_override(who) or (not task.assignee and offered_to(task, who))
 
     def load(self, s: Session, task_id: str, who: Principal, lock: bool = False) -> TaskInstance:
         task = self.manager.get_task(s, task_id, for_update=lock)
@@ -161,9 +160,9 @@ class ManualTasks:
         if not task.assignee and not (offered_to(task, who) or may_override(who)):
             raise Forbidden(f"task {task_id} is not offered to you or your roles")
         previous = task.assignee
-        self._move(s, task, Status.ASSIGNED, event_type="task.claimed", assignee=who.sub, claimed_at=utcnow(),
+        self._move(s, task, Status.ASSIGNED, audit_type=AuditEvent.CLAIMED, assignee=who.sub, claimed_at=utcnow(),
                    details={"previousAssignee": previous} if previous else None,
-                   extra={"assignee": who.sub, "claimed": True}, orchestrator_type=EventType.MANUAL_ASSIGNED,
+                   extra={"assignee": who.sub, "claimed": True}, outbox_type=EventType.MANUAL_ASSIGNED,
                    **audit.fields())
         return task
 
@@ -183,7 +182,7 @@ class ManualTasks:
         meta = dict(task.execution_metadata or {})
         meta.update({"endTime": now.isoformat(), "completedBy": who.sub,
                      "durationMs": int((now - task.created_at).total_seconds() * 1000),
-                     "executionEnvironment": {"pool": "manual"}})
+                     "executionEnvironment": {"pool": Pool.MANUAL.value}})
         self._move(s, task, Status.COMPLETED, output=output, completed_by=who.sub, execution_metadata=meta,
                    assignee=task.assignee or who.sub, extra={"completedBy": who.sub}, **audit.fields())
         notify(s, self.settings, task, NotificationType.COMPLETION, [task.created_by, task.assignee],
@@ -204,10 +203,10 @@ class ManualTasks:
             raise Conflict(f"task {task_id} is already assigned to {new_assignee}",
                            details={"assignee": new_assignee})
         previous = current_recipients(task)
-        self._move(s, task, Status.ASSIGNED, event_type="task.reassigned", assignee=new_assignee, claimed_at=None,
+        self._move(s, task, Status.ASSIGNED, audit_type=AuditEvent.REASSIGNED, assignee=new_assignee, claimed_at=None,
                    details={"from": task.assignee, "to": new_assignee, "reason": reason},
                    extra={"assignee": new_assignee, "reassigned": True, "reason": reason},
-                   orchestrator_type=EventType.MANUAL_ASSIGNED, **audit.fields())
+                   outbox_type=EventType.MANUAL_ASSIGNED, **audit.fields())
         name = task_config(self.manager, s, task)[0].name
         notify(s, self.settings, task, NotificationType.REASSIGNMENT, [new_assignee], name)
         if previous and previous != [new_assignee]:
@@ -220,7 +219,7 @@ class ManualTasks:
         task = s.get(TaskInstance, task_id)
         if task is None or not can_see(task, who):
             return
-        s.add(TaskEvent(task_id=task.id, type=f"task.{action}_rejected", created_at=utcnow(),
+        s.add(TaskEvent(task_id=task.id, type=REJECTION_EVENT[action].value, created_at=utcnow(),
                         details={"status": exc.status, "code": str(exc.code), "message": exc.message,
                                  "errors": exc.details},
                         **audit.fields()))
@@ -255,9 +254,8 @@ class ManualTasks:
     # ------------------------------------------------------------ helpers
 
     def _move(self, s: Session, task: TaskInstance, target: Status, *, actor: str | None,
-              extra: dict[str, Any] | None = None, orchestrator_type: str | None = None, **kwargs: Any) -> None:
-        evt = transition(s, task, target, actor=actor, **kwargs)
-        enqueue_event(s, self.settings, task, orchestrator_type or evt.type, extra)
+              extra: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        change_state(s, self.settings, task, target, actor=actor, extra=extra, **kwargs)
 
 
 def _require_open_manual(task: TaskInstance) -> None:

@@ -19,12 +19,11 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from taskexec.assignment import DEFAULT_DEADLINE_S, _fill
-from taskexec.constants import EventType, Status, TaskType
+from taskexec.constants import AuditEvent, EventType, Status, TaskType
 from taskexec.db import Database
-from taskexec.events import enqueue_event
 from taskexec.models import TaskDefinition, TaskEvent, TaskInstance, utcnow
 from taskexec.notifications import ROLE_PREFIX, NotificationType, current_recipients, notify, unique
-from taskexec.statemachine import transition
+from taskexec.statechange import change_state
 from taskexec.validation import schema_errors
 
 if TYPE_CHECKING:
@@ -101,7 +100,7 @@ class TimerSweeps:
                     task.reminders_sent = sorted({*(task.reminders_sent or []), *due})
                     notify(s, self.settings, task, NotificationType.REMINDER, current_recipients(task),
                            definition.name)
-                    s.add(TaskEvent(task_id=task.id, type="task.reminder_sent", actor=ESCALATION_ACTOR,
+                    s.add(TaskEvent(task_id=task.id, type=AuditEvent.REMINDER_SENT.value, actor=ESCALATION_ACTOR,
                                     created_at=now, details={"thresholds": due, "recipients": current_recipients(task),
                                                              "dueDate": str(task.due_date)}))
                     sent += 1
@@ -137,13 +136,13 @@ class TimerSweeps:
             details.update({"fallback": NOTIFY_MANAGER, "problem": problem})
             action = NOTIFY_MANAGER
         if action == AUTO_COMPLETE:
-            s.add(TaskEvent(task_id=task.id, type="task.escalated", actor=ESCALATION_ACTOR, created_at=now,
-                            details=details))
+            s.add(TaskEvent(task_id=task.id, type=AuditEvent.ESCALATED.value, actor=ESCALATION_ACTOR,
+                            created_at=now, details=details))
             meta = {**(task.execution_metadata or {}), "endTime": now.isoformat(), "completedBy": ESCALATION_ACTOR}
-            evt = transition(s, task, Status.COMPLETED, actor=ESCALATION_ACTOR, output=output,
-                             completed_by=ESCALATION_ACTOR, escalated_at=now, execution_metadata=meta,
-                             details={"escalation": AUTO_COMPLETE})
-            enqueue_event(s, self.settings, task, evt.type, {"completedBy": ESCALATION_ACTOR, "escalated": True})
+            change_state(s, self.settings, task, Status.COMPLETED, actor=ESCALATION_ACTOR, output=output,
+                         completed_by=ESCALATION_ACTOR, escalated_at=now, execution_metadata=meta,
+                         details={"escalation": AUTO_COMPLETE},
+                         extra={"completedBy": ESCALATION_ACTOR, "escalated": True})
             notify(s, self.settings, task, NotificationType.ESCALATION, holders, definition.name)
             notify(s, self.settings, task, NotificationType.COMPLETION, [task.created_by, *holders], definition.name)
             return
@@ -152,10 +151,11 @@ class TimerSweeps:
             changes = ({"assignee": None, "candidate_roles": [role], "candidate_users": []} if role
                        else {"assignee": target})
             details.update({"from": task.assignee, "to": target})
-            transition(s, task, Status.ASSIGNED, actor=ESCALATION_ACTOR, event_type="task.escalated",
-                       details=details, escalated_at=now, claimed_at=None, **changes)
-            enqueue_event(s, self.settings, task, EventType.MANUAL_ASSIGNED.value,
-                          {"assignee": task.assignee, "candidateRoles": task.candidate_roles, "escalated": True})
+            change_state(s, self.settings, task, Status.ASSIGNED, actor=ESCALATION_ACTOR,
+                         audit_type=AuditEvent.ESCALATED, outbox_type=EventType.MANUAL_ASSIGNED,
+                         details=details, escalated_at=now, claimed_at=None,
+                         extra={"assignee": changes.get("assignee"), "candidateRoles": changes.get(
+                             "candidate_roles", task.candidate_roles), "escalated": True}, **changes)
             notify(s, self.settings, task, NotificationType.ESCALATION, unique([*holders, target]), definition.name)
             notify(s, self.settings, task, NotificationType.REASSIGNMENT, [target], definition.name)
             return
@@ -163,6 +163,6 @@ class TimerSweeps:
         managers = [_fill(str(m), task.input) for m in (to if isinstance(to, list) else [to] if to else [])]
         details["notified"] = managers or [DEFAULT_MANAGER]
         task.escalated_at = now
-        s.add(TaskEvent(task_id=task.id, type="task.escalated", actor=ESCALATION_ACTOR, created_at=now,
+        s.add(TaskEvent(task_id=task.id, type=AuditEvent.ESCALATED.value, actor=ESCALATION_ACTOR, created_at=now,
                         details=details))
         notify(s, self.settings, task, NotificationType.ESCALATION, managers or [DEFAULT_MANAGER], definition.name)

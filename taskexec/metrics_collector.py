@@ -16,6 +16,7 @@ from prometheus_client.core import GaugeMetricFamily
 
 from taskexec import metrics, stats
 from taskexec.broker_stats import BrokerStats
+from taskexec.constants import DEADLETTER, OutboxTarget, Status
 from taskexec.db import Database
 
 log = logging.getLogger(__name__)
@@ -58,7 +59,7 @@ class StateCollector:
                                   "The number of active processes (summed concurrency) in broker queue.",
                                   labels=["queue_name"])
         for pool, queue in self.broker.queue_names.items():
-            if pool == "deadletter":
+            if pool == DEADLETTER:
                 continue
             consuming = [w for w in workers if queue in w.queues]
             count.add_metric([queue], len(consuming))
@@ -78,18 +79,18 @@ class StateCollector:
         tasks = GaugeMetricFamily(metrics.TASKS_OPEN, "Open tasks in the database by type and status.",
                                   labels=["type", "status"])
         for kind, per_status in open_now.items():
-            for status in ("PENDING", "ASSIGNED", "RUNNING"):
-                tasks.add_metric([kind, status], per_status.get(status, 0))
+            for status in (Status.PENDING, Status.ASSIGNED, Status.RUNNING):
+                tasks.add_metric([kind, status.value], per_status.get(status, 0))
         yield tasks
         size = GaugeMetricFamily(metrics.OUTBOX_BACKLOG, "Outbound events not delivered yet.", labels=["target"])
         age = GaugeMetricFamily(metrics.OUTBOX_OLDEST_AGE, "Age of the oldest undelivered outbound event.",
                                 labels=["target"])
-        for target in ("orchestrator", "callback", "notification"):
+        for target in OutboxTarget:
             row = next((b for b in backlog if b["target"] == target), None)
             size.add_metric([target], row["count"] if row else 0)
             age.add_metric([target], (row["oldestAgeSeconds"] or 0.0) if row else 0.0)
         for row in backlog:
-            if row["target"] not in ("orchestrator", "callback", "notification"):
+            if row["target"] not in tuple(OutboxTarget):
                 size.add_metric([row["target"]], row["count"])
                 age.add_metric([row["target"]], row["oldestAgeSeconds"] or 0.0)
         yield size

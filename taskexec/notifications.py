@@ -1,7 +1,7 @@
 """Notifications to people about manual tasks, written to the outbox and delivered by the router's dispatcher.
 
 Each notification is one `OutboxMessage` with target `notification`, POSTed to
-`${NOTIFICATION_SERVICE_URL}/api/v1/notifications` with the contract body
+`${NOTIFICATION_SERVICE_URL}/api/v1/notifications` with the body
 `{type, recipients, taskId, taskName, priority, dueDate}`. Because it rides the outbox it is written in
 the same transaction as the change it reports, retried with backoff while the service is down, and never
 blocks an API request. Recipients are user names; a role is sent as `role:<name>`.
@@ -18,12 +18,13 @@ from enum import StrEnum
 from sqlalchemy.orm import Session
 
 from taskexec.config import Settings
+from taskexec.constants import OutboxTarget
 from taskexec.models import OutboxMessage, TaskInstance, new_id, utcnow
 
 log = logging.getLogger(__name__)
 
 NOTIFICATION_PATH = "/api/v1/notifications"
-NOTIFICATION_TARGET = "notification"
+NOTIFICATION_TARGET = OutboxTarget.NOTIFICATION.value
 ROLE_PREFIX = "role:"
 
 

@@ -21,9 +21,8 @@ from sqlalchemy.orm import Session
 from taskexec.config import Settings
 from taskexec.constants import Status, TaskErrorCode, TaskType
 from taskexec.deadletters import record_dead_letter
-from taskexec.events import enqueue_event
 from taskexec.models import TaskDefinition, TaskInstance, utcnow
-from taskexec.statemachine import transition
+from taskexec.statechange import change_state
 
 log = logging.getLogger(__name__)
 SWEEP_BATCH = 100
@@ -89,8 +88,7 @@ class QueueTimeouts:
                  "message": f"no worker took the task from queue {queue} within {limit} s",
                  "details": {"queue": queue, "limitSeconds": limit, "waitedSeconds": waited,
                              "retryCount": task.retry_count}}
-        evt = transition(s, task, Status.TIMED_OUT, actor=ACTOR, details={"error": error}, error=error,
-                         queue_deadline=None, worker_id=None)
-        enqueue_event(s, self.settings, task, evt.type)
+        change_state(s, self.settings, task, Status.TIMED_OUT, actor=ACTOR, details={"error": error}, error=error,
+                     queue_deadline=None, worker_id=None)
         record_dead_letter(s, task, queue, error)
         log.warning("task timed out in its queue", extra={"taskId": task.id, "queue": queue, "limitSeconds": limit})

@@ -25,9 +25,6 @@ ALLOWED: dict[Status, frozenset[Status]] = {
 }
 
 
-CHANGED_TASKS = "taskexec.changed_tasks"  # session.info key: tasks changed by `transition` in this session
-
-
 @functools.lru_cache(maxsize=128)
 def _update_for(columns: tuple[str, ...]) -> Update:
     """The guarded UPDATE of these columns, built once per column set: building and cache-keying it
@@ -66,7 +63,8 @@ def transition(
     """Move `task` to `target`, applying `changes`, iff nobody else changed it since it was read.
 
     Raises InvalidTransition when the state machine forbids it and StaleVersion when another
-    writer won. Records the audit event; the caller's transaction also carries the outbox row.
+    writer won. Records the audit event only: callers use `taskexec.statechange.change_state`, which
+    adds the outbox event and runs the state-change hooks.
     """
     current = Status(task.status)
     if not can_transition(current, target):
@@ -82,9 +80,6 @@ def transition(
         raise StaleVersion(f"task {task.id} was changed concurrently; retry", details={"version": task.version})
     for key, value in values.items():
         set_committed_value(task, key, value)
-    # The identity map holds objects weakly and a committed value does not make the task dirty: keep it
-    # until the flush, where the hooks (task_metrics) read it next to the event.
-    session.info.setdefault(CHANGED_TASKS, {})[task.id] = task
     evt = TaskEvent(
         task_id=task.id,
         type=event_type or event_type_for(current, target).value,

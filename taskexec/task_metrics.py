@@ -1,9 +1,9 @@
 """Router-side task metrics, recorded from committed state changes.
 
-A hook on SQLAlchemy sessions: every status change writes a `TaskEvent` (see `taskexec.statemachine`),
-so after a flush the new events are read together with their task, and the observations are emitted
-only once the transaction commits (a rolled-back change records nothing). Every path that changes a
-task (API, internal API, sweeps, escalations, recovery) is covered without a call at each site.
+A state-change hook (`taskexec.statechange.on_state_change`): every change of one task calls it with the
+task and its audit event, the observations are computed at once (the task may change again before
+commit) and emitted only once the transaction commits (a rolled-back change records nothing). The hot
+paths (`taskexec.lifecycle`) compute the same `observations` for their batched rows.
 """
 
 from __future__ import annotations
@@ -11,17 +11,15 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
-from sqlalchemy.orm.util import identity_key
 
 from taskexec import metrics
 from taskexec.constants import TERMINAL_STATUSES, Status, TaskType
 from taskexec.hotpath import TaskRow
 from taskexec.models import TaskEvent, TaskInstance, parse_time
-from taskexec.statemachine import CHANGED_TASKS
+from taskexec.statechange import on_state_change
 
 log = logging.getLogger(__name__)
 _PENDING_KEY = "taskexec.task_metrics"
@@ -30,32 +28,22 @@ Observation = Callable[[], None]
 
 
 def install() -> None:
-    """Attach the hook to every SQLAlchemy session (idempotent)."""
+    """Register the hook and attach the commit/rollback listeners to every SQLAlchemy session (idempotent)."""
     global _installed
     if _installed:
         return
-    event.listen(Session, "after_flush", _collect)
+    on_state_change(_collect)
     event.listen(Session, "after_commit", _emit)
     event.listen(Session, "after_rollback", _discard)
     _installed = True
 
 
-def _collect(session: Session, _flush_context: Any) -> None:
-    for obj in list(session.new):
-        if not isinstance(obj, TaskEvent) or not obj.to_status:
-            continue
-        task = (session.info.get(CHANGED_TASKS, {}).get(obj.task_id)
-                or session.identity_map.get(identity_key(TaskInstance, obj.task_id)))
-        if task is None:
-            continue
-        try:
-            session.info.setdefault(_PENDING_KEY, []).extend(observations(obj, task))
-        except Exception:  # metrics must never break a state change
-            log.exception("task metrics: observation failed", extra={"taskId": obj.task_id})
+def _collect(session: Session, task: TaskInstance, evt: TaskEvent) -> None:
+    if evt.to_status:
+        session.info.setdefault(_PENDING_KEY, []).extend(observations(evt, task))
 
 
 def _emit(session: Session) -> None:
-    session.info.pop(CHANGED_TASKS, None)
     for observe in session.info.pop(_PENDING_KEY, []):
         try:
             observe()
@@ -65,7 +53,6 @@ def _emit(session: Session) -> None:
 
 def _discard(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
-    session.info.pop(CHANGED_TASKS, None)
 
 
 def observations(evt: TaskEvent, task: TaskInstance | TaskRow) -> list[Observation]:

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import requests
 
 from taskexec.config import Settings, load_settings, local_database_url, mask_url
+from taskexec.constants import POOLS, TaskType
 
 # Never in a pool's or the scheduler's environment: they reach the router's API with a service key, not
 # the database, and neither sign tokens nor webhooks (docs/security.md).
@@ -32,7 +33,7 @@ SAMPLE_DEFINITION = {
     "id": "hello-python",
     "version": "1.0.0",
     "name": "Hello from the sandbox",
-    "type": "AUTOMATED",
+    "type": TaskType.AUTOMATED.value,
     "inputSchema": {"type": "object", "properties": {"name": {"type": "string"}}, "required": ["name"]},
     "outputSchema": {"type": "object", "properties": {"greeting": {"type": "string"}}},
     "executionConfig": {
@@ -63,9 +64,9 @@ def _secret(state: Path, name: str) -> str:
     return path.read_text().strip()
 
 
-def local_redis_url() -> str:
+def local_redis_url(settings: Settings | None = None) -> str:
     """The Redis that scripts/services.sh starts (port: its TEL_REDIS_PORT knob)."""
-    return f"redis://127.0.0.1:{os.environ.get('TEL_REDIS_PORT') or '6379'}/0"
+    return f"redis://127.0.0.1:{(settings or load_settings()).redis_port}/0"
 
 
 def process_env(env: dict[str, str], role: str, settings: Settings, service_key: str = "") -> dict[str, str]:
@@ -81,7 +82,7 @@ def process_env(env: dict[str, str], role: str, settings: Settings, service_key:
         if "TEL_SECRETS_TOKEN" in env:
             out["TEL_SECRETS_TOKEN"] = env["TEL_SECRETS_TOKEN"]
         if not settings.redis_url and not settings.broker_url.startswith(("redis://", "rediss://")):
-            out["TEL_REDIS_URL"] = local_redis_url()
+            out["TEL_REDIS_URL"] = local_redis_url(settings)
     return out
 
 
@@ -102,7 +103,7 @@ def prepare_database(url: str) -> None:
 
 
 def run_stack(port: int | None = None) -> None:
-    state = Path(os.environ.get("TEL_STATE_DIR", ".taskexec")).resolve()
+    state = Path(load_settings().state_dir).resolve()
     state.mkdir(parents=True, exist_ok=True)
     env = dict(os.environ)
     env.setdefault("DATABASE_URL", local_database_url())
@@ -123,7 +124,7 @@ def run_stack(port: int | None = None) -> None:
     exe = [sys.executable, "-m", "taskexec.cli"]
     procs = [subprocess.Popen([*exe, "router"], env=process_env(env, "router", settings))]
     pool_env = process_env(env, "pool", settings, service_key)
-    for i, pool in enumerate(("automated", "manual", "integration")):
+    for i, pool in enumerate(POOLS):
         metrics_port = str(settings.metrics_port + i if settings.metrics_port else 0)  # one port per worker
         procs.append(subprocess.Popen([*exe, "worker", pool, "--concurrency", "4", "--metrics-port", metrics_port],
                                       env=pool_env))

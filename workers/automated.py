@@ -148,7 +148,7 @@ def reap_and_report(settings: Settings | None = None) -> int:
 
 
 class AutomatedTask(ExecuteTask):
-    task_type = "AUTOMATED"
+    task_type = TaskType.AUTOMATED
     name = CELERY_TASK_EXECUTE[TaskType.AUTOMATED]
 
     def execute(self, job: Job) -> Outcome:

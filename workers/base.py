@@ -16,6 +16,7 @@ from celery.worker import state as worker_state
 from taskexec import tracing
 from taskexec.client import RouterClient
 from taskexec.config import get_settings
+from taskexec.constants import Status, TaskErrorCode, TaskType
 from taskexec.exceptions import Conflict, NotFound
 from taskexec.protocol import FinishIn, Job, StartIn
 from taskexec.schemas import TaskError
@@ -40,7 +41,7 @@ class Outcome:
 
     @classmethod
     def failed(cls, code: str, message: str, details: Any = None, **kw: Any) -> Outcome:
-        return cls("FAILED", error=TaskError(code=code, message=message, details=details), **kw)
+        return cls(Status.FAILED.value, error=TaskError(code=code, message=message, details=details), **kw)
 
     def finish(self, attempt: int) -> FinishIn:
         """The report of this outcome for `attempt`."""
@@ -108,7 +109,8 @@ class ExecuteTask(Task):
             outcome = self.execute(job)
         except Exception as exc:  # our own bug: report it rather than leave the task RUNNING
             log.exception("executor crashed", extra=ctx)
-            outcome = Outcome.failed("SANDBOX_ERROR" if self.task_type == "AUTOMATED" else "INTEGRATION_ERROR",
+            outcome = Outcome.failed(TaskErrorCode.SANDBOX_ERROR if self.task_type == TaskType.AUTOMATED
+                                     else TaskErrorCode.INTEGRATION_ERROR,
                                      f"executor error: {type(exc).__name__}", retry=True)
         attempt_finished.send(sender=self, job=job, outcome=outcome, context=ctx)
         if outcome.report:
@@ -116,7 +118,7 @@ class ExecuteTask(Task):
         log.info("task finished", extra={**ctx, "status": outcome.status})
         return outcome.status
 
-    task_type = "AUTOMATED"
+    task_type = TaskType.AUTOMATED
 
     def execute(self, job: Job) -> Outcome:
         raise NotImplementedError

@@ -9,7 +9,7 @@ from workers.base import ExecuteTask, Outcome, worker_id
 
 
 class ManualTask(ExecuteTask):
-    task_type = "MANUAL"
+    task_type = TaskType.MANUAL
     name = CELERY_TASK_EXECUTE[TaskType.MANUAL]
 
     def run(self, task_id: str, dispatch_token: str) -> str:

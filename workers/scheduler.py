@@ -9,25 +9,25 @@ from celery import Celery
 
 from taskexec.client import RouterClient
 from taskexec.config import Settings, get_settings
-from taskexec.constants import CELERY_TASK_SWEEP
+from taskexec.constants import CELERY_TASK_SWEEP, Pool
 
 log = logging.getLogger(__name__)
 
 # name -> (seconds between runs, pool whose queue carries it)
 SWEEPS: dict[str, tuple[float, str]] = {
-    "dispatch": (5.0, "manual"),   # publish due retries and tasks stuck unpublished after a broker outage
-    "outbox": (5.0, "manual"),     # deliver orchestrator events the router could not send yet
-    "reap": (30.0, "automated"),   # remove sandbox containers past their deadline or of dead workers
-    "stale": (30.0, "manual"),     # RUNNING tasks past their deadline + grace whose worker is gone
-    "queued": (30.0, "manual"),    # PENDING tasks no worker took before their queued timeout (QUEUE_TIMEOUT)
-    "reminders": (15.0, "manual"),    # manual-task reminders (interval: TEL_MANUAL_SWEEP_INTERVAL)
-    "escalations": (15.0, "manual"),  # manual tasks past their deadline (interval: TEL_MANUAL_SWEEP_INTERVAL)
+    "dispatch": (5.0, Pool.MANUAL),   # publish due retries and tasks stuck unpublished after a broker outage
+    "outbox": (5.0, Pool.MANUAL),     # deliver orchestrator events the router could not send yet
+    "reap": (30.0, Pool.AUTOMATED),   # remove sandbox containers past their deadline or of dead workers
+    "stale": (30.0, Pool.MANUAL),     # RUNNING tasks past their deadline + grace whose worker is gone
+    "queued": (30.0, Pool.MANUAL),    # PENDING tasks no worker took before their queued timeout (QUEUE_TIMEOUT)
+    "reminders": (15.0, Pool.MANUAL),    # manual-task reminders (interval: TEL_MANUAL_SWEEP_INTERVAL)
+    "escalations": (15.0, Pool.MANUAL),  # manual tasks past their deadline (interval: TEL_MANUAL_SWEEP_INTERVAL)
 }
 MANUAL_TIMER_SWEEPS = ("reminders", "escalations")
 
 
 def beat_schedule(settings: Settings) -> dict[str, Any]:
-    queues = {"manual": settings.queue_manual, "automated": settings.queue_automated}
+    queues: dict[str, str] = {Pool.MANUAL: settings.queue_manual, Pool.AUTOMATED: settings.queue_automated}
     sweeps = {name: (settings.manual_sweep_interval_s if name in MANUAL_TIMER_SWEEPS else every, pool)
               for name, (every, pool) in SWEEPS.items()}
     return {

@@ -135,12 +135,12 @@ class ServerlessExecutor:
 def settings_from_environment() -> Settings:
     """Settings as every process reads them, plus the service token from AWS Secrets Manager when
     `TEL_SERVICE_TOKEN_SECRET_ARN` names it (a Lambda function has no secret files)."""
-    arn = os.environ.get("TEL_SERVICE_TOKEN_SECRET_ARN")
-    if not arn:
-        return load_settings()
+    settings = load_settings()
+    if not settings.service_token_secret_arn:
+        return settings
     import boto3
 
-    secret = boto3.client("secretsmanager").get_secret_value(SecretId=arn)
+    secret = boto3.client("secretsmanager").get_secret_value(SecretId=settings.service_token_secret_arn)
     return load_settings(TEL_SERVICE_TOKEN=secret["SecretString"].strip())
 
 

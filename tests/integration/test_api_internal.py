@@ -330,3 +330,42 @@ def test_reports_body_is_checked(client: Any) -> None:
                     "items")
     r = client.post("/internal/v1/reports", json={"items": []}, headers=auth("sam", "submitter"))
     assert_envelope(r, 403, "FORBIDDEN")
+
+
+def test_change_state_writes_the_audit_event_the_outbox_event_and_calls_the_hooks(
+    env: dict[str, str], task_id: str, database: str
+) -> None:
+    from taskexec.config import Settings
+    from taskexec.constants import AuditEvent, EventType
+    from taskexec.statechange import change_state, disconnect, on_state_change
+
+    settings = Settings(DATABASE_URL=env["DATABASE_URL"], WORKFLOW_ORCHESTRATOR_URL="http://127.0.0.1:9/unused")
+    seen: list[tuple[str, str]] = []
+
+    def hook(_s: Session, task: TaskInstance, evt: Any) -> None:
+        seen.append((task.id, evt.type))
+
+    def broken(_s: Session, _task: TaskInstance, _evt: Any) -> None:
+        raise RuntimeError("a hook's bug must not fail the change")
+
+    on_state_change(hook)
+    on_state_change(broken)
+    db = Database(env["DATABASE_URL"])
+    try:
+        with db.session() as s:
+            task = load(s, task_id)
+            change_state(s, settings, task, Status.RUNNING, actor="w1", worker_id="w1")
+            change_state(s, settings, task, Status.PENDING, actor="w1", audit_type=AuditEvent.DEFERRED,
+                         details={"reason": "rate limit"}, worker_id=None)
+    finally:
+        disconnect(hook)
+        disconnect(broken)
+        db.dispose()
+    assert seen == [(task_id, EventType.STARTED.value), (task_id, AuditEvent.DEFERRED.value)]
+    audit = sql(database, "SELECT type, to_status FROM task_events WHERE task_id = %s ORDER BY id", task_id)
+    assert audit == [(EventType.CREATED.value, "PENDING"), (EventType.STARTED.value, "RUNNING"),
+                     (AuditEvent.DEFERRED.value, "PENDING")]
+    sent = sql(database, "SELECT body::json->>'type' FROM outbox WHERE task_id = %s AND target = 'orchestrator' "
+                         "ORDER BY id", task_id)
+    # the deferral is audit-only: it is not announced to the orchestrator
+    assert [row[0] for row in sent] == [EventType.CREATED.value, EventType.STARTED.value]

@@ -1,4 +1,4 @@
-"""Resource quantities ('128Mi', '500m') and the retry delay formula (contract section 5)."""
+"""Resource quantities ('128Mi', '500m') and the retry delay formula (docs/architecture.md, retries)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Principal permissions per role, as in the contract's role table (section 3)."""
+"""Principal permissions per role (the role table of docs/api.md, "Authentication and permissions")."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from typing import Any
 
 from taskexec import metrics
 from taskexec.config import Settings, get_settings
-from taskexec.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskType
+from taskexec.constants import CELERY_TASK_EXECUTE, Pool, Status, TaskErrorCode, TaskType
 from taskexec.exceptions import Conflict, DestinationNotAllowed, ValidationFailed
 from taskexec.mapping import MappingError, Response, apply, needs_json
 from taskexec.netpolicy import check_url
@@ -58,7 +58,7 @@ class Attempt:
         self.redactor = Redactor()
         self.secret = SecretResolver(settings, self.redactor)
         self.pool = session_pool(settings)
-        self.meta: dict[str, Any] = {"executionEnvironment": {"pool": "integration", "worker": worker_id()}}
+        self.meta: dict[str, Any] = {"executionEnvironment": {"pool": Pool.INTEGRATION.value, "worker": worker_id()}}
 
     def run(self) -> Outcome:
         try:
@@ -181,7 +181,7 @@ class Attempt:
 
 
 class IntegrationTask(ExecuteTask):
-    task_type = "INTEGRATION"
+    task_type = TaskType.INTEGRATION
     name = CELERY_TASK_EXECUTE[TaskType.INTEGRATION]
 
     def execute(self, job: Job) -> Outcome:
