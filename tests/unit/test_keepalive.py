@@ -88,9 +88,11 @@ def test_proxied_urls_are_left_to_requests(monkeypatch: pytest.MonkeyPatch) -> N
 def test_reports_of_many_threads_share_calls_and_keep_their_answers() -> None:
     release = threading.Event()
     calls: list[list[str]] = []
+    traces: list[dict[str, str] | None] = []
 
-    def send(reports: list[Any]) -> list[tuple[int, Any]]:
+    def send(reports: list[Any], extra: dict[str, str] | None) -> list[tuple[int, Any]]:
         calls.append([r.task_id for r in reports])
+        traces.append(extra)
         release.wait(10)  # the calls in flight (two senders) block while the other reports queue up
         return [(200, {"id": r.task_id}) for r in reports]
 
@@ -98,7 +100,7 @@ def test_reports_of_many_threads_share_calls_and_keep_their_answers() -> None:
     answers: dict[str, Any] = {}
 
     def call(task_id: str) -> None:
-        answers[task_id] = batcher.call(LostReport(task_id=task_id))
+        answers[task_id] = batcher.call(LostReport(task_id=task_id), {"X-Request-Id": f"req-{task_id}"})
 
     first = threading.Thread(target=call, args=("t0",))
     first.start()
@@ -114,3 +116,6 @@ def test_reports_of_many_threads_share_calls_and_keep_their_answers() -> None:
     assert calls[0] == ["t0"] and sorted(sum(calls[1:], [])) == ["t1", "t2", "t3", "t4", "t5"]
     assert len(calls) <= 3  # five reports in at most two calls, not five
     assert all(answers[f"t{i}"] == (200, {"id": f"t{i}"}) for i in range(6))
+    # a call carrying one task's report carries that task's request id; one carrying several, none
+    assert traces[0] == {"X-Request-Id": "req-t0"}
+    assert all(t is None for c, t in zip(calls[1:], traces[1:], strict=True) if len(c) > 1)
