@@ -67,7 +67,8 @@ LAYOUT: dict[str, tuple[str, list[str]]] = {
     "taskexec.store": (
         "PostgreSQL: engine and sessions, models, migrations, the state machine, outbox rows, read-only "
         "statistics, credentials, and the narrow interface the task services are written against.",
-        ["db", "models", "migrate", "statemachine", "events", "stats", "auth", "keywatch"],
+        ["db", "models", "migrate", "statemachine", "statechange", "events", "stats", "auth", "visibility",
+         "keywatch"],
     ),
     "taskexec.people": (
         "Work for people: who a manual task is offered to, claiming and completing it, its reminders and "
