@@ -16,11 +16,12 @@ RUN python3 -m venv /opt/venv
 WORKDIR /src
 # Dependencies first (cached while only the code changes): install the deps of pyproject.toml.
 COPY pyproject.toml README.md ./
-RUN mkdir -p taskexec api workers sandbox \
- && touch taskexec/__init__.py api/__init__.py workers/__init__.py sandbox/__init__.py \
+RUN mkdir -p taskexec commands api workers sandbox \
+ && touch taskexec/__init__.py commands/__init__.py api/__init__.py workers/__init__.py sandbox/__init__.py \
  && /opt/venv/bin/pip install --quiet . \
  && /opt/venv/bin/pip uninstall --quiet --yes taskexec
 COPY taskexec ./taskexec
+COPY commands ./commands
 COPY api ./api
 COPY workers ./workers
 COPY sandbox ./sandbox

@@ -20,7 +20,7 @@ SBOM_DIR    ?= sbom
 SBOM_IMAGE  ?= taskexec:latest
 BASE_IMAGE  ?= taskexec-base:bookworm
 SOAK_MINUTES ?= 10
-LINT_PATHS  ?= taskexec api workers sandbox tests bench
+LINT_PATHS  ?= taskexec commands api workers sandbox tests bench
 
 .PHONY: help setup bootstrap services services-start services-stop services-status \
         run test lint bench soak sbom clean distclean build-AutomatedTaskExecutorFunction

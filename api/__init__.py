@@ -24,15 +24,15 @@ from api.errors import register_error_handlers
 from api.io import reject_nul_in_url
 from api.metrics import broker_stats
 from api.runtime import Runtime
-from taskexec.celery_app import make_celery
-from taskexec.config import Settings, get_settings
-from taskexec.db import Database
-from taskexec.dispatch import Dispatcher, Publisher
-from taskexec.keywatch import KeyWatch
-from taskexec.lifecycle import Lifecycle
-from taskexec.logs import configure_logging, secrets_of
-from taskexec.manager import TaskManager
-from taskexec.outbox import Deliverer
+from taskexec.broker.celery_app import make_celery
+from taskexec.core.config import Settings, get_settings
+from taskexec.observability.logs import configure_logging, secrets_of
+from taskexec.services.dispatch import Dispatcher, Publisher
+from taskexec.services.lifecycle import Lifecycle
+from taskexec.services.manager import TaskManager
+from taskexec.services.outbox import Deliverer
+from taskexec.store.db import Database
+from taskexec.store.keywatch import KeyWatch
 
 
 def create_app(settings: Settings | None = None, *, start_dispatcher: bool | None = None) -> Flask:

@@ -1,8 +1,8 @@
 """The operations dashboard: the page at `/dashboard` and its JSON API `GET /api/v1/stats/overview`.
 
 The page is static (HTML, CSS and vanilla JS drawing its own SVG charts, no CDN); like the inbox it asks
-for a token and sends it as `Authorization: Bearer`. The data comes from PostgreSQL (`taskexec.stats`)
-plus the broker (`taskexec.broker_stats`: queue lengths, workers). Needs `tasks:monitor`.
+for a token and sends it as `Authorization: Bearer`. The data comes from PostgreSQL (`taskexec.store.stats`)
+plus the broker (`taskexec.broker.broker_stats`: queue lengths, workers). Needs `tasks:monitor`.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from api.metrics import broker_stats
 from api.pages import page_blueprint
 from api.routing import operation
 from api.runtime import runtime
-from taskexec import stats
-from taskexec.constants import API_PREFIX, Permission, Pool, Status
+from taskexec.core.constants import API_PREFIX, Permission, Pool, Status
+from taskexec.store import stats
 
 bp = page_blueprint("dashboard", "dashboard", "/dashboard")
 

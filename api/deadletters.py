@@ -8,10 +8,10 @@ from api.io import page, parse_query
 from api.routing import operation
 from api.runtime import runtime
 from api.security import current
-from taskexec.constants import API_PREFIX, Permission
-from taskexec.deadletters import DeadLetters, dead_letter_out
-from taskexec.exceptions import Forbidden
-from taskexec.schemas import DeadLetterPage, DeadLetterQuery, RedriveOut
+from taskexec.contract.schemas import DeadLetterPage, DeadLetterQuery, RedriveOut
+from taskexec.core.constants import API_PREFIX, Permission
+from taskexec.core.exceptions import Forbidden
+from taskexec.services.deadletters import DeadLetters, dead_letter_out
 
 bp = Blueprint("deadletters", __name__, url_prefix=f"{API_PREFIX}/deadletters")
 

@@ -8,9 +8,15 @@ from api.io import definition_out, page, parse_body, parse_query
 from api.routing import operation
 from api.runtime import runtime
 from api.security import current
-from taskexec.constants import API_PREFIX, Permission
-from taskexec.exceptions import field_error
-from taskexec.schemas import DefinitionGetQuery, DefinitionIn, DefinitionListQuery, DefinitionOut, DefinitionPage
+from taskexec.contract.schemas import (
+    DefinitionGetQuery,
+    DefinitionIn,
+    DefinitionListQuery,
+    DefinitionOut,
+    DefinitionPage,
+)
+from taskexec.core.constants import API_PREFIX, Permission
+from taskexec.core.exceptions import field_error
 
 bp = Blueprint("definitions", __name__, url_prefix=f"{API_PREFIX}/tasks/definitions")
 

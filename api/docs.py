@@ -14,7 +14,7 @@ from flask import Flask, Response, jsonify, send_from_directory
 
 from api.openapi import build_spec
 from api.pages import page_blueprint
-from taskexec.exceptions import NotFound
+from taskexec.core.exceptions import NotFound
 
 SWAGGER_DIST = Path(flask_swagger_ui.__file__).resolve().parent / "dist"
 SWAGGER_ASSETS = frozenset({"swagger-ui-bundle.js", "swagger-ui.css", "favicon-32x32.png", "favicon-16x16.png"})

@@ -9,8 +9,8 @@ import socket
 from flask import Flask, Response, jsonify
 from werkzeug.exceptions import HTTPException
 
-from taskexec.constants import ErrorCode
-from taskexec.exceptions import TaskexecError, error_envelope
+from taskexec.core.constants import ErrorCode
+from taskexec.core.exceptions import TaskexecError, error_envelope
 
 log = logging.getLogger(__name__)
 

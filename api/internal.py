@@ -1,6 +1,6 @@
 """The internal API the worker pools report through (service credential, `tasks:internal`).
 
-The messages are the models of `taskexec.protocol`. Each report (start, assign, finish, defer, lost)
+The messages are the models of `taskexec.contract.protocol`. Each report (start, assign, finish, defer, lost)
 has its own endpoint, and ``POST /internal/v1/reports`` takes several at once (a pool coalesces the
 reports of its threads): each is handled in its own transaction, exactly as its own endpoint would,
 and answered in order with that endpoint's status and body.
@@ -18,11 +18,7 @@ from pydantic import BaseModel
 from api.io import parse_body
 from api.runtime import Runtime, runtime
 from api.security import current, require
-from taskexec.constants import INTERNAL_PREFIX, Permission, Status
-from taskexec.dispatch import dispatch_due, republish_overdue
-from taskexec.exceptions import NotFound, TaskexecError
-from taskexec.outbox import deliver_due
-from taskexec.protocol import (
+from taskexec.contract.protocol import (
     AssignReport,
     DeferIn,
     DeferReport,
@@ -40,9 +36,13 @@ from taskexec.protocol import (
     TaskStateOut,
     TaskStatusOut,
 )
-from taskexec.queue_timeout import QueueTimeouts
-from taskexec.recovery import Recovery
-from taskexec.schemas import ErrorBody
+from taskexec.contract.schemas import ErrorBody
+from taskexec.core.constants import INTERNAL_PREFIX, Permission, Status
+from taskexec.core.exceptions import NotFound, TaskexecError
+from taskexec.services.dispatch import dispatch_due, republish_overdue
+from taskexec.services.outbox import deliver_due
+from taskexec.services.queue_timeout import QueueTimeouts
+from taskexec.services.recovery import Recovery
 
 bp = Blueprint("internal", __name__, url_prefix=INTERNAL_PREFIX)
 log = logging.getLogger(__name__)
@@ -201,7 +201,7 @@ def sweep(name: str):
             timed_out = QueueTimeouts(rt.settings).sweep(s)
         return jsonify({"queued": timed_out})
     if name in ("reminders", "escalations"):
-        from taskexec.manual_timers import TimerSweeps
+        from taskexec.people.manual_timers import TimerSweeps
 
         done = getattr(TimerSweeps(rt.manager, rt.db), name)()
         _wake()

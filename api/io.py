@@ -8,10 +8,10 @@ from typing import Any, TypeVar
 from flask import request
 from pydantic import BaseModel, ValidationError
 
-from taskexec.exceptions import BadRequest, ValidationFailed
-from taskexec.models import TaskDefinition, TaskEvent, TaskInstance
-from taskexec.schemas import DefinitionOut, EventOut, TaskOut
-from taskexec.validation import pydantic_details
+from taskexec.contract.schemas import DefinitionOut, EventOut, TaskOut
+from taskexec.contract.validation import pydantic_details
+from taskexec.core.exceptions import BadRequest, ValidationFailed
+from taskexec.store.models import TaskDefinition, TaskEvent, TaskInstance
 
 M = TypeVar("M", bound=BaseModel)
 

@@ -12,12 +12,7 @@ from api.io import page, parse_body, parse_query, task_out
 from api.routing import operation
 from api.runtime import runtime
 from api.security import audit_fields, current
-from taskexec.constants import API_PREFIX, AuditEvent, Permission
-from taskexec.exceptions import TaskexecError
-from taskexec.manual import Audit, ManualTasks
-from taskexec.manual_timers import task_config
-from taskexec.models import TaskInstance
-from taskexec.schemas import (
+from taskexec.contract.schemas import (
     ClaimOut,
     CompleteIn,
     CompleteOut,
@@ -27,6 +22,11 @@ from taskexec.schemas import (
     ReassignIn,
     ReassignOut,
 )
+from taskexec.core.constants import API_PREFIX, AuditEvent, Permission
+from taskexec.core.exceptions import TaskexecError
+from taskexec.people.manual import Audit, ManualTasks
+from taskexec.people.manual_timers import task_config
+from taskexec.store.models import TaskInstance
 
 bp = Blueprint("manual_tasks", __name__, url_prefix=API_PREFIX)
 

@@ -6,8 +6,8 @@ from flask import Blueprint, jsonify
 
 from api.routing import operation
 from api.security import current
-from taskexec.constants import API_PREFIX, Permission
-from taskexec.schemas import MeOut
+from taskexec.contract.schemas import MeOut
+from taskexec.core.constants import API_PREFIX, Permission
 
 bp = Blueprint("me", __name__, url_prefix=API_PREFIX)
 

@@ -7,11 +7,11 @@ from flask.blueprints import BlueprintSetupState
 
 from api.routing import operation
 from api.runtime import runtime
-from taskexec import task_metrics
-from taskexec.broker_stats import BrokerStats
-from taskexec.metrics import declare_queue_timeouts
-from taskexec.metrics_collector import StateCollector
-from taskexec.metrics_export import render
+from taskexec.broker.broker_stats import BrokerStats
+from taskexec.observability.metrics import declare_queue_timeouts
+from taskexec.observability.metrics_export import render
+from taskexec.services import task_metrics
+from taskexec.services.metrics_collector import StateCollector
 
 bp = Blueprint("metrics", __name__)
 
@@ -25,10 +25,10 @@ def _start(state: BlueprintSetupState) -> None:
 def broker_stats() -> BrokerStats:
     """The router process's broker view (its worker list is cached between calls)."""
     ext = current_app.extensions
-    if "taskexec.broker_stats" not in ext:
+    if "taskexec.broker.broker_stats" not in ext:
         rt = runtime()
-        ext["taskexec.broker_stats"] = BrokerStats(rt.settings, rt.publisher.app)
-    return ext["taskexec.broker_stats"]
+        ext["taskexec.broker.broker_stats"] = BrokerStats(rt.settings, rt.publisher.app)
+    return ext["taskexec.broker.broker_stats"]
 
 
 @operation(bp, "GET", "/metrics", summary="Prometheus metrics (text exposition format)", auth=False,

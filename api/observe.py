@@ -1,6 +1,6 @@
 """Request hooks of the router: request id and trace context, the JSON access log, HTTP metrics.
 
-Every request gets a `Trace` (`taskexec.tracing`): the caller's `X-Request-Id` and `traceparent`
+Every request gets a `Trace` (`taskexec.observability.tracing`): the caller's `X-Request-Id` and `traceparent`
 when well-formed, fresh ones otherwise. Both are answered in the response headers and written on
 every log line of the request. When it ends, one access-log line (logger `taskexec.access`) says who
 asked what and how it went, and the route's latency histogram and request counter are updated; the
@@ -15,8 +15,8 @@ import time
 
 from flask import Flask, Response, g, request
 
-from taskexec import metrics, tracing
-from taskexec.logs import bind_task, clear_task
+from taskexec.observability import metrics, tracing
+from taskexec.observability.logs import bind_task, clear_task
 
 log = logging.getLogger("taskexec.access")
 QUIET_ROUTES = frozenset({"/health", "/ready", "/health/readiness", "/metrics"})

@@ -18,8 +18,9 @@ from pydantic.json_schema import models_json_schema
 from werkzeug.routing import Rule
 
 from api.routing import ERROR_TEXT, Operation, operations_of
-from taskexec import __version__, schemas
-from taskexec.constants import API_PREFIX
+from taskexec import __version__
+from taskexec.contract import schemas
+from taskexec.core.constants import API_PREFIX
 
 _PATH_VAR = re.compile(r"<(?:[^:>]+:)?([^>]+)>")
 SECURITY: list[dict[str, list[str]]] = [{"bearer": []}, {"apiKey": []}]

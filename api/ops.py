@@ -8,7 +8,7 @@ from flask import Blueprint, jsonify
 
 from api.routing import operation
 from api.runtime import runtime
-from taskexec.schemas import HealthOut, ReadyOut
+from taskexec.contract.schemas import HealthOut, ReadyOut
 
 bp = Blueprint("ops", __name__)
 READY: dict[str, Any] = {"summary": "Readiness: database and broker reachable (/ready and /health/readiness)",

@@ -27,10 +27,10 @@ import redis
 from flask import Flask, Response, current_app, g, request
 
 from api.security import try_authenticate
-from taskexec import metrics
-from taskexec.config import Settings
-from taskexec.constants import API_PREFIX
-from taskexec.exceptions import RateLimited
+from taskexec.core.config import Settings
+from taskexec.core.constants import API_PREFIX
+from taskexec.core.exceptions import RateLimited
+from taskexec.observability import metrics
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

@@ -17,7 +17,7 @@ from flask import Blueprint
 from pydantic import BaseModel
 
 from api.security import authenticated, require
-from taskexec.constants import Permission
+from taskexec.core.constants import Permission
 
 F = TypeVar("F", bound=Callable[..., Any])
 

@@ -6,13 +6,13 @@ from dataclasses import dataclass
 
 from flask import current_app
 
-from taskexec.config import Settings
-from taskexec.db import Database
-from taskexec.dispatch import Dispatcher, EnqueueMarks, Publisher
-from taskexec.keywatch import KeyWatch
-from taskexec.lifecycle import Lifecycle
-from taskexec.manager import TaskManager
-from taskexec.outbox import Deliverer
+from taskexec.core.config import Settings
+from taskexec.services.dispatch import Dispatcher, EnqueueMarks, Publisher
+from taskexec.services.lifecycle import Lifecycle
+from taskexec.services.manager import TaskManager
+from taskexec.services.outbox import Deliverer
+from taskexec.store.db import Database
+from taskexec.store.keywatch import KeyWatch
 
 
 @dataclass

@@ -9,9 +9,9 @@ from typing import Any, TypeVar
 from flask import g, request
 
 from api.runtime import runtime
-from taskexec.auth import API_KEY_CACHE, Principal, decode_token, hash_key, verify_api_key
-from taskexec.constants import Permission
-from taskexec.exceptions import TaskexecError, Unauthorized
+from taskexec.core.constants import Permission
+from taskexec.core.exceptions import TaskexecError, Unauthorized
+from taskexec.store.auth import API_KEY_CACHE, Principal, decode_token, hash_key, verify_api_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,7 +59,7 @@ def _authenticate() -> Principal:
 
 def _api_key_principal(key: str) -> Principal:
     """Looked up in the database, or remembered for TEL_API_KEY_CACHE_SECONDS while this process hears of every
-    change to the keys (`taskexec.keywatch`)."""
+    change to the keys (`taskexec.store.keywatch`)."""
     rt = runtime()
     ttl = rt.settings.api_key_cache_s if rt.keywatch is not None and rt.keywatch.listening.is_set() else 0
     digest = hash_key(key) if ttl > 0 else ""

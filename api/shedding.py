@@ -2,7 +2,7 @@
 CRITICAL are still accepted.
 
 A `before_request` hook, for routes declared with :func:`sheddable` (task submission). Queue depths are read
-from the broker the way `/metrics` reads them (`taskexec.broker_stats`), in a background thread at most
+from the broker the way `/metrics` reads them (`taskexec.broker.broker_stats`), in a background thread at most
 every `TEL_SHED_CHECK_INTERVAL` (2 s), so a request only reads a dict; while no queue is over a threshold
 nothing else happens. Over `TEL_SHED_LOW_QUEUE_DEPTH` messages (10,000) LOW submissions to that queue are
 refused, over `TEL_SHED_MEDIUM_QUEUE_DEPTH` (50,000) MEDIUM ones too: 503 `UNAVAILABLE` with
@@ -22,13 +22,13 @@ from flask import Flask, current_app, g, request
 from sqlalchemy import select
 
 from api.runtime import runtime
-from taskexec import metrics
-from taskexec.auth import Principal
-from taskexec.broker_stats import BrokerStats
-from taskexec.config import Settings
-from taskexec.constants import Priority, TaskType
-from taskexec.exceptions import Unavailable
-from taskexec.models import TaskDefinition
+from taskexec.broker.broker_stats import BrokerStats
+from taskexec.core.config import Settings
+from taskexec.core.constants import Priority, TaskType
+from taskexec.core.exceptions import Unavailable
+from taskexec.observability import metrics
+from taskexec.store.auth import Principal
+from taskexec.store.models import TaskDefinition
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])

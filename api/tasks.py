@@ -10,11 +10,7 @@ from api.routing import Header, operation
 from api.runtime import runtime
 from api.security import audit_fields, current
 from api.shedding import batch_submissions, sheddable
-from taskexec.constants import API_PREFIX, AuditEvent, Permission, Status, TaskType
-from taskexec.dispatch import publish_new
-from taskexec.exceptions import BadRequest, NotFound, TaskexecError
-from taskexec.models import TaskInstance
-from taskexec.schemas import (
+from taskexec.contract.schemas import (
     MAX_IDEMPOTENCY_KEY,
     BatchEnvelope,
     BatchIn,
@@ -32,7 +28,11 @@ from taskexec.schemas import (
     TaskOut,
     TaskPage,
 )
-from taskexec.visibility import can_see
+from taskexec.core.constants import API_PREFIX, AuditEvent, Permission, Status, TaskType
+from taskexec.core.exceptions import BadRequest, NotFound, TaskexecError
+from taskexec.services.dispatch import publish_new
+from taskexec.store.models import TaskInstance
+from taskexec.store.visibility import can_see
 
 bp = Blueprint("tasks", __name__, url_prefix=f"{API_PREFIX}/tasks")
 
@@ -41,7 +41,7 @@ IDEMPOTENCY_KEY = Header("Idempotency-Key", "a retry with the same key and body 
 
 
 def load_visible(s, task_id: str) -> TaskInstance:
-    """The task, if the caller may see it (`taskexec.visibility`); else 404, as if it did not exist."""
+    """The task, if the caller may see it (`taskexec.store.visibility`); else 404, as if it did not exist."""
     task = runtime().manager.get_task(s, task_id)
     if not can_see(task, current()):
         raise NotFound(f"task {task_id} not found")

@@ -57,8 +57,8 @@ class Taskexec:
     """A REST client of one router (admin token) and the orchestrator that receives its events."""
 
     def __init__(self, url: str, receiver: str) -> None:
-        from taskexec.auth import issue_token
-        from taskexec.config import Settings
+        from taskexec.core.config import Settings
+        from taskexec.store.auth import issue_token
 
         token = issue_token(Settings(TEL_JWT_SECRET=support.JWT_SECRET), "bench", ["admin"])  # type: ignore[call-arg]
         self.url = url
@@ -201,7 +201,7 @@ def main() -> int:
     lat: dict[str, list[float]] = {"taskexec": [], "docker run --rm": [], "Celery + Docker SDK": []}
     tput: dict[str, list[float]] = {"taskexec": [], "Celery + Docker SDK": []}
     try:
-        from taskexec.migrate import upgrade
+        from taskexec.store.migrate import upgrade
 
         with support.admin_conn() as conn:
             conn.execute(f"CREATE DATABASE {dbname}")

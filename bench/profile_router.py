@@ -47,11 +47,11 @@ def inproc(args: argparse.Namespace) -> int:
     from sqlalchemy import event, text
 
     from api import create_app
-    from taskexec.auth import create_api_key, issue_token
-    from taskexec.config import Settings
-    from taskexec.db import Database
-    from taskexec.migrate import upgrade
-    from taskexec.outbox import deliver_due
+    from taskexec.core.config import Settings
+    from taskexec.services.outbox import deliver_due
+    from taskexec.store.auth import create_api_key, issue_token
+    from taskexec.store.db import Database
+    from taskexec.store.migrate import upgrade
 
     prefix = "prof" + uuid.uuid4().hex[:8]
     dbname = f"bench_{prefix}"

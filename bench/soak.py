@@ -100,7 +100,7 @@ class Load:
 
 def integration_hosts(calls_per_s: float, limit: str) -> int:
     """How many target hosts keep each one at most HEADROOM of its rate limit (the limit is per host:port)."""
-    from taskexec.integration_spec import parse_rate
+    from taskexec.core.integration_spec import parse_rate
 
     count, window = parse_rate(limit)
     return max(1, math.ceil(calls_per_s * 60.0 / (count * 60.0 / window * HEADROOM)))
@@ -147,8 +147,8 @@ class Driver:
     """Submits each kind of task at a fixed rate and plays the human operator."""
 
     def __init__(self, url: str, target_urls: list[str], rates: dict[str, float]) -> None:
-        from taskexec.auth import issue_token
-        from taskexec.config import Settings
+        from taskexec.core.config import Settings
+        from taskexec.store.auth import issue_token
 
         cfg = Settings(TEL_JWT_SECRET=support.JWT_SECRET)  # type: ignore[call-arg]
         self.url = url
@@ -340,8 +340,8 @@ def main() -> int:
     parser.add_argument("--max-growth", type=float, default=0.25)
     args = parser.parse_args()
 
-    from taskexec.config import Settings
-    from taskexec.migrate import upgrade
+    from taskexec.core.config import Settings
+    from taskexec.store.migrate import upgrade
 
     # the load must fit the stack's own limits: enough target hosts that none gets more than HEADROOM of its limit
     limit = str(Settings.model_fields["rate_limit_default"].default)  # the soak's stack sets no other

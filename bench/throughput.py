@@ -216,10 +216,10 @@ class Taskexec:
     def start(self) -> None:
         import psycopg
 
-        from taskexec.auth import create_api_key, issue_token
-        from taskexec.config import Settings
-        from taskexec.db import Database
-        from taskexec.migrate import upgrade
+        from taskexec.core.config import Settings
+        from taskexec.store.auth import create_api_key, issue_token
+        from taskexec.store.db import Database
+        from taskexec.store.migrate import upgrade
 
         args = self.args
         with support.admin_conn() as conn:

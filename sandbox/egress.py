@@ -8,7 +8,7 @@ IPv6), never on Docker's default bridge. Two iptables chains, installed on the h
 * `DOCKER-USER` (Docker's hook in FORWARD) jumps to `TEL-F-<id>` for packets from the bridge: replies
   pass, the operator's allowlist passes, DNS (port 53) to the engine host's own resolvers passes, every
   refused range (private, loopback, link-local, CGNAT, multicast, reserved, ...; the list comes from the
-  caller, see `taskexec.netpolicy`) is rejected, the rest (the public internet) passes;
+  caller, see `taskexec.core.netpolicy`) is rejected, the rest (the public internet) passes;
 * `INPUT` jumps to `TEL-I-<id>` for packets from the bridge to the host itself (any of its addresses,
   public ones included): replies and the allowlist pass, everything else is rejected. So the host's own
   services (Redis, PostgreSQL, the Docker API, the worker's metrics port) are out of reach.

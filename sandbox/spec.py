@@ -16,7 +16,7 @@ OUTPUT_VALIDATION_ERROR = "OUTPUT_VALIDATION_ERROR"
 CANCELLED = "CANCELLED"
 SANDBOX_ERROR = "SANDBOX_ERROR"
 # Every code a RunResult may carry. The worker reports them as a task's `error.code`, so each must be one of
-# the task error codes (taskexec.constants.TaskErrorCode); tests/unit/test_error_codes.py keeps them in step
+# the task error codes (taskexec.core.constants.TaskErrorCode); tests/unit/test_error_codes.py keeps them in step
 # (the sandbox knows nothing of taskexec, so the test compares them).
 ERROR_CODES = frozenset({NON_ZERO_EXIT, TIME_LIMIT_EXCEEDED, MEMORY_LIMIT_EXCEEDED, OUTPUT_LIMIT_EXCEEDED,
                          OUTPUT_VALIDATION_ERROR, CANCELLED, SANDBOX_ERROR})

@@ -42,7 +42,7 @@ def env(database: str) -> dict[str, str]:
 
 @pytest.fixture
 def settings(env: dict[str, str]) -> Any:
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     return Settings(**{k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))})
 
@@ -62,8 +62,8 @@ def client(app: Any) -> Any:
 
 
 def make_token(sub: str = "alice", roles: tuple[str, ...] = ("admin",), **kw: Any) -> str:
-    from taskexec.auth import issue_token
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
+    from taskexec.store.auth import issue_token
 
     return issue_token(Settings(TEL_JWT_SECRET=support.JWT_SECRET), sub, list(roles), **kw)  # type: ignore[call-arg]
 

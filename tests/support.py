@@ -43,7 +43,7 @@ def admin_conn() -> psycopg.Connection:
 
 def create_template() -> None:
     """Migrate a template database once per session (this also runs Alembic for real)."""
-    from taskexec.migrate import upgrade
+    from taskexec.store.migrate import upgrade
 
     with admin_conn() as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {TEMPLATE_DB} WITH (FORCE)")
@@ -176,7 +176,7 @@ class Proc:
 
 
 def taskexec(*args: str) -> list[str]:
-    return [sys.executable, "-m", "taskexec.cli", *args]
+    return [sys.executable, "-m", "commands.cli", *args]
 
 
 class Stack:
@@ -191,8 +191,8 @@ class Stack:
         self.service_key = ""
 
     def start_router(self) -> None:
-        from taskexec.auth import create_api_key
-        from taskexec.db import Database
+        from taskexec.store.auth import create_api_key
+        from taskexec.store.db import Database
 
         if not self.service_key:
             db = Database(self.env["DATABASE_URL"])

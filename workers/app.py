@@ -7,10 +7,10 @@ from typing import Any
 
 from celery import signals
 
-from taskexec.celery_app import make_celery
-from taskexec.config import get_settings
-from taskexec.constants import CELERY_TASK_SWEEP
-from taskexec.logs import configure_logging, secrets_of
+from taskexec.broker.celery_app import make_celery
+from taskexec.core.config import get_settings
+from taskexec.core.constants import CELERY_TASK_SWEEP
+from taskexec.observability.logs import configure_logging, secrets_of
 from workers import (
     consumer,
     metrics_hooks,  # noqa: F401 - Celery signal hooks: metrics and log context

@@ -11,13 +11,13 @@ from typing import Any
 
 from sandbox import DockerRunner, Limits, RunResult, RunSpec, SandboxUnavailable
 from sandbox.egress import Egress
-from taskexec.client import RouterClient
-from taskexec.config import Settings, get_settings
-from taskexec.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskType
-from taskexec.limits import attempt_timeout_s, parse_cpu, parse_memory
-from taskexec.netpolicy import parse_networks, refused_ipv4_networks
-from taskexec.protocol import Job, LostIn
-from taskexec.schemas import AutomatedConfig, ResourceRequirements, TaskError
+from taskexec.clients.client import RouterClient
+from taskexec.contract.protocol import Job, LostIn
+from taskexec.contract.schemas import AutomatedConfig, ResourceRequirements, TaskError
+from taskexec.core.config import Settings, get_settings
+from taskexec.core.constants import CELERY_TASK_EXECUTE, Status, TaskErrorCode, TaskType
+from taskexec.core.limits import attempt_timeout_s, parse_cpu, parse_memory
+from taskexec.core.netpolicy import parse_networks, refused_ipv4_networks
 from workers.base import ExecuteTask, Outcome, worker_id
 
 log = logging.getLogger(__name__)

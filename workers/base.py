@@ -13,13 +13,13 @@ from celery import Task
 from celery.exceptions import Reject
 from celery.worker import state as worker_state
 
-from taskexec import tracing
-from taskexec.client import RouterClient
-from taskexec.config import get_settings
-from taskexec.constants import Status, TaskErrorCode, TaskType
-from taskexec.exceptions import Conflict, NotFound
-from taskexec.protocol import FinishIn, Job, StartIn
-from taskexec.schemas import TaskError
+from taskexec.clients.client import RouterClient
+from taskexec.contract.protocol import FinishIn, Job, StartIn
+from taskexec.contract.schemas import TaskError
+from taskexec.core.config import get_settings
+from taskexec.core.constants import Status, TaskErrorCode, TaskType
+from taskexec.core.exceptions import Conflict, NotFound
+from taskexec.observability import tracing
 from workers import wakeup
 from workers.signals import attempt_finished, attempt_started
 

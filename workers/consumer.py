@@ -9,7 +9,7 @@ Here such an error is logged and the reply dropped; the mailbox and the task con
 A broken connection still restarts the consumer the usual way (Celery's connection errors are not
 handled here).
 
-Installed with `worker_consumer` in `taskexec.celery_app`; everything else is Celery's.
+Installed with `worker_consumer` in `taskexec.broker.celery_app`; everything else is Celery's.
 """
 
 from __future__ import annotations

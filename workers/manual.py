@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from taskexec.constants import CELERY_TASK_EXECUTE, TaskType
-from taskexec.exceptions import NotFound
-from taskexec.protocol import Job, StartIn
+from taskexec.contract.protocol import Job, StartIn
+from taskexec.core.constants import CELERY_TASK_EXECUTE, TaskType
+from taskexec.core.exceptions import NotFound
 from workers.base import ExecuteTask, Outcome, worker_id
 
 

@@ -15,11 +15,11 @@ from typing import Any
 
 from celery import signals
 
-from taskexec import metrics
-from taskexec.config import get_settings
-from taskexec.constants import CELERY_TASK_EXECUTE, Status
-from taskexec.logs import bind_task, clear_task
-from taskexec.metrics_export import serve
+from taskexec.core.config import get_settings
+from taskexec.core.constants import CELERY_TASK_EXECUTE, Status
+from taskexec.observability import metrics
+from taskexec.observability.logs import bind_task, clear_task
+from taskexec.observability.metrics_export import serve
 from workers import health, node
 from workers.signals import attempt_finished, attempt_started
 

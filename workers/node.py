@@ -11,7 +11,7 @@ import socket
 
 from celery.utils.nodenames import nodesplit
 
-from taskexec.constants import POOLS
+from taskexec.core.constants import POOLS
 
 _node = {"worker": socket.gethostname(), "hostname": socket.gethostname(), "pool": "unknown"}
 

@@ -7,9 +7,9 @@ from typing import Any
 
 from celery import Celery
 
-from taskexec.client import RouterClient
-from taskexec.config import Settings, get_settings
-from taskexec.constants import CELERY_TASK_SWEEP, Pool
+from taskexec.clients.client import RouterClient
+from taskexec.core.config import Settings, get_settings
+from taskexec.core.constants import CELERY_TASK_SWEEP, Pool
 
 log = logging.getLogger(__name__)
 

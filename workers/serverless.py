@@ -1,6 +1,6 @@
 """The serverless AUTOMATED executor: an AWS Lambda handler fed by SQS (serverless/template.yaml).
 
-Each record of a batch is one AUTOMATED task sent by the router (`taskexec/sqs.py`). It runs exactly as
+Each record of a batch is one AUTOMATED task sent by the router (`taskexec/broker/sqs.py`). It runs exactly as
 in the Celery pool: `start` through the router's internal API with the service credential (the
 function holds no database credentials), the code in a sandbox, `finish` with the result; only the
 sandbox is a child process (`sandbox.process.ProcessRunner`), since a function has no Docker.
@@ -31,12 +31,12 @@ from typing import Any
 from pydantic import ValidationError
 
 from sandbox.process import ProcessRunner
-from taskexec.client import RouterClient
-from taskexec.config import Settings, load_settings
-from taskexec.constants import Status, TaskErrorCode
-from taskexec.exceptions import Conflict, NotFound
-from taskexec.protocol import DeferIn, Job, StartIn
-from taskexec.schemas import SqsTaskMessage
+from taskexec.clients.client import RouterClient
+from taskexec.contract.protocol import DeferIn, Job, StartIn
+from taskexec.contract.schemas import SqsTaskMessage
+from taskexec.core.config import Settings, load_settings
+from taskexec.core.constants import Status, TaskErrorCode
+from taskexec.core.exceptions import Conflict, NotFound
 from workers.automated import build_spec, outcome_of, watch_cancel
 from workers.base import Outcome
 
@@ -153,7 +153,7 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
     global _executor
     with _lock:
         if _executor is None:  # cold start: settings, logging, router client, sandbox runner
-            from taskexec.logs import configure_logging, secrets_of
+            from taskexec.observability.logs import configure_logging, secrets_of
 
             settings = settings_from_environment()
             configure_logging(settings.log_level, secrets_of(settings))

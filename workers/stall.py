@@ -20,8 +20,8 @@ from typing import Any
 
 from celery.worker import state as worker_state
 
-from taskexec import metrics
-from taskexec.broker_stats import waiting
+from taskexec.broker.broker_stats import waiting
+from taskexec.observability import metrics
 from workers import node
 
 log = logging.getLogger(__name__)

@@ -1,4 +1,4 @@
-"""`${input.x}` / `${secrets.ref}` templates (the syntax lives in `taskexec.integration_spec`)."""
+"""`${input.x}` / `${secrets.ref}` templates (the syntax lives in `taskexec.core.integration_spec`)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable
 from typing import Any
 
-from taskexec.integration_spec import ANY_PLACEHOLDER, PLACEHOLDER
+from taskexec.core.integration_spec import ANY_PLACEHOLDER, PLACEHOLDER
 
 
 class TemplateError(ValueError):

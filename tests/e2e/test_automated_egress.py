@@ -16,7 +16,7 @@ import docker
 import pytest
 
 from sandbox import egress as eg
-from taskexec.netpolicy import refused_ipv4_networks
+from taskexec.core.netpolicy import refused_ipv4_networks
 from tests.e2e.helpers import define, python_def, submit, wait_status
 from tests.support import Stack
 

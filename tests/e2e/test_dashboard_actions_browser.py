@@ -14,9 +14,9 @@ from typing import Any
 
 import pytest
 
-from taskexec.auth import create_api_key
-from taskexec.db import Database
-from taskexec.sdk import TaskexecClient
+from taskexec.clients.sdk import TaskexecClient
+from taskexec.store.auth import create_api_key
+from taskexec.store.db import Database
 from tests.api_helpers import GREET, sql
 from tests.conftest import make_token
 from tests.e2e.helpers import finish_via_internal_api

@@ -58,11 +58,11 @@ def test_critical_overtakes_low(stack: Stack) -> None:
 
 
 def test_duplicate_message_for_finished_task_does_not_run_again(stack: Stack, env: dict[str, str]) -> None:
-    from taskexec.celery_app import make_celery
-    from taskexec.config import Settings
-    from taskexec.db import Database
-    from taskexec.dispatch import Publisher
-    from taskexec.models import TaskInstance
+    from taskexec.broker.celery_app import make_celery
+    from taskexec.core.config import Settings
+    from taskexec.services.dispatch import Publisher
+    from taskexec.store.db import Database
+    from taskexec.store.models import TaskInstance
 
     worker = stack.start_worker("automated", concurrency=1)
     define(stack, python_def("once", "def main(input):\n    print('ran')\n    return 1\n"))

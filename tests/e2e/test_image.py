@@ -80,8 +80,8 @@ def test_image_is_small_non_root_and_has_a_healthcheck(image: Any, docker_client
 @pytest.mark.timeout(1500)
 def test_image_runs_migrate_router_and_a_worker_pool(image: Any, docker_client: docker.DockerClient,
                                                       containers: list[Any]) -> None:
-    from taskexec.auth import create_api_key
-    from taskexec.db import Database
+    from taskexec.store.auth import create_api_key
+    from taskexec.store.db import Database
 
     dbname = "img_" + uuid.uuid4().hex[:10]
     with admin_conn() as conn:

@@ -100,7 +100,7 @@ SAMPLES = [("email", "a@b"), ("email", "nobody"), ("date", "2024-02-29"), ("date
 
 
 def test_the_form_checks_formats_with_the_servers_words(inbox_stack: Stack, browser_page: Any) -> None:
-    from taskexec.validation import FORMAT_CHECKER, format_message
+    from taskexec.contract.validation import FORMAT_CHECKER, format_message
     from tests.conftest import auth
 
     define(inbox_stack, manual_def("fmt-review", formSchema=FORMAT_FORM))

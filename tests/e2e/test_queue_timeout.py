@@ -37,7 +37,7 @@ def test_a_late_worker_runs_nothing_for_a_task_that_timed_out_in_its_queue(stack
     wait_for(lambda: task_id in worker.text() and '"message skipped"' in worker.text(), 30, what="message skipped")
     assert "is already TIMED_OUT" in worker.text()
     task = get(stack, task_id)
-    # never started: no start time, only the submitting request's ids (taskexec.tracing)
+    # never started: no start time, only the submitting request's ids (taskexec.observability.tracing)
     assert task["status"] == "TIMED_OUT" and set(task["executionMetadata"] or {}) <= {"requestId", "traceparent"}, task
     assert "RUNNING" not in [e["toStatus"] for e in get(stack, task_id, "/events")["items"]]
     assert receiver.events_for(task_id) == ["task.instance.created", "task.instance.timed_out"]

@@ -1,4 +1,4 @@
-"""`taskexec.sdk.TaskexecClient` against a running router (a real gunicorn process) and MANUAL worker.
+"""`taskexec.clients.sdk.TaskexecClient` against a running router (a real gunicorn process) and MANUAL worker.
 
 Automated attempts are reported through the internal API as a pool would (no Docker needed here; the CLI test
 runs real sandboxed tasks). Every error comes back as the exception of its envelope's code.
@@ -13,10 +13,18 @@ from pathlib import Path
 
 import pytest
 
-from taskexec.auth import create_api_key
-from taskexec.db import Database
-from taskexec.exceptions import Conflict, Forbidden, NotFound, Unauthorized, Unavailable, ValidationFailed, WaitTimeout
-from taskexec.sdk import TaskexecClient
+from taskexec.clients.sdk import TaskexecClient
+from taskexec.core.exceptions import (
+    Conflict,
+    Forbidden,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    ValidationFailed,
+    WaitTimeout,
+)
+from taskexec.store.auth import create_api_key
+from taskexec.store.db import Database
 from tests.api_helpers import APPROVE, GREET
 from tests.conftest import make_token
 from tests.e2e.helpers import finish_via_internal_api

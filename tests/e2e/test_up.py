@@ -22,7 +22,7 @@ import psutil
 import pytest
 import requests
 
-from taskexec.migrate import create_database_if_missing
+from taskexec.store.migrate import create_database_if_missing
 from tests.faults.load import query
 from tests.manual_support import GOOD_OUTPUT, manual_def
 from tests.support import REDIS_URL, ROOT, db_url, drop_database, free_port, taskexec, wait_for
@@ -42,10 +42,10 @@ def roles(up_pid: int) -> dict[str, psutil.Process]:
     out = {}
     for child in psutil.Process(up_pid).children():
         cmdline = child.cmdline()
-        if "taskexec.cli" not in cmdline:  # Flower: `python -m celery --broker=... flower`
+        if "commands.cli" not in cmdline:  # Flower: `python -m celery --broker=... flower`
             out["flower" if "flower" in cmdline else " ".join(cmdline)] = child
             continue
-        args = cmdline[cmdline.index("taskexec.cli") + 1:]
+        args = cmdline[cmdline.index("commands.cli") + 1:]
         out["-".join(args[:2]) if args[0] == "worker" else args[0]] = child
     return out
 

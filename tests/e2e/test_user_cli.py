@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 import yaml
 
-from taskexec.auth import create_api_key
-from taskexec.db import Database
+from taskexec.store.auth import create_api_key
+from taskexec.store.db import Database
 from tests.conftest import make_token
 from tests.support import ROOT, Stack, taskexec
 

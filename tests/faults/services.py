@@ -203,7 +203,7 @@ class PostgresCluster:
 
     def create_database(self, name: str) -> str:
         """A new database with the project's schema (Alembic, as `taskexec migrate`); returns its URL."""
-        from taskexec.migrate import upgrade
+        from taskexec.store.migrate import upgrade
 
         with self.admin() as conn:
             conn.execute(f"CREATE DATABASE {name}")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from taskexec.config import Settings
+from taskexec.core.config import Settings
 from tests.e2e.helpers import define, get, python_def, submit, wait_status
 from tests.faults.dockerd import PrivateDockerd
 from tests.faults.load import query

@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
-from taskexec.auth import create_api_key, revoke_api_key
-from taskexec.constants import ROLE_PERMISSIONS, Permission
-from taskexec.db import Database
+from taskexec.core.constants import ROLE_PERMISSIONS, Permission
+from taskexec.store.auth import create_api_key, revoke_api_key
+from taskexec.store.db import Database
 from tests.api_helpers import API, assert_envelope, create_definition, sql, submit
 from tests.conftest import auth, make_token
 from tests.support import wait_for
@@ -121,7 +121,7 @@ def test_verified_api_keys_are_remembered_and_forgotten_on_any_revocation(env: d
     from sqlalchemy import event
 
     from api import create_app
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     settings = Settings(**{k: v for k, v in env.items()  # type: ignore[arg-type]
                            if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))})
@@ -205,7 +205,7 @@ def test_jwt_secret_rotation_keeps_old_tokens_working_for_the_grace_period(env: 
     from datetime import UTC, datetime, timedelta
 
     from api import create_app
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     old_token = make_token("alice", ("admin",))  # signed with the secret the router had so far
     new_secret = "rotated-secret-0123456789abcdef-0123456"
@@ -217,7 +217,7 @@ def test_jwt_secret_rotation_keeps_old_tokens_working_for_the_grace_period(env: 
         return create_app(settings, start_dispatcher=False), settings
 
     app, settings = router(datetime.now(UTC) + timedelta(minutes=10))
-    from taskexec.auth import issue_token
+    from taskexec.store.auth import issue_token
 
     new_token = issue_token(settings, "bob", ["admin"])
     client = app.test_client()

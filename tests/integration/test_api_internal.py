@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 from sqlalchemy.orm import Session
 
-from taskexec.constants import Status
-from taskexec.db import Database
-from taskexec.exceptions import InvalidTransition, StaleVersion
-from taskexec.models import TaskInstance
-from taskexec.statemachine import transition
+from taskexec.core.constants import Status
+from taskexec.core.exceptions import InvalidTransition, StaleVersion
+from taskexec.store.db import Database
+from taskexec.store.models import TaskInstance
+from taskexec.store.statemachine import transition
 from tests.api_helpers import API, assert_envelope, create_definition, definition, sql, submit
 from tests.conftest import auth
 
@@ -23,7 +23,7 @@ SERVICE = auth("pool-1", "service")
 def app(env: dict[str, str]) -> Iterator[Any]:
     """The router with an orchestrator configured, so every change also writes an outbox row."""
     from api import create_app
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     s = Settings(
         **{k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))},
@@ -335,9 +335,9 @@ def test_reports_body_is_checked(client: Any) -> None:
 def test_change_state_writes_the_audit_event_the_outbox_event_and_calls_the_hooks(
     env: dict[str, str], task_id: str, database: str
 ) -> None:
-    from taskexec.config import Settings
-    from taskexec.constants import AuditEvent, EventType
-    from taskexec.statechange import change_state, disconnect, on_state_change
+    from taskexec.core.config import Settings
+    from taskexec.core.constants import AuditEvent, EventType
+    from taskexec.store.statechange import change_state, disconnect, on_state_change
 
     settings = Settings(DATABASE_URL=env["DATABASE_URL"], WORKFLOW_ORCHESTRATOR_URL="http://127.0.0.1:9/unused")
     seen: list[tuple[str, str]] = []

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from jsonschema import Draft202012Validator
 
-from taskexec.schemas import SubmitIn
+from taskexec.contract.schemas import SubmitIn
 from tests.api_helpers import assert_envelope
 
 AppFactory = Callable[..., Any]
@@ -20,7 +20,7 @@ AppFactory = Callable[..., Any]
 def make_app(env: dict[str, str]) -> Iterator[AppFactory]:
     """Build routers with some settings changed (an unreachable broker or database)."""
     from api import create_app
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     apps: list[Any] = []
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from taskexec.config import Settings
-from taskexec.db import Database
-from taskexec.outbox import Deliverer, deliver_due
+from taskexec.core.config import Settings
+from taskexec.services.outbox import Deliverer, deliver_due
+from taskexec.store.db import Database
 from tests import support
 from tests.api_helpers import create_definition, sql, submit
 
@@ -110,9 +110,9 @@ def test_unreachable_receiver_is_retried_later(
     db = Database(closed.database_url)
     try:
         with db.session() as s:
-            from taskexec.auth import Principal
-            from taskexec.manager import TaskManager
-            from taskexec.schemas import SubmitIn
+            from taskexec.contract.schemas import SubmitIn
+            from taskexec.services.manager import TaskManager
+            from taskexec.store.auth import Principal
 
             create_definition(client, admin)
             TaskManager(closed).submit(

@@ -18,7 +18,7 @@ from flask import Blueprint, jsonify
 
 from api.ratelimit import bulk
 from api.security import require
-from taskexec.constants import Permission
+from taskexec.core.constants import Permission
 from tests import support
 from tests.api_helpers import API, assert_envelope
 from tests.conftest import auth
@@ -32,7 +32,7 @@ SERVICE = auth("pool-1", "service")
 
 def make_app(env: dict[str, str], **overrides: Any) -> Any:
     from api import create_app
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     values = {k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))}
     settings = Settings(**{**values, "TEL_API_RATE_LIMIT": "5/h", "TEL_API_BULK_RATE_LIMIT": "2/h", **overrides})

@@ -8,7 +8,7 @@ from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from sqlalchemy import create_engine
 
-from taskexec.models import Base
+from taskexec.store.models import Base
 from tests import support
 
 
@@ -28,7 +28,7 @@ def test_migrated_schema_equals_models(database: str) -> None:
 def test_alembic_is_at_head(database: str) -> None:
     from alembic.script import ScriptDirectory
 
-    from taskexec import migrate
+    from taskexec.store import migrate
 
     engine = create_engine(support.db_url(database))
     try:
@@ -44,7 +44,7 @@ def test_the_api_key_notify_trigger_migrates_down_and_up(database: str) -> None:
     """Migration 0007 (the NOTIFY behind the router's cache of verified API keys) has a working downgrade."""
     from alembic import command
 
-    from taskexec import migrate
+    from taskexec.store import migrate
     from tests.api_helpers import sql
 
     def trigger() -> list[tuple[Any, ...]]:

@@ -22,7 +22,7 @@ LOW_AT, MEDIUM_AT = 3, 12
 @pytest.fixture
 def app(env: dict[str, str]) -> Iterator[Any]:
     from api import create_app
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     s = Settings(**{k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))},
                  TEL_SHED_LOW_QUEUE_DEPTH=LOW_AT, TEL_SHED_MEDIUM_QUEUE_DEPTH=MEDIUM_AT, TEL_SHED_CHECK_INTERVAL=0.1,

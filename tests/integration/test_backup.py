@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from taskexec.backup import BackupError, backup, libpq_target, list_backups, prune
+from commands.backup import BackupError, backup, libpq_target, list_backups, prune
 from tests import support
 from tests.api_helpers import API, APPROVE, count, create_definition, sql, submit
 from tests.support import ROOT, taskexec

@@ -95,7 +95,7 @@ def test_secrets_are_files_mounted_only_where_needed(rendered: dict[str, Any]) -
 def test_the_rendered_file_variables_configure_taskexec(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The router's environment from compose, with the secret files where compose mounts them, gives the
     settings the router needs (taskexec reads *_FILE the same way in the container)."""
-    from taskexec.config import load_settings
+    from taskexec.core.config import load_settings
 
     out = run_config({"TEL_SECRETS_DIR": str(tmp_path)})
     rendered = yaml.safe_load(out.stdout)
@@ -147,7 +147,7 @@ def test_no_docker_socket_and_database_credentials_only_where_needed(rendered: d
     assert automated["environment"]["DOCKER_HOST"].startswith("tcp://dind:")  # the sidecar engine, over TLS
     holders = {n for n, s in rendered["services"].items() if "DATABASE_URL" in s.get("environment", {})}
     assert holders <= {"task-router", "migrate", "backup"} and "task-router" in holders
-    assert set(rendered["services"]["flower"]["command"][:3]) == {"celery", "-A", "taskexec.flower_app"}
+    assert set(rendered["services"]["flower"]["command"][:3]) == {"celery", "-A", "commands.flower_app"}
 
 
 def test_worker_and_scheduler_healthchecks(rendered: dict[str, Any]) -> None:
@@ -192,9 +192,9 @@ def test_rabbitmq_override_moves_every_service_to_amqp_and_keeps_redis_for_integ
         assert "service_token" in mounted[name], name
     assert services["integration-task-executor"]["environment"]["TEL_REDIS_URL"] == "redis://redis:6379/0"
     # Flower's queue lengths on RabbitMQ come from the management API (the image that serves it;
-    # taskexec.flower_app points Flower at it with the broker's credentials)
+    # commands.flower_app points Flower at it with the broker's credentials)
     assert services["rabbitmq"]["image"].endswith("-management")
-    assert services["flower"]["command"][:3] == ["celery", "-A", "taskexec.flower_app"]
+    assert services["flower"]["command"][:3] == ["celery", "-A", "commands.flower_app"]
 
 
 POOL_SERVICES = {"automated": "automated-task-executor", "manual": "manual-task-handler",

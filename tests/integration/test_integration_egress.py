@@ -32,7 +32,7 @@ import json, sys
 sys.path.insert(0, sys.argv[1])
 port, tls_port, ca = int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
 import requests
-from taskexec.netpolicy import parse_networks
+from taskexec.core.netpolicy import parse_networks
 from workers.integration.egress import GuardedAdapter
 from workers.integration.failure import CallFailure
 from workers.integration.http import Request, SessionPool

@@ -19,8 +19,8 @@ import pytest
 import yaml
 from kombu.transport.redis import Channel as RedisChannel
 
-from taskexec.celery_app import REDIS_PRIORITY
-from taskexec.config import Settings
+from taskexec.broker.celery_app import REDIS_PRIORITY
+from taskexec.core.config import Settings
 from tests.monitoring_support import DASHBOARD
 from tests.support import ROOT
 from workers.node import POOLS as POOL_NAMES
@@ -311,7 +311,7 @@ def test_router_hpa_pdbs_and_flower() -> None:
 
 
 def test_backup_cronjob_runs_taskexec_db_backup() -> None:
-    from taskexec.cli import build_parser
+    from commands.cli import build_parser
 
     docs = render("overlays/production")
     cron = by_kind(docs, "CronJob")["taskexec-backup"]
@@ -430,7 +430,7 @@ def test_flower_requires_basic_auth() -> None:
     assert {"name": "FLOWER_BASIC_AUTH_FILE", "value": "/run/secrets/taskexec/flower_basic_auth"} in flower["env"]
     volume = next(v for v in pod_spec(deployment)["volumes"] if v.get("secret"))["secret"]
     assert not volume.get("optional")  # a Secret without the key: the pod does not start
-    assert "flower_basic_auth" in _secret_keys(deployment)  # taskexec.flower_app refuses an empty one
+    assert "flower_basic_auth" in _secret_keys(deployment)  # commands.flower_app refuses an empty one
     example = yaml.safe_load((K8S / "base" / "secret.example.yaml").read_text())
     assert example["stringData"]["flower_basic_auth"]
 

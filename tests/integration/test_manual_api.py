@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
-from taskexec.models import OutboxMessage, TaskInstance
+from taskexec.store.models import OutboxMessage, TaskInstance
 from tests.conftest import auth
 from tests.manual_support import GOOD_OUTPUT, manual_def, operator
 
@@ -24,7 +24,7 @@ ADMIN = auth("admin", "admin")
 @pytest.fixture
 def app(env: dict[str, str]) -> Iterator[Any]:
     from api import create_app
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     keys = ("TEL_", "DATABASE_URL", "CELERY_", "LOG_")
     settings = Settings(**{k: v for k, v in env.items() if k.startswith(keys)},

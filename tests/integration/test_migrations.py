@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from alembic.script import ScriptDirectory
 
-from taskexec.migrate import alembic_config, current, downgrade, upgrade
+from taskexec.store.migrate import alembic_config, current, downgrade, upgrade
 from tests import support
 from tests.api_helpers import API, APPROVE, create_definition, definition, sql, submit
 from tests.support import ROOT, taskexec

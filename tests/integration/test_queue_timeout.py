@@ -23,7 +23,7 @@ SERVICE = auth("pool-1", "service")
 def app(env: dict[str, str]) -> Iterator[Any]:
     """The router with a 2 s default queued timeout and an orchestrator, so events land in the outbox."""
     from api import create_app
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     s = Settings(**{k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))},
                  TEL_QUEUED_TIMEOUT=2, WORKFLOW_ORCHESTRATOR_URL="http://127.0.0.1:9/unused")

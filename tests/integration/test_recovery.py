@@ -17,7 +17,7 @@ SERVICE = auth("pool-1", "service")
 def app(env: dict[str, str]) -> Iterator[Any]:
     """The router with no grace for stale attempts, so a 1 s task is stale one second after it starts."""
     from api import create_app
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
 
     s = Settings(**{k: v for k, v in env.items() if k.startswith(("TEL_", "DATABASE_URL", "CELERY_", "LOG_"))},
                  TEL_STALE_RUNNING_GRACE=0)

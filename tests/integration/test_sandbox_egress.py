@@ -21,7 +21,7 @@ import pytest
 
 from sandbox import DockerRunner, RunSpec, build_images
 from sandbox import egress as eg
-from taskexec.netpolicy import refused_ipv4_networks
+from taskexec.core.netpolicy import refused_ipv4_networks
 
 pytestmark = pytest.mark.docker
 

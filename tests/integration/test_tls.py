@@ -144,8 +144,8 @@ def _get(url: str, **kw: Any) -> int:
 
 
 def _admin_token() -> str:
-    from taskexec.auth import issue_token
-    from taskexec.config import Settings
+    from taskexec.core.config import Settings
+    from taskexec.store.auth import issue_token
 
     return issue_token(Settings(TEL_JWT_SECRET=JWT_SECRET), "admin", ["admin"])  # type: ignore[call-arg]
 

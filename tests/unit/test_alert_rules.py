@@ -10,7 +10,7 @@ import jsonschema
 import yaml
 from prometheus_client.metrics import MetricWrapperBase
 
-from taskexec import metrics
+from taskexec.observability import metrics
 from tests.monitoring_support import metric_names
 
 ROOT = Path(__file__).resolve().parents[2]

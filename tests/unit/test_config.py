@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from taskexec.config import ConfigError, Settings, load_settings, mask_url
+from taskexec.core.config import ConfigError, Settings, load_settings, mask_url
 
 
 @pytest.fixture(autouse=True)

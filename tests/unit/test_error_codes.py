@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from sandbox import spec
-from taskexec.constants import TaskErrorCode
-from taskexec.exceptions import Conflict, error_envelope
+from taskexec.core.constants import TaskErrorCode
+from taskexec.core.exceptions import Conflict, error_envelope
 
 
 def test_every_sandbox_error_code_is_a_task_error_code() -> None:

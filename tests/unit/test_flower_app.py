@@ -1,4 +1,4 @@
-"""`taskexec.flower_app`, the app Compose and Kubernetes start Flower with: it brings the broker URL and
+"""`commands.flower_app`, the app Compose and Kubernetes start Flower with: it brings the broker URL and
 Flower's login from secret files, refuses to run Flower open, and points Flower at RabbitMQ's
 management API for queue lengths."""
 
@@ -9,9 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from taskexec.flower_app import broker_api
+from commands.flower_app import broker_api
 
-CHECK = ("import os, taskexec.flower_app as f; "
+CHECK = ("import os, commands.flower_app as f; "
          "print(os.environ['FLOWER_BASIC_AUTH'], os.environ.get('FLOWER_BROKER_API'))")
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from taskexec.exceptions import ValidationFailed
-from taskexec.validation import FORMAT_CHECKER, FORMAT_MESSAGES, format_message, validate_instance
+from taskexec.contract.validation import FORMAT_CHECKER, FORMAT_MESSAGES, format_message, validate_instance
+from taskexec.core.exceptions import ValidationFailed
 
 FORMATS_JS = Path(__file__).resolve().parents[2] / "api" / "static" / "inbox" / "formats.js"
 
@@ -63,6 +63,6 @@ def test_good_formats_pass() -> None:
 
 def test_no_format_checker_that_is_slow_to_import() -> None:
     """rfc3987-syntax (the `iri` checker) compiles a grammar on import: seconds of CPU at every process start."""
-    code = "import sys, taskexec.validation; print('rfc3987_syntax' in sys.modules, 'lark' in sys.modules)"
+    code = "import sys, taskexec.contract.validation; print('rfc3987_syntax' in sys.modules, 'lark' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
     assert out.stdout.split() == ["False", "False"]

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from taskexec.exceptions import ValidationFailed
-from taskexec.integration_spec import check_integration, parse_rate, parse_rate_overrides, placeholders
-from taskexec.mapping import MappingError, Response, apply, parse
+from taskexec.core.exceptions import ValidationFailed
+from taskexec.core.integration_spec import check_integration, parse_rate, parse_rate_overrides, placeholders
+from taskexec.core.mapping import MappingError, Response, apply, parse
 
 BODY = {"data": {"id": "x1", "tags": ["a", "b"]}, "items": [{"id": 1}, {"id": 2}], "odd.key": 5}
 

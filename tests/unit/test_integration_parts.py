@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from taskexec.config import Settings
+from taskexec.core.config import Settings
 from workers.integration.http import Reply, classify, host_key, retry_after_ms
 from workers.integration.ratelimit import rate_for
 from workers.integration.redact import Redactor
@@ -80,7 +80,7 @@ def test_templates_keep_types_and_name_missing_fields() -> None:
 
 
 def test_settings_reject_bad_rate_specs() -> None:
-    from taskexec.config import ConfigError, load_settings
+    from taskexec.core.config import ConfigError, load_settings
 
     with pytest.raises(ConfigError, match="TEL_RATE_LIMIT_HOSTS"):
         load_settings(TEL_RATE_LIMIT_HOSTS="nohost")

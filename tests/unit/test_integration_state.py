@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 import redis
 
-from taskexec.config import Settings
+from taskexec.core.config import Settings
 from tests.support import REDIS_URL
 from workers.integration.breaker import CircuitBreaker
 from workers.integration.ratelimit import RateLimiter

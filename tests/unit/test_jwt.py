@@ -8,10 +8,10 @@ from typing import Any
 import jwt
 import pytest
 
-from taskexec.auth import decode_token, issue_token
-from taskexec.config import Settings
-from taskexec.constants import Permission
-from taskexec.exceptions import Unauthorized
+from taskexec.core.config import Settings
+from taskexec.core.constants import Permission
+from taskexec.core.exceptions import Unauthorized
+from taskexec.store.auth import decode_token, issue_token
 
 SECRET = "unit-secret-0123456789abcdef-0123456789"
 

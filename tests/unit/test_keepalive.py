@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from taskexec.client import _Batcher
-from taskexec.keepalive import KeepAlive
-from taskexec.protocol import LostReport
+from taskexec.clients.client import _Batcher
+from taskexec.clients.keepalive import KeepAlive
+from taskexec.contract.protocol import LostReport
 
 
 class Server:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskexec.limits import parse_cpu, parse_memory
-from taskexec.manager import backoff_delay
+from taskexec.core.limits import parse_cpu, parse_memory
+from taskexec.services.manager import backoff_delay
 
 
 @pytest.mark.parametrize(

@@ -10,7 +10,7 @@ import sys
 import threading
 from typing import Any
 
-from taskexec.logs import JsonFormatter, bind_task, clear_task, register_secret
+from taskexec.observability.logs import JsonFormatter, bind_task, clear_task, register_secret
 
 
 def line(msg: str, *args: Any, **extra: Any) -> dict[str, Any]:
@@ -58,8 +58,8 @@ def test_secrets_are_masked_by_value_key_and_shape() -> None:
 
 SNIPPET = """
 import logging
-from taskexec.config import load_settings
-from taskexec.logs import configure_logging, secrets_of
+from taskexec.core.config import load_settings
+from taskexec.observability.logs import configure_logging, secrets_of
 s = load_settings()
 configure_logging(s.log_level, secrets_of(s))
 log = logging.getLogger("taskexec.snippet")

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskexec.exceptions import DestinationNotAllowed
-from taskexec.netpolicy import check_url, parse_networks, refusal, refused_ipv4_networks
+from taskexec.core.exceptions import DestinationNotAllowed
+from taskexec.core.netpolicy import check_url, parse_networks, refusal, refused_ipv4_networks
 
 REFUSED = {
     "http://169.254.169.254/latest/meta-data/": "link-local",  # cloud instance credentials
@@ -90,7 +90,7 @@ def test_a_bad_allowlist_entry_is_named(text: str) -> None:
 
 
 def test_settings_refuse_a_bad_allowlist() -> None:
-    from taskexec.config import ConfigError, load_settings
+    from taskexec.core.config import ConfigError, load_settings
 
     with pytest.raises(ConfigError, match="TEL_INTEGRATION_ALLOWED_NETWORKS"):
         load_settings(TEL_INTEGRATION_ALLOWED_NETWORKS="10.0.0.1/8")

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from taskexec.auth import Principal
-from taskexec.constants import Permission as P
-from taskexec.exceptions import Forbidden
+from taskexec.core.constants import Permission as P
+from taskexec.core.exceptions import Forbidden
+from taskexec.store.auth import Principal
 
 SUBMITTER = {P.EXECUTE, P.READ, P.LIST, P.CANCEL, P.DEFINITIONS_LIST, P.DEFINITIONS_READ}
 EXPECTED: dict[str, set[P]] = {

@@ -7,8 +7,8 @@ import subprocess
 
 import pytest
 
-from taskexec.config import ConfigError, Settings
-from taskexec.up import POOL_ONLY, ROUTER_ONLY, local_redis_url, process_env
+from commands.up import POOL_ONLY, ROUTER_ONLY, local_redis_url, process_env
+from taskexec.core.config import ConfigError, Settings
 from tests.support import AMQP_URL, REDIS_URL, ROOT, taskexec
 from workers.integration.shared import require_shared_state
 from workers.node import node_name, pool_of

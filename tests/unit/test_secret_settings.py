@@ -17,10 +17,10 @@ from pathlib import Path
 import jwt
 import pytest
 
-from taskexec.auth import decode_token, issue_token, previous_secret_valid
-from taskexec.config import ConfigError, Settings, load_settings
-from taskexec.exceptions import Unauthorized
-from taskexec.secret_sources import FILE_SUFFIX, SECRET_SETTINGS
+from taskexec.core.config import ConfigError, Settings, load_settings
+from taskexec.core.exceptions import Unauthorized
+from taskexec.core.secret_sources import FILE_SUFFIX, SECRET_SETTINGS
+from taskexec.store.auth import decode_token, issue_token, previous_secret_valid
 from tests.http_target import VaultStub
 from tests.support import ROOT, taskexec
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from taskexec.constants import TERMINAL_STATUSES, EventType, Status
-from taskexec.statemachine import ALLOWED, can_transition, event_type_for
+from taskexec.core.constants import TERMINAL_STATUSES, EventType, Status
+from taskexec.store.statemachine import ALLOWED, can_transition, event_type_for
 
 S = Status
 

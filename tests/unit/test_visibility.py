@@ -1,13 +1,13 @@
-"""The one rule of who may see a task (taskexec.visibility), used by the task API, the inbox and the manual service."""
+"""The one rule of who may see a task (taskexec.store.visibility), used by the task API, the inbox and the manual service."""
 
 from __future__ import annotations
 
 import pytest
 
-from taskexec.auth import Principal
-from taskexec.constants import ROLE_PERMISSIONS, Permission
-from taskexec.models import TaskInstance
-from taskexec.visibility import SEES_EVERY_TASK, can_see, sees_every_task
+from taskexec.core.constants import ROLE_PERMISSIONS, Permission
+from taskexec.store.auth import Principal
+from taskexec.store.models import TaskInstance
+from taskexec.store.visibility import SEES_EVERY_TASK, can_see, sees_every_task
 
 
 def _task(assignee: str | None = None, users: list[str] | None = None, roles: list[str] | None = None) -> TaskInstance:

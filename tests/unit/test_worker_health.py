@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 import requests
 
-from taskexec.metrics_export import metrics_app, serve
+from taskexec.observability.metrics_export import metrics_app, serve
 from tests.support import ROOT, free_port
 from workers import health
 

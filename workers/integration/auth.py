@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from taskexec.constants import TaskErrorCode
+from taskexec.core.constants import TaskErrorCode
 from workers.integration.failure import CallFailure
 from workers.integration.http import Request, SessionPool
 from workers.integration.redact import Redactor

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import redis
 
-from taskexec.config import Settings
+from taskexec.core.config import Settings
 from workers.integration.local_state import BREAKERS
 from workers.integration.shared import redis_client, run_script, state_key
 

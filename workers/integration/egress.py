@@ -1,6 +1,6 @@
 """The egress guard of integration calls: definition-controlled URLs reach public addresses only.
 
-Each new connection resolves the host once, checks every address with `taskexec.netpolicy` (loopback,
+Each new connection resolves the host once, checks every address with `taskexec.core.netpolicy` (loopback,
 private, link-local, CGNAT, unique-local, multicast, reserved, IPv4-mapped forms ... are refused unless
 `TEL_INTEGRATION_ALLOWED_NETWORKS` opens them) and then connects to the address it checked: the socket is
 opened to that IP literal, while the HTTP `Host` header, TLS SNI and certificate verification stay on the
@@ -27,8 +27,8 @@ from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
 from urllib3.util import connection
 
-from taskexec.exceptions import DestinationNotAllowed
-from taskexec.netpolicy import Network, resolve
+from taskexec.core.exceptions import DestinationNotAllowed
+from taskexec.core.netpolicy import Network, resolve
 
 log = logging.getLogger(__name__)
 

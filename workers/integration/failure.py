@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from taskexec.constants import TaskErrorCode
+from taskexec.core.constants import TaskErrorCode
 
 
 class CallFailure(Exception):

@@ -24,9 +24,9 @@ from urllib.parse import urljoin, urlsplit
 import requests
 from requests.adapters import HTTPAdapter
 
-from taskexec.constants import TaskErrorCode
-from taskexec.exceptions import DestinationNotAllowed
-from taskexec.netpolicy import Network
+from taskexec.core.constants import TaskErrorCode
+from taskexec.core.exceptions import DestinationNotAllowed
+from taskexec.core.netpolicy import Network
 from workers.integration.egress import GuardedAdapter
 from workers.integration.failure import CallFailure
 

@@ -20,8 +20,8 @@ from typing import Any
 
 import redis
 
-from taskexec.config import Settings
-from taskexec.integration_spec import parse_rate, parse_rate_overrides
+from taskexec.core.config import Settings
+from taskexec.core.integration_spec import parse_rate, parse_rate_overrides
 from workers.integration.local_state import BUCKETS
 from workers.integration.shared import redis_client, run_script, state_key
 

@@ -8,10 +8,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import quote, urlsplit
 
-from taskexec import tracing
-from taskexec.config import Settings
-from taskexec.constants import TaskErrorCode
-from taskexec.protocol import Job
+from taskexec.contract.protocol import Job
+from taskexec.core.config import Settings
+from taskexec.core.constants import TaskErrorCode
+from taskexec.observability import tracing
 from workers.integration.failure import CallFailure
 from workers.integration.http import Request, host_key
 from workers.integration.secrets import SecretNotFound, SecretsDenied, SecretsUnavailable

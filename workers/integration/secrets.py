@@ -13,8 +13,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from taskexec.config import Settings
-from taskexec.logs import register_secret
+from taskexec.core.config import Settings
+from taskexec.observability.logs import register_secret
 from workers.integration.redact import Redactor
 
 _FILE_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-]*$")

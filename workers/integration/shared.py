@@ -15,7 +15,7 @@ from typing import Any
 import redis
 from redis.commands.core import Script
 
-from taskexec.config import ConfigError, Settings
+from taskexec.core.config import ConfigError, Settings
 
 log = logging.getLogger(__name__)
 _clients: dict[str, redis.Redis | None] = {}

@@ -8,14 +8,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from taskexec import metrics
-from taskexec.config import Settings, get_settings
-from taskexec.constants import CELERY_TASK_EXECUTE, Pool, Status, TaskErrorCode, TaskType
-from taskexec.exceptions import Conflict, DestinationNotAllowed, ValidationFailed
-from taskexec.mapping import MappingError, Response, apply, needs_json
-from taskexec.netpolicy import check_url
-from taskexec.protocol import DeferIn, Job
-from taskexec.validation import validate_instance
+from taskexec.contract.protocol import DeferIn, Job
+from taskexec.contract.validation import validate_instance
+from taskexec.core.config import Settings, get_settings
+from taskexec.core.constants import CELERY_TASK_EXECUTE, Pool, Status, TaskErrorCode, TaskType
+from taskexec.core.exceptions import Conflict, DestinationNotAllowed, ValidationFailed
+from taskexec.core.mapping import MappingError, Response, apply, needs_json
+from taskexec.core.netpolicy import check_url
+from taskexec.observability import metrics
 from workers.base import ExecuteTask, Outcome, worker_id
 from workers.integration.auth import Authenticator
 from workers.integration.breaker import CircuitBreaker

@@ -1,4 +1,4 @@
-/* JSON Schema `format` checks of the inbox form, with the server's messages (taskexec/validation.py).
+/* JSON Schema `format` checks of the inbox form, with the server's messages (taskexec/contract/validation.py).
    The table between the markers is JSON; tests/unit/test_formats.py checks it equals FORMAT_MESSAGES.
    Checks follow jsonschema's format checker; formats without a check here are left to the server,
    whose answer (same wording) is shown next to the field. */

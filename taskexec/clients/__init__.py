@@ -1,0 +1,1 @@
+"""HTTP clients of the router: the pools' internal client, the public Python SDK, keep-alive connections."""

@@ -1,0 +1,1 @@
+"""Metrics, structured logs and trace context: recorded everywhere, depending on nothing of ours."""

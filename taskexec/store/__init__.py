@@ -1,0 +1,3 @@
+"""PostgreSQL: engine and sessions, models, migrations, the state machine, outbox rows, read-only statistics,
+credentials, and the narrow interface the task services are written against.
+"""
