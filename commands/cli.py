@@ -263,7 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     dbr = dbsub.add_parser("restore", help="pg_restore a backup file (stop the router and pools first)")
     dbr.add_argument("file")
     db.set_defaults(func=cmd_db)
-    client_cli.add_commands(sub)  # submit, get, wait, logs, events, cancel, retry, defs: over HTTP, via taskexec.clients.sdk
+    # submit, get, wait, logs, events, cancel, retry, defs: over HTTP, via taskexec.clients.sdk
+    client_cli.add_commands(sub)
     return p
 
 

@@ -1,4 +1,5 @@
-"""The user commands of `taskexec`, built on `taskexec.clients.sdk`: submit, get, wait, logs, events, cancel, retry, defs.
+"""The user commands of `taskexec`, built on `taskexec.clients.sdk`: submit, get, wait, logs, events, cancel,
+retry, defs.
 
 They talk to a router over HTTP (`TEL_API_URL`, default http://127.0.0.1:8081; `TEL_API_TOKEN`, a JWT or an
 API key) and need nothing else of the configuration. Output is readable text, or JSON with `--json`.

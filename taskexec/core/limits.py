@@ -1,9 +1,14 @@
-"""Sandbox resource limits: parsing Kubernetes-style quantities and clamping to operator ceilings."""
+"""Limits: sandbox resources (Kubernetes-style quantities clamped to operator ceilings), attempt and queue times."""
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from taskexec.core.config import Settings
 
 _UNITS = {
     "": 1,
@@ -53,3 +58,19 @@ def attempt_timeout_s(definition_timeout_ms: int | None, execution_config: dict 
     res = (execution_config or {}).get("resourceRequirements") or {}
     timeout = res.get("timeoutSeconds") or (definition_timeout_ms or 0) / 1000 or default_s
     return min(float(timeout), float(max_s))
+
+
+def queued_timeout_s(settings: Settings, *configs: dict[str, Any] | None) -> int:
+    """The queued timeout in seconds: the last config naming `queuedTimeoutSeconds` wins, else the setting."""
+    limit = settings.queued_timeout_s
+    for config in configs:
+        value = (config or {}).get("queuedTimeoutSeconds")
+        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
+            limit = value
+    return limit
+
+
+def queue_deadline(settings: Settings, ready_at: datetime, definition_config: dict[str, Any] | None,
+                   task_config: dict[str, Any] | None) -> datetime:
+    """When a task that may run from `ready_at` stops waiting for a worker (the `queued` sweep ends it)."""
+    return ready_at + timedelta(seconds=queued_timeout_s(settings, definition_config, task_config))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import and_, case, func, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -26,10 +26,8 @@ from taskexec.store.auth import Principal
 from taskexec.store.db import json_has_any
 from taskexec.store.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
 from taskexec.store.statechange import change_state
+from taskexec.store.taskstore import TaskStore
 from taskexec.store.visibility import can_see
-
-if TYPE_CHECKING:
-    from taskexec.services.manager import TaskManager
 
 LOAD_BALANCED = "LOAD_BALANCED"
 _BALANCE_LOCK = 0x7E1_4A11  # pg_advisory_xact_lock key serialising load-balanced picks
@@ -62,7 +60,7 @@ def offered_to(task: TaskInstance, who: Principal) -> bool:
 class ManualTasks:
     """The human side of manual tasks, on top of a TaskManager (same settings, same state machine)."""
 
-    def __init__(self, manager: TaskManager) -> None:
+    def __init__(self, manager: TaskStore) -> None:
         self.manager = manager
         self.settings = manager.settings
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -25,9 +25,7 @@ from taskexec.people.notifications import ROLE_PREFIX, NotificationType, current
 from taskexec.store.db import Database
 from taskexec.store.models import TaskDefinition, TaskEvent, TaskInstance, utcnow
 from taskexec.store.statechange import change_state
-
-if TYPE_CHECKING:
-    from taskexec.services.manager import TaskManager
+from taskexec.store.taskstore import TaskStore
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +35,7 @@ NOTIFY_MANAGER, REASSIGN, AUTO_COMPLETE = "NOTIFY_MANAGER", "REASSIGN", "AUTO_CO
 DEFAULT_MANAGER = ROLE_PREFIX + "manager"
 
 
-def task_config(manager: TaskManager, s: Session, task: TaskInstance) -> tuple[TaskDefinition, dict[str, Any]]:
+def task_config(manager: TaskStore, s: Session, task: TaskInstance) -> tuple[TaskDefinition, dict[str, Any]]:
     """The task's definition version and its executionConfig merged with the task's own overrides."""
     definition = manager.get_definition(s, task.definition_id, task.definition_version)
     return definition, {**definition.execution_config, **(task.execution_config or {})}
@@ -76,7 +74,7 @@ def output_errors(schema: dict[str, Any], output: Any) -> list[dict[str, str]]:
 class TimerSweeps:
     """The `reminders` and `escalations` sweeps, run by the router when the beat asks."""
 
-    def __init__(self, manager: TaskManager, db: Database) -> None:
+    def __init__(self, manager: TaskStore, db: Database) -> None:
         self.manager = manager
         self.settings = manager.settings
         self.db = db

@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session
 
 from taskexec.core.constants import Status
 from taskexec.core.exceptions import Conflict, NotFound
+from taskexec.core.limits import queue_deadline
 from taskexec.store.models import DeadLetter, TaskDefinition, TaskInstance, new_id, utcnow
 from taskexec.store.statechange import change_state
 
@@ -70,8 +71,6 @@ class DeadLetters:
         if task.status not in REDRIVABLE:
             raise Conflict(f"task {task.id} is {task.status}; only a FAILED or TIMED_OUT task can be re-driven",
                            details={"status": task.status})
-        from taskexec.services.queue_timeout import deadline as queue_deadline  # it records dead letters: imported late
-
         now = utcnow()
         definition = s.get(TaskDefinition, (task.definition_id, task.definition_version))
         deadline = queue_deadline(self.settings, now, definition.execution_config if definition else None,

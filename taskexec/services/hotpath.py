@@ -32,6 +32,7 @@ from sqlalchemy.types import DateTime
 
 from taskexec.core.constants import Status
 from taskexec.store.models import OutboxMessage, TaskDefinition, TaskEvent, TaskInstance
+from taskexec.store.taskstore import LATEST_DEFINITION
 
 _TASKS: Table = TaskInstance.metadata.tables[TaskInstance.__tablename__]
 _EVENTS: Table = TaskEvent.metadata.tables[TaskEvent.__tablename__]
@@ -188,9 +189,7 @@ def insert_many(conn: Connection, tasks: Sequence[dict[str, Any]], events: Seque
 @functools.lru_cache(maxsize=MAX_OUTBOX_TARGETS + 1)
 def _insert_one(targets: int) -> Any:
     """The single-task statement of `insert_one` with `targets` outbox rows (Core, cached compiled)."""
-    from taskexec.services.manager import _LATEST_DEFINITION  # the one definition of "latest"
-
-    latest = _LATEST_DEFINITION.with_only_columns(TaskDefinition.version).scalar_subquery()  # :def_id
+    latest = LATEST_DEFINITION.with_only_columns(TaskDefinition.version).scalar_subquery()  # :def_id
     values = select(*[bindparam(f"t_{c}", type_=_TASKS.c[c].type) for c in TASK_COLUMNS]).where(
         bindparam("t_definition_version", type_=_TASKS.c.definition_version.type) == latest)
     stored = insert(_TASKS).from_select(list(TASK_COLUMNS), values).returning(_TASKS.c.id).cte("stored")

@@ -26,7 +26,6 @@ from taskexec.core.exceptions import Conflict, NotFound, TaskexecError, Validati
 from taskexec.services import hotpath
 from taskexec.services.hotpath import TaskRow
 from taskexec.services.manager import (
-    _LATEST_DEFINITION,
     PUBLISH_GRACE,
     PUBLISH_GRACE_PER_TASK,
     TaskManager,
@@ -40,9 +39,10 @@ from taskexec.store.db import Database
 from taskexec.store.events import outbox_rows
 from taskexec.store.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
 from taskexec.store.statemachine import event_type_for
+from taskexec.store.taskstore import LATEST_DEFINITION
 
 log = logging.getLogger(__name__)
-_LATEST_VERSION = _LATEST_DEFINITION.with_only_columns(TaskDefinition.version)
+_LATEST_VERSION = LATEST_DEFINITION.with_only_columns(TaskDefinition.version)
 # Tries of a submission whose key or definition version changed under it before it is refused (409).
 RACE_TRIES = 3
 
@@ -169,7 +169,8 @@ class Lifecycle:
             "execution_config": config, "idempotency_key": scoped, "created_by": principal.sub,
             "dispatch_token": new_id(), "available_at": now + grace,
             "queue_deadline": queue_deadline(self.settings, now, definition.execution_config, config),
-            # the submitting request's ids travel with the task to the pools' logs and calls (taskexec.observability.tracing)
+            # the submitting request's ids travel with the task to the pools' logs and calls
+            # (taskexec.observability.tracing)
             "execution_metadata": trace_metadata(), "retry_count": 0, "attempt": 0,
             "version": 1, "created_at": now, "updated_at": now,
         }

@@ -19,15 +19,16 @@ from taskexec.core import semver
 from taskexec.core.config import Settings
 from taskexec.core.constants import TERMINAL_STATUSES, AuditEvent, Priority, Status, TaskErrorCode, TaskType
 from taskexec.core.exceptions import Conflict, NotFound, ValidationFailed
+from taskexec.core.limits import queue_deadline
 from taskexec.observability import tracing
 from taskexec.services.deadletters import record_dead_letter, resolve_dead_letters
 from taskexec.services.hotpath import TaskRow
-from taskexec.services.queue_timeout import deadline as queue_deadline
 from taskexec.services.recovery import Recovery
 from taskexec.store.auth import Principal
 from taskexec.store.db import Database
 from taskexec.store.models import TaskDefinition, TaskEvent, TaskInstance, new_id, parse_time, utcnow
 from taskexec.store.statechange import change_state, record_created
+from taskexec.store.taskstore import LATEST_DEFINITION as _LATEST_DEFINITION
 from taskexec.store.visibility import visible_to
 
 # A freshly submitted task is published by the request itself; the dispatcher only takes over after this.
@@ -47,8 +48,6 @@ DEFINITION_CACHE_SIZE = 1024
 # The statements every task goes through, built once (building and cache-keying one costs more CPU than running it).
 _TASK = select(TaskInstance).where(TaskInstance.id == bindparam("task_id"))
 _TASK_FOR_UPDATE = _TASK.with_for_update()
-_LATEST_DEFINITION = (select(TaskDefinition).where(TaskDefinition.id == bindparam("def_id"))
-                      .order_by(TaskDefinition.version_key.desc()).limit(1))
 
 
 def retry_wanted(policy: dict[str, Any] | None, error: dict[str, Any] | None, requested: bool) -> bool:
@@ -186,7 +185,8 @@ class TaskManager:
             execution_config=config,
             idempotency_key=scoped_key,
             created_by=principal.sub,
-            # the submitting request's ids travel with the task to the pools' logs and calls (taskexec.observability.tracing)
+            # the submitting request's ids travel with the task to the pools' logs and calls
+            # (taskexec.observability.tracing)
             execution_metadata=trace_metadata(),
             dispatch_token=new_id(),
             available_at=now + PUBLISH_GRACE,  # published by this request; the dispatcher takes over after this
@@ -344,7 +344,8 @@ class TaskManager:
         )
 
     def assign(self, s: Session, task_id: str, dispatch_token: str, worker_id: str) -> TaskInstance:
-        """A manual task leaves the queue: offer it to its user or roles, set its due date (`taskexec.people.manual`)."""
+        """A manual task leaves the queue: offer it to its user or roles, set its due date
+        (`taskexec.people.manual`)."""
         from taskexec.people.manual import ManualTasks
 
         return ManualTasks(self).assign(s, task_id, dispatch_token, worker_id)

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import Any
 
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
 from taskexec.core.config import Settings
 from taskexec.core.constants import Status, TaskErrorCode, TaskType
+from taskexec.core.limits import queued_timeout_s
 from taskexec.services.deadletters import record_dead_letter
 from taskexec.store.models import TaskDefinition, TaskInstance, utcnow
 from taskexec.store.statechange import change_state
@@ -28,22 +28,6 @@ log = logging.getLogger(__name__)
 SWEEP_BATCH = 100
 MAX_BATCHES = 10  # per sweep call: a large backlog is ended over several sweeps, never in one long transaction
 ACTOR = "system:queue-timeout"
-
-
-def limit_s(settings: Settings, *configs: dict[str, Any] | None) -> int:
-    """The queued timeout in seconds: the last config naming `queuedTimeoutSeconds` wins, else the setting."""
-    limit = settings.queued_timeout_s
-    for config in configs:
-        value = (config or {}).get("queuedTimeoutSeconds")
-        if isinstance(value, int) and not isinstance(value, bool) and value > 0:
-            limit = value
-    return limit
-
-
-def deadline(settings: Settings, ready_at: datetime, definition_config: dict[str, Any] | None,
-             task_config: dict[str, Any] | None) -> datetime:
-    """When a task that may run from `ready_at` stops waiting for a worker."""
-    return ready_at + timedelta(seconds=limit_s(settings, definition_config, task_config))
 
 
 class QueueTimeouts:
@@ -83,7 +67,8 @@ class QueueTimeouts:
         ready = task.available_at
         waited = max(0, int((now - ready).total_seconds())) if ready else None
         definition = s.get(TaskDefinition, (task.definition_id, task.definition_version))
-        limit = limit_s(self.settings, definition.execution_config if definition else None, task.execution_config)
+        limit = queued_timeout_s(self.settings, definition.execution_config if definition else None,
+                                 task.execution_config)
         error = {"code": TaskErrorCode.QUEUE_TIMEOUT.value,
                  "message": f"no worker took the task from queue {queue} within {limit} s",
                  "details": {"queue": queue, "limitSeconds": limit, "waitedSeconds": waited,

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -28,9 +27,7 @@ from taskexec.contract.protocol import FinishIn
 from taskexec.core.constants import Status, TaskErrorCode, TaskType
 from taskexec.core.limits import attempt_timeout_s
 from taskexec.store.models import TaskInstance, parse_time, utcnow
-
-if TYPE_CHECKING:
-    from taskexec.services.manager import TaskManager
+from taskexec.store.taskstore import TaskStore
 
 log = logging.getLogger(__name__)
 WATCHED_TYPES = (TaskType.AUTOMATED.value, TaskType.INTEGRATION.value)
@@ -42,7 +39,7 @@ SWEEP_BATCH = 100
 class Recovery:
     """Fails attempts whose worker is gone, through :meth:`TaskManager.finish`."""
 
-    def __init__(self, manager: TaskManager) -> None:
+    def __init__(self, manager: TaskStore) -> None:
         self.manager = manager
         self.settings = manager.settings
 
