@@ -52,10 +52,12 @@ def imports(module: str, path: Path, known: dict[str, Path]) -> list[Edge]:
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     edges: list[Edge] = []
     for node in ast.walk(tree):
+        if not isinstance(node, ast.Import | ast.ImportFrom):
+            continue
         names: list[str] = []
         if isinstance(node, ast.Import):
             names = [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom):
+        else:
             base = node.module or ""
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - node.level + 1]
