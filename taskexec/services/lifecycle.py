@@ -23,6 +23,7 @@ from taskexec.contract.schemas import SubmitIn
 from taskexec.contract.validation import validate_execution_config, validate_instance
 from taskexec.core.constants import EventType, Status, TaskType
 from taskexec.core.exceptions import Conflict, NotFound, TaskexecError, ValidationFailed
+from taskexec.core.limits import queue_deadline
 from taskexec.services import hotpath
 from taskexec.services.hotpath import TaskRow
 from taskexec.services.manager import (
@@ -32,7 +33,6 @@ from taskexec.services.manager import (
     retry_wanted,
     trace_metadata,
 )
-from taskexec.services.queue_timeout import deadline as queue_deadline
 from taskexec.services.task_metrics import Observation, observations
 from taskexec.store.auth import Principal
 from taskexec.store.db import Database

@@ -8,13 +8,14 @@ manager, so the manager can import them without an import circle.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from taskexec.contract.protocol import FinishIn
 from taskexec.core.config import Settings
+from taskexec.core.constants import AuditEvent
 from taskexec.store.models import TaskDefinition, TaskInstance
 
 # The latest version of definition `:def_id` (highest semantic version): the one definition of "latest",
@@ -38,4 +39,9 @@ class TaskStore(Protocol):
 
     def finish(self, s: Session, task_id: str, body: FinishIn, worker: str) -> TaskInstance:
         """Record an attempt's result through the retry policy (409 for a stale attempt)."""
+        ...
+
+    def record(self, s: Session, task: TaskInstance, event_type: AuditEvent, actor: str | None,
+               **fields: Any) -> None:
+        """An audit event that is not a status change."""
         ...

@@ -1,4 +1,5 @@
-"""The one rule of who may see a task (taskexec.store.visibility), used by the task API, the inbox and the manual service."""
+"""The one rule of who may see a task (taskexec.store.visibility), used by the task API, the inbox and the
+manual service."""
 
 from __future__ import annotations
 
