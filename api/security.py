@@ -11,7 +11,7 @@ from flask import g, request
 from api.runtime import runtime
 from taskexec.core.constants import Permission
 from taskexec.core.exceptions import TaskexecError, Unauthorized
-from taskexec.store.auth import API_KEY_CACHE, Principal, decode_token, hash_key, verify_api_key
+from taskexec.store.auth import Principal, decode_token, hash_key, verify_api_key
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -61,14 +61,15 @@ def _api_key_principal(key: str) -> Principal:
     """Looked up in the database, or remembered for TEL_API_KEY_CACHE_SECONDS while this process hears of every
     change to the keys (`taskexec.store.keywatch`)."""
     rt = runtime()
-    ttl = rt.settings.api_key_cache_s if rt.keywatch is not None and rt.keywatch.listening.is_set() else 0
+    watch = rt.keywatch
+    ttl = rt.settings.api_key_cache_s if watch is not None and watch.listening.is_set() else 0
     digest = hash_key(key) if ttl > 0 else ""
-    if ttl > 0 and (cached := API_KEY_CACHE.get(digest)) is not None:
+    if watch is not None and ttl > 0 and (cached := watch.cache.get(digest)) is not None:
         return cached
     with rt.db.autocommit() as conn:  # one round trip: no session, no BEGIN/COMMIT
         principal = verify_api_key(conn, key)
-    if ttl > 0:
-        API_KEY_CACHE.put(digest, principal, ttl)
+    if watch is not None and ttl > 0:
+        watch.cache.put(digest, principal, ttl)
     return principal
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+import weakref
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -125,17 +126,20 @@ def revoke_api_key(session: Session, key_id: str) -> None:
     if row is None:
         raise NotFound(f"api key {key_id} not found")
     row.revoked_at = utcnow()
-    API_KEY_CACHE.clear()  # this process stops accepting it at once; others within their cache TTL
+    for cache in list(_CACHES):  # this process stops accepting it at once; others when their watch hears of it
+        cache.clear()
 
 
 class ApiKeyCache:
-    """Verified API keys (by hash) for TEL_API_KEY_CACHE_SECONDS, used only while `taskexec.store.keywatch` listens:
-    any change to `api_keys` (a revocation anywhere) empties it in every router process at once."""
+    """Verified API keys (by hash) for TEL_API_KEY_CACHE_SECONDS, used only while its `taskexec.store.keywatch`
+    listens: any change to `api_keys` (a revocation anywhere) empties it in every router process at once. One per
+    watch (one per app): a watch only vouches for the database it listens to."""
 
     MAX_ENTRIES = 10_000
 
     def __init__(self) -> None:
         self._entries: dict[str, tuple[Principal, float]] = {}
+        _CACHES.add(self)
 
     def get(self, key_hash: str) -> Principal | None:
         hit = self._entries.get(key_hash)
@@ -150,7 +154,7 @@ class ApiKeyCache:
         self._entries = {}
 
 
-API_KEY_CACHE = ApiKeyCache()
+_CACHES: weakref.WeakSet[ApiKeyCache] = weakref.WeakSet()
 # Built once: building and cache-keying a statement costs more CPU than running this one.
 _KEY_LOOKUP = select(ApiKey.name, ApiKey.roles, ApiKey.revoked_at).where(ApiKey.key_hash == bindparam("key_hash"))
 

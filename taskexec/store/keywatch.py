@@ -16,7 +16,7 @@ import threading
 
 import psycopg
 
-from taskexec.store.auth import API_KEY_CACHE
+from taskexec.store.auth import ApiKeyCache
 
 log = logging.getLogger(__name__)
 CHANNEL = "taskexec_api_keys"  # the channel migration 0007's trigger notifies
@@ -31,6 +31,7 @@ class KeyWatch(threading.Thread):
         super().__init__(name="taskexec-keywatch", daemon=True)
         self.url = database_url.replace("postgresql+psycopg://", "postgresql://")
         self.listening = threading.Event()
+        self.cache = ApiKeyCache()  # the verified keys of this app, emptied whenever api_keys changes
         self.stop_event = threading.Event()
 
     def run(self) -> None:
@@ -38,11 +39,11 @@ class KeyWatch(threading.Thread):
             try:
                 with psycopg.connect(self.url, autocommit=True, connect_timeout=5) as conn:
                     conn.execute(f"LISTEN {CHANNEL}")
-                    API_KEY_CACHE.clear()  # changes may have happened while nobody listened
+                    self.cache.clear()  # changes may have happened while nobody listened
                     self.listening.set()
                     while not self.stop_event.is_set():
                         for _ in conn.notifies(timeout=POLL_S, stop_after=1):
-                            API_KEY_CACHE.clear()
+                            self.cache.clear()
             except psycopg.errors.InvalidCatalogName:
                 return  # the database is gone (dropped): nothing left to watch
             except Exception as exc:  # noqa: BLE001 - lost connection: no cache until listening again
@@ -50,7 +51,7 @@ class KeyWatch(threading.Thread):
                     log.warning("api key watch lost its connection; not caching keys", extra={"error": str(exc)})
             finally:
                 self.listening.clear()
-                API_KEY_CACHE.clear()
+                self.cache.clear()
             self.stop_event.wait(RECONNECT_S)
 
     def stop(self) -> None:
