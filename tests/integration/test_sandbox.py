@@ -15,6 +15,7 @@ import pytest
 from sandbox import DockerRunner, Limits, RunResult, RunSpec, SandboxUnavailable, build_images
 from sandbox import containers as c
 from sandbox import reaper as reaper_mod
+from tests.support import wait_for
 
 pytestmark = pytest.mark.docker
 
@@ -280,7 +281,12 @@ def test_kill_task(runner: DockerRunner) -> None:
     t = threading.Thread(target=lambda: out.setdefault("r", run(
         runner, "import time\ntime.sleep(60)\n", task_id="kill-me")))
     t.start()
-    time.sleep(1.0)
+
+    def running() -> bool:  # the task's container exists and runs (not a fixed sleep: a loaded engine is slow)
+        return any(reaper_mod.describe(e)["taskId"] == "kill-me" and e.get("State") == "running"
+                   for e in reaper_mod.list_managed(runner.api))
+
+    wait_for(running, 60, 0.1, what="the task's container running")
     assert runner.kill_task("kill-me") == 1
     t.join(timeout=5)
     assert out["r"].error_code == "CANCELLED"
