@@ -163,6 +163,9 @@ def handler(event: dict[str, Any], context: Any) -> dict[str, Any]:
 
 
 def reset() -> None:
-    """Forget the executor (a new execution environment, for tests)."""
+    """Forget the executor (a new execution environment, for tests): its router connections are closed."""
     global _executor
-    _executor = None
+    with _lock:
+        if _executor is not None:
+            _executor.router.close()
+        _executor = None
