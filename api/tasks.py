@@ -13,7 +13,6 @@ from api.shedding import batch_submissions, sheddable
 from taskexec.contract.schemas import (
     MAX_IDEMPOTENCY_KEY,
     BatchEnvelope,
-    BatchIn,
     BatchItem,
     BatchOut,
     BatchResult,
@@ -74,7 +73,7 @@ def submit():
 @bulk
 @sheddable(batch_submissions)
 @operation(bp, "POST", "/batch", summary="Submit up to 1,000 tasks in one request", permission=Permission.EXECUTE,
-           body=BatchIn, response=BatchOut,
+           body=BatchEnvelope, response=BatchOut,
            description="Each item may carry its own `idempotencyKey` (the key space of the `Idempotency-Key` "
                        "header). One result per item, in order: `httpStatus` 201 stored, 200 a replay, or the "
                        "item's own error envelope; the valid items are stored even when others are not. Counts "

@@ -13,6 +13,7 @@ from taskexec.core.constants import Priority, Runtime, Status, TaskType
 from taskexec.core.limits import parse_cpu, parse_memory
 from taskexec.core.semver import PATTERN as SEMVER
 
+_DATE_TIME_START = re.compile(r"^\d{4}-\d{2}-\d{2}[Tt ]")
 SLUG = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
 
 
@@ -224,9 +225,12 @@ class BatchIn(ApiModel):
 
 
 class BatchEnvelope(ApiModel):
-    """How the batch body is parsed first: the list only (its items one by one, so one bad item fails alone)."""
+    """The batch body as documented and parsed first: a list of objects (a non-object fails the whole request);
+    each object is then checked on its own as a `BatchItem`, so one bad item fails alone."""
 
-    tasks: list[Any] = Field(min_length=1, max_length=MAX_BATCH)
+    tasks: list[dict[str, Any]] = Field(min_length=1, max_length=MAX_BATCH,
+                                        description="submissions, each as POST /tasks takes it, plus an optional "
+                                                    "idempotencyKey")
 
 
 class BatchResult(ApiModel):
@@ -381,6 +385,14 @@ class TaskListQuery(PageQuery):
     created_before: AwareDatetime | None = Field(None, description="created before (RFC 3339, with offset)")
     search: str | None = Field(None, min_length=1, max_length=256,
                                description="a task id, the first characters of one (at least 4), or a correlation id")
+
+    @field_validator("created_after", "created_before", mode="before")
+    @classmethod
+    def _rfc3339(cls, value: Any) -> Any:
+        """RFC 3339 only: pydantic would also read a bare number as Unix time."""
+        if isinstance(value, str) and _DATE_TIME_START.match(value) or isinstance(value, datetime) or value is None:
+            return value
+        raise ValueError("must be an RFC 3339 date-time with an offset, e.g. 2026-12-01T00:00:00Z")
 
 
 class DefinitionGetQuery(ApiModel):

@@ -29,19 +29,21 @@ def test_valid_items_are_stored_and_published_whatever_the_others(
         {"taskDefinitionId": "nope", "input": {}},  # unknown definition: 404
         item(42),  # input fails the inputSchema: 422 naming the field
         {"taskDefinitionId": "greet", "input": {"name": "x"}, "priority": "URGENT"},  # bad enum: 422
-        "not an object",  # 400
         item("nul\x00here"),  # NUL: 400 for this item only
         item("Grace"),
     ]
+    # an item that is not even an object is a malformed body: the whole request is refused, nothing stored
+    assert_envelope(client.post(BATCH, json={"tasks": [*items, "not an object"]}, headers=admin), 400,
+                    "VALIDATION_ERROR", "tasks.6")
     r = client.post(BATCH, json={"tasks": items}, headers=admin)
     assert r.status_code == 200, r.json
     results = r.json["results"]
-    assert [x["httpStatus"] for x in results] == [201, 404, 422, 422, 400, 400, 201]
+    assert [x["httpStatus"] for x in results] == [201, 404, 422, 422, 400, 201]
     assert results[1]["error"]["code"] == "NOT_FOUND"
     assert any(d["field"].startswith("input") for d in results[2]["error"]["details"])
     assert any(d["field"] == "priority" for d in results[3]["error"]["details"])
-    assert results[4]["error"]["code"] == results[5]["error"]["code"] == "VALIDATION_ERROR"
-    stored = [results[0], results[6]]
+    assert results[4]["error"]["code"] == "VALIDATION_ERROR"
+    stored = [results[0], results[5]]
     assert all(x["status"] == "PENDING" and x["id"] and x["createdAt"] and "error" not in x for x in stored)
 
     rows = sql(database, "SELECT id, input->>'name', priority, correlation_id, enqueued_at IS NOT NULL, created_by "
