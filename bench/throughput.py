@@ -1,6 +1,6 @@
 """Throughput of no-op tasks: taskexec (REST -> COMPLETED, every event delivered) vs a fair bare Celery.
 
-Usage: python bench/throughput.py [-n 600] [-k 16] [--rounds 3] [--paths ...] [--workers 1] [--concurrency 8]
+Usage: python bench/throughput.py [-n 600] [-k 16] [--rounds 3] [--paths ...] [--workers 1] [--concurrency C]
 Needs PostgreSQL at TEL_TEST_DATABASE_URL and Redis at TEL_TEST_REDIS_URL (``make setup``); no Docker.
 Everything is started here and stopped at the end; Redis is never flushed (only this run's keys go).
 
@@ -70,6 +70,7 @@ from bench.common import (  # noqa: E402
     start_helper,
 )
 from bench.profile_router import start_profilers  # noqa: E402
+from taskexec.core.config import Settings  # noqa: E402
 from tests import support  # noqa: E402
 
 NOOP_PATH = "/noop"
@@ -452,7 +453,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds per path")
     parser.add_argument("--paths", nargs="+", choices=PATHS, default=list(PATHS))
     parser.add_argument("--workers", type=int, default=1, help="worker processes (each path)")
-    parser.add_argument("--concurrency", type=int, default=8, help="threads per worker process (threads pools)")
+    parser.add_argument("--concurrency", type=int, default=Settings.model_fields["integration_concurrency"].default,
+                        help="threads per worker process (threads pools); default: the integration pool's shipped "
+                             "default (TEL_INTEGRATION_CONCURRENCY)")
     parser.add_argument("--batch-n", type=int, default=1200, help="tasks per round of the batch path")
     parser.add_argument("--batch-size", type=int, default=200, help="tasks per batch request")
     parser.add_argument("--batch-clients", type=int, default=2, help="clients of the batch path")

@@ -38,6 +38,9 @@ def make_celery(settings: Settings, name: str = "taskexec") -> Celery:
         task_acks_on_failure_or_timeout=True,
         worker_prefetch_multiplier=1,
         task_ignore_result=True,
+        # No result backend (DisabledBackend): one instance for all threads. Without this Celery builds one per
+        # thread on its first task (an entry-point scan, ~17 ms of CPU each here: 1 s for a 64-thread pool).
+        result_backend_thread_safe=True,
         task_serializer="json",
         accept_content=["json"],
         broker_connection_retry_on_startup=True,
@@ -47,10 +50,11 @@ def make_celery(settings: Settings, name: str = "taskexec") -> Celery:
             "visibility_timeout": settings.visibility_timeout_s,
             "queue_order_strategy": "priority",
         },
-        # Task events (received/started/succeeded) are three broker publishes per task: off until a monitor asks
-        # for them. Flower does, every few seconds while it runs (`enable_events`), so its task views work as
-        # before; worker heartbeats are sent either way. No task-sent events from the router: a PENDING task is
-        # in the database (API, dashboard), and Flower lists it once a worker receives it.
+        # Task events (received/started/succeeded): `taskexec worker` starts its pools with -E, as Flower's docs
+        # ask, so Flower shows a task even if it ran before Flower's first `enable_events` (`taskexec up` checks
+        # the sample task that way); they cost the pool about 0.8 ms of CPU per task (py-spy). Off for
+        # any other worker of this app until a monitor enables them. No task-sent events from the router: a
+        # PENDING task is in the database (API, dashboard), and Flower lists it once a worker receives it.
         worker_send_task_events=False,
         task_send_sent_event=False,
         worker_hijack_root_logger=False,

@@ -100,7 +100,8 @@ class Settings(BaseSettings):
     outbox_max_backoff_s: float = Field(60.0, gt=0, validation_alias="TEL_OUTBOX_MAX_BACKOFF")
     outbox_thread: bool = Field(True, validation_alias="TEL_OUTBOX_THREAD")
     manual_concurrency: int = Field(4, ge=1, le=256, validation_alias="TEL_MANUAL_CONCURRENCY")
-    integration_concurrency: int = Field(16, ge=1, le=256, validation_alias="TEL_INTEGRATION_CONCURRENCY")
+    # integration calls mostly wait on the network: 64 threads keep 2 cores busy (8 left them idle; bench/README.md)
+    integration_concurrency: int = Field(64, ge=1, le=256, validation_alias="TEL_INTEGRATION_CONCURRENCY")
     queued_timeout_s: int = Field(86400, ge=1, validation_alias="TEL_QUEUED_TIMEOUT")
     flower_port: int = Field(5555, ge=0, le=65535, validation_alias="TEL_FLOWER_PORT")  # `taskexec up`; 0: none
     metrics_port: int = Field(9540, ge=0, le=65535, validation_alias="TEL_METRICS_PORT")  # worker HTTP; 0: none
