@@ -24,6 +24,11 @@ round to round, so that load from elsewhere on the machine falls on all of them 
   an API key of role ``submitter``); done when the receiver has the terminal event of all N tasks.
 * ``taskexec-batch``: the same stack; --batch-clients clients submit N tasks with ``POST
   /api/v1/tasks/batch``, --batch-size items per request; done the same way.
+* ``celery-paced`` and ``taskexec-paced``: submit latency at a load both sustain. The K clients offer
+  --paced-rate submissions/s together, open loop (submission i is due at t0 + i / rate; its latency
+  counts from then), --paced-n per round; celery-paced is the prefork baseline. The closed-loop paths
+  above measure capacity, and their submit latency is about K / submits-per-second whatever the code
+  does (Little's law).
 
 Per path it prints, as median [min-max] over the rounds: submits/s (N / time until the last submit
 returned), end-to-end tasks/s (N / time from the first submit until all N are done), submit latency
@@ -79,7 +84,7 @@ WARMUP_EACH = 3
 DONE_TIMEOUT_S = 300.0
 BASELINE_TASK = "bench.throughput.noop_http"
 COUNTED = ("router", "integration", "postgres", "celery")  # CPU groups that make up "the system"
-PATHS = ("celery-prefork", "celery-threads", "taskexec", "taskexec-batch")
+PATHS = ("celery-prefork", "celery-threads", "taskexec", "taskexec-batch", "celery-paced", "taskexec-paced")
 
 
 def make_baseline_app(broker: str, queue: str, pool: str = "prefork") -> Celery:
@@ -174,6 +179,45 @@ def run_clients(n: int, submits: list[Callable[[int], int]], chunk: int = 1) -> 
     return latencies, t0, time.perf_counter() - t0
 
 
+def run_paced(n: int, submits: list[Callable[[int], int]], rate: float) -> tuple[list[float], float, float]:
+    """Open loop: submission i is due at t0 + i / rate, sent by client i mod K. Its latency counts from when
+    it was due, so a client held up by a slow answer shows as latency, not as fewer submissions (no
+    coordinated omission). Same return as `run_clients`."""
+    k = len(submits)
+    latencies: list[float] = []
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+    start = threading.Barrier(k + 1)
+    t0 = [0.0]
+
+    def work(j: int) -> None:
+        mine: list[float] = []
+        start.wait()
+        try:
+            for i in range(j, n, k):
+                due = t0[0] + i / rate
+                wait = due - time.perf_counter()
+                if wait > 0:
+                    time.sleep(wait)
+                submits[j](1)
+                mine.append((time.perf_counter() - due) * 1000)
+        except BaseException as exc:  # noqa: BLE001 - reported by the main thread
+            errors.append(exc)
+        with lock:
+            latencies.extend(mine)
+
+    threads = [threading.Thread(target=work, args=(j,), daemon=True) for j in range(k)]
+    for t in threads:
+        t.start()
+    t0[0] = time.perf_counter() + 0.05
+    start.wait()
+    for t in threads:
+        t.join()
+    if errors:
+        raise errors[0]
+    return latencies, t0[0], time.perf_counter() - t0[0]
+
+
 # --------------------------------------------------------------------------- taskexec
 
 class RestClient:
@@ -262,12 +306,12 @@ class Taskexec:
                 for name, p in self.stack.procs.items()}
 
     def _round(self, n: int, submits: list[Callable[[int], int]], chunk: int,
-               helpers: dict[str, int] | None = None) -> Round:
+               helpers: dict[str, int] | None = None, rate: float | None = None) -> Round:
         base = self.receiver.stats()["terminal"]
         self.expected += n
         groups = {**self.pids(), **(helpers or {})}
         cpu0 = cpu_sample(groups, self.dbname)
-        lat, t0, submit_s = run_clients(n, submits, chunk)
+        lat, t0, submit_s = run_paced(n, submits, rate) if rate else run_clients(n, submits, chunk)
         done = self.receiver.wait_terminal(base + n, DONE_TIMEOUT_S)
         cpu = cpu_sample(groups, self.dbname).minus(cpu0)
         total = done - t0
@@ -279,6 +323,9 @@ class Taskexec:
 
     def single(self, n: int, helpers: dict[str, int]) -> Round:
         return self._round(n, [c.submit for c in self.clients], 1, helpers)
+
+    def paced(self, n: int, rate: float, helpers: dict[str, int]) -> Round:
+        return self._round(n, [c.submit for c in self.clients], 1, helpers, rate)
 
     def batch(self, n: int, helpers: dict[str, int]) -> Round:
         return self._round(n, [c.submit_batch for c in self.batchers], self.args.batch_size, helpers)
@@ -330,9 +377,9 @@ class CeleryClient:
 class BareCelery:
     """`--workers` bare Celery workers with one pool kind on a fresh queue."""
 
-    def __init__(self, prefix: str, logdir: Path, args: argparse.Namespace, url: str, pool: str) -> None:
+    def __init__(self, prefix: str, logdir: Path, args: argparse.Namespace, url: str, pool: str, name: str) -> None:
         self.args, self.url, self.pool = args, url, pool
-        self.queue = f"{prefix}-celery-{pool}"
+        self.queue = f"{prefix}-{name}"
         concurrency = str(os.cpu_count() or 2) if pool == "prefork" else str(args.concurrency)
         env = {**os.environ, "BENCH_CELERY_BROKER": support.REDIS_URL, "BENCH_CELERY_QUEUE": self.queue,
                "BENCH_CELERY_POOL": pool, "PYTHONUNBUFFERED": "1", "PYTHONPATH": str(ROOT)}
@@ -354,10 +401,11 @@ class BareCelery:
         self.clients = [CeleryClient(self.queue, self.url) for _ in range(self.args.k)]
         self.run(WARMUP_EACH * self.args.k, {})
 
-    def run(self, n: int, helpers: dict[str, int]) -> Round:
+    def run(self, n: int, helpers: dict[str, int], rate: float | None = None) -> Round:
         groups = {("celery" if len(self.procs) == 1 else f"celery{i}"): p.popen.pid for i, p in enumerate(self.procs)}
         cpu0 = cpu_sample({**groups, **helpers})
-        lat, t0, submit_s = run_clients(n, [c.submit for c in self.clients])
+        submits: list[Callable[[int], int]] = [c.submit for c in self.clients]
+        lat, t0, submit_s = run_paced(n, submits, rate) if rate else run_clients(n, submits)
         errors: list[BaseException] = []
         threads = [threading.Thread(target=c.collect, args=(errors,), daemon=True) for c in self.clients]
         for t in threads:
@@ -402,6 +450,8 @@ def report(args: argparse.Namespace, results: dict[str, list[Round]], events: di
     print(f"taskexec: {args.workers} integration worker(s) x {args.concurrency} threads, submit auth {args.auth}, "
           f"done = terminal event of every task received by the orchestrator; batch path: {args.batch_clients} "
           f"clients x {args.batch_size} tasks per request")
+    print(f"paced paths: the K clients offer {args.paced_rate:g} submissions/s together (open loop, {args.paced_n} "
+          f"per round; latency from when each was due); celery-paced is prefork")
     print(f"bare Celery: acks_late, reject_on_worker_lost, prefetch 1, Redis broker + result backend; prefork -c "
           f"{os.cpu_count()}, threads -c {args.concurrency} + event-loop waker; done = every result got")
     head = f"{'path':<16} {'e2e tasks/s':>22} {'submits/s':>22} {'submit p50 ms':>22} {'submit p99 ms':>22}"
@@ -420,7 +470,8 @@ def report(args: argparse.Namespace, results: dict[str, list[Round]], events: di
     if events:
         print(f"\norchestrator: {events['events']} events received for {events['tasks']} tasks, {events['terminal']} "
               f"terminal, {events['duplicates']} duplicates, out of order: {len(events['disordered'])}")
-    celery = {k: median([r.tasks_per_s() for r in v]) for k, v in results.items() if k.startswith("celery")}
+    celery = {k: median([r.tasks_per_s() for r in v]) for k, v in results.items()
+              if k.startswith("celery") and k != "celery-paced"}
     if not celery or "taskexec" not in results and "taskexec-batch" not in results:
         return
     fair = max(celery, key=lambda k: celery[k])
@@ -436,7 +487,14 @@ def report(args: argparse.Namespace, results: dict[str, list[Round]], events: di
               f"{'met' if ratio >= 0.5 else 'NOT met'} (0.8 would need {0.8 * base:.0f} tasks/s)")
         print(f"target CPU per task <= 10 ms:              {spread(cpu)} ms  {'met' if cpu_med <= 10 else 'NOT met'}")
         print(f"target submit p99 <= 50 ms at K={args.k}:       {spread(p99)} ms  "
-              f"{'met' if p99_med <= 50 else 'NOT met'}")
+              f"{'met' if p99_med <= 50 else 'NOT met'} (closed loop: p50 ~ K / submits per s)")
+    if "taskexec-paced" in results:
+        paced = [pct(r.submit_ms, 99) for r in results["taskexec-paced"]]
+        celery_paced = results.get("celery-paced")
+        versus = (f"; bare Celery delay() {spread([pct(r.submit_ms, 99) for r in celery_paced])} ms"
+                  if celery_paced else "")
+        print(f"target submit p99 <= 50 ms, K={args.k} offering {args.paced_rate:g}/s: {spread(paced)} ms  "
+              f"{'met' if median(paced) <= 50 else 'NOT met'}{versus}")
     if "taskexec-batch" in results:
         bat = results["taskexec-batch"]
         sub = [r.submits_per_s() / base for r in bat]
@@ -459,6 +517,9 @@ def main() -> int:
     parser.add_argument("--batch-n", type=int, default=1200, help="tasks per round of the batch path")
     parser.add_argument("--batch-size", type=int, default=200, help="tasks per batch request")
     parser.add_argument("--batch-clients", type=int, default=2, help="clients of the batch path")
+    parser.add_argument("--paced-rate", type=float, default=40.0,
+                        help="submissions/s offered by the K clients together on the paced paths (open loop)")
+    parser.add_argument("--paced-n", type=int, default=400, help="tasks per round of the paced paths")
     parser.add_argument("--auth", choices=("apikey", "jwt"), default="apikey", help="credential of the clients")
     parser.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
                         help="extra setting for the router and workers, e.g. TEL_ROUTER_WORKERS=3 (repeatable)")
@@ -477,7 +538,7 @@ def main() -> int:
     receiver, receiver_url = start_helper([sys.executable, str(ROOT / "bench" / "receiver.py")],
                                           logdir / "receiver.log", "receiver")
     helpers = {"target": target.popen.pid, "receiver": receiver.popen.pid}
-    celery = {p: BareCelery(prefix, logdir, args, url, p.split("-", 1)[1])
+    celery = {p: BareCelery(prefix, logdir, args, url, "prefork" if p == "celery-paced" else p.split("-", 1)[1], p)
               for p in args.paths if p.startswith("celery")}
     wanted = any(p.startswith("taskexec") for p in args.paths)
     tel = Taskexec(prefix, logdir, args, url, receiver_url) if wanted else None
@@ -493,8 +554,12 @@ def main() -> int:
         for i in range(args.rounds):
             order = args.paths[i % len(args.paths):] + args.paths[: i % len(args.paths)]
             for p in order:
-                if p in celery:
+                if p == "celery-paced":
+                    results[p].append(celery[p].run(args.paced_n, helpers, args.paced_rate))
+                elif p in celery:
                     results[p].append(celery[p].run(args.n, helpers))
+                elif p == "taskexec-paced" and tel:
+                    results[p].append(tel.paced(args.paced_n, args.paced_rate, helpers))
                 elif p == "taskexec" and tel:
                     results[p].append(tel.single(args.n, helpers))
                 elif p == "taskexec-batch" and tel:
