@@ -40,6 +40,7 @@ class PrivateDockerd:
         self.bridge = "txb" + uuid.uuid4().hex[:8]
         self.popen: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self._clients: list[docker.DockerClient] = []
 
     def args(self) -> list[str]:
         return ["dockerd", "--data-root", str(self.data), "--exec-root", str(self.exec_root),
@@ -62,12 +63,20 @@ class PrivateDockerd:
         if self.popen is None or self.popen.poll() is not None:
             return False
         try:
-            return bool(self.client(timeout=3).ping())
+            with contextlib.closing(docker.DockerClient(base_url=self.host, timeout=3)) as probe:
+                return bool(probe.ping())
         except (docker.errors.DockerException, OSError):
             return False
 
     def client(self, timeout: int = 60) -> docker.DockerClient:
-        return docker.DockerClient(base_url=self.host, timeout=timeout)
+        """A client of this engine, closed by `close_clients()` (the `dockerd` fixture calls it after each test)."""
+        client = docker.DockerClient(base_url=self.host, timeout=timeout)
+        self._clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        while self._clients:
+            self._clients.pop().close()
 
     def stop(self, timeout: float = 90) -> float:
         """SIGTERM and wait for the daemon (and its containerd) to exit; returns how long it took."""
@@ -115,6 +124,7 @@ class PrivateDockerd:
 
     def destroy(self) -> None:
         """Stop the daemon and remove everything it left: processes, mounts, directories."""
+        self.close_clients()
         with contextlib.suppress(Exception):
             self.stop()
         for pid in self._leftover_pids():
