@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -62,10 +63,18 @@ class PrivateDockerd:
     def up(self) -> bool:
         if self.popen is None or self.popen.poll() is not None:
             return False
+        # `GET /_ping` on the API socket by hand: a DockerClient asks for the server's version in its constructor,
+        # and when that fails (a daemon still starting) its half-made session is left to the garbage collector.
         try:
-            with contextlib.closing(docker.DockerClient(base_url=self.host, timeout=3)) as probe:
-                return bool(probe.ping())
-        except (docker.errors.DockerException, OSError):
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(3)
+                probe.connect(str(self.sock))
+                probe.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                answer = b""
+                while chunk := probe.recv(4096):
+                    answer += chunk
+            return answer.startswith(b"HTTP/1.") and answer.split(b" ", 2)[1] == b"200" and answer.endswith(b"OK")
+        except OSError:
             return False
 
     def client(self, timeout: int = 60) -> docker.DockerClient:
