@@ -14,20 +14,18 @@ FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
 RUN python3 -m venv /opt/venv
 WORKDIR /src
-# Dependencies first (cached while only the code changes): install the deps of pyproject.toml.
+# Dependencies first (cached while only the code changes): exactly the locked runtime set, every file checked
+# against its hash (requirements.lock; `make lock` refreshes it from pyproject.toml).
+COPY requirements.lock ./
+RUN /opt/venv/bin/pip install --quiet --require-hashes --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
-RUN mkdir -p taskexec commands api workers sandbox \
- && touch taskexec/__init__.py commands/__init__.py api/__init__.py workers/__init__.py sandbox/__init__.py \
- && /opt/venv/bin/pip install --quiet . \
- && /opt/venv/bin/pip uninstall --quiet --yes taskexec
 COPY taskexec ./taskexec
 COPY commands ./commands
 COPY api ./api
 COPY workers ./workers
 COPY sandbox ./sandbox
-# (build/ and *.egg-info still hold the empty stubs above, with newer mtimes than the copied sources)
-RUN rm -rf build ./*.egg-info \
- && /opt/venv/bin/pip install --quiet --no-deps . \
+RUN /opt/venv/bin/pip install --quiet --no-deps . \
+ && /opt/venv/bin/pip check \
  && /opt/venv/bin/pip uninstall --quiet --yes pip setuptools wheel \
  && /opt/venv/bin/python -m compileall -q /opt/venv/lib
 

@@ -23,7 +23,7 @@ SOAK_MINUTES ?= 10
 LINT_PATHS  ?= taskexec commands api workers sandbox tests bench
 
 .PHONY: help setup bootstrap services services-start services-stop services-status \
-        run test lint bench soak sbom clean distclean build-AutomatedTaskExecutorFunction
+        run test lint lock bench soak sbom clean distclean build-AutomatedTaskExecutorFunction
 
 help:
 	@echo "make run            install what is missing, start PostgreSQL/Redis/Docker, run 'taskexec up'"
@@ -31,6 +31,7 @@ help:
 	@echo "                    (extra pytest args: make test PYTEST_ARGS='-k foo -x')"
 	@echo "make setup          only install and start services"
 	@echo "make lint           ruff + mypy"
+	@echo "make lock           re-resolve requirements.lock / requirements-dev.lock from pyproject.toml (needs PyPI)"
 	@echo "make bench          benchmarks, about 12 min (output in $(BENCH_OUT))"
 	@echo "make soak           10 minutes of load, fails on leaks (SOAK_MINUTES=n to change)"
 	@echo "make sbom           CycloneDX SBOMs of the Python environment and the service image (in $(SBOM_DIR)/)"
@@ -68,6 +69,27 @@ test: setup
 lint: bootstrap
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/mypy $(LINT_PATHS)
+
+# The lock files (hashes of every file on the package index, resolved for Python 3.11+ on any platform):
+#   requirements-dev.lock  runtime + dev extra: what scripts/bootstrap.sh installs into .venv (make test, CI)
+#   requirements.lock      the runtime set alone, constrained to the same versions: what the Dockerfile installs
+# The `sbom` extra is left out on purpose (it pulls rfc3987-syntax; see pyproject.toml). After editing
+# pyproject.toml's dependencies run `make lock`; `make lock LOCK_ARGS=--upgrade` moves everything to the
+# newest releases the constraints allow (then run the tests and commit both files).
+# uv runs from a venv of its own (at the version pyproject's dev extra pins), not from .venv: bootstrap refuses
+# a lock that no longer satisfies pyproject.toml, and that is exactly when `make lock` must still work.
+LOCK_ARGS ?=
+LOCK_VENV := .run/lock-venv
+UV_COMPILE := $(LOCK_VENV)/bin/uv pip compile pyproject.toml --universal --python-version 3.11 --generate-hashes \
+	--quiet
+lock:
+	mkdir -p .run
+	uv_pin=$$(python3 -c 'import tomllib; print(next(r for r in tomllib.load(open("pyproject.toml", "rb")) \
+	  ["project"]["optional-dependencies"]["dev"] if r.startswith("uv==")))'); \
+	$(LOCK_VENV)/bin/uv --version 2>/dev/null | grep -q "^uv $${uv_pin#uv==} " || { python3 -m venv --clear $(LOCK_VENV) \
+	  && $(LOCK_VENV)/bin/pip install -q --disable-pip-version-check "$$uv_pin"; }
+	$(UV_COMPILE) $(LOCK_ARGS) --extra dev -o requirements-dev.lock
+	$(UV_COMPILE) -c requirements-dev.lock -o requirements.lock
 
 # Every benchmark measures its baselines in the same run, interleaved, and prints medians with their spread
 # and the ratios (bench/README.md).

@@ -29,6 +29,7 @@ ERROR_TEXT: dict[int, str] = {
     404: "no such resource (or not visible to the caller)",
     409: "conflict with the resource's current state",
     413: "request body larger than TEL_MAX_BODY_BYTES",
+    414: "request line (the URL with its query) longer than the server accepts (4094 bytes); refused before the API",
     422: "well-formed but invalid (schema, config or state rules); details name each field",
     503: "a dependency (database or broker) is unreachable",
 }
@@ -59,14 +60,15 @@ class Operation:
     content_type: str = "application/json"
     status: int = 200
     also: dict[int, str] = field(default_factory=dict)  # further success statuses, e.g. a replay's 200
-    # beyond the ones implied: 400 always; 401 with auth, 403 with a permission, 404 with a path id, 413/422 with a body
+    # beyond the ones implied: 400 and 414 always; 401 with auth, 403 with a permission, 404 with a path id,
+    # 413/422 with a body
     errors: tuple[int, ...] = ()
     headers: tuple[Header, ...] = ()
     unknown_id_is_404: bool = True  # False where an unknown path id is not an error (apply creates it)
     description: str | None = None
 
     def error_statuses(self, has_path_id: bool) -> list[int]:
-        implied = {400}
+        implied = {400, 414}  # 414: gunicorn refuses any over-long request line (a long query or id does it)
         if self.auth:
             implied.add(401)
         if self.permission is not None:

@@ -6,8 +6,9 @@
 # - apt packages (only the missing ones; `apt-get update` runs once, only if something is missing):
 #   redis-server, rabbitmq-server, docker.io, docker-compose, debootstrap, postgresql-15 (only if no initdb is found),
 #   chromium + chromium-driver (browser tests), prometheus (Prometheus + promtool: alert-rule and scrape tests)
-# - the virtualenv .venv with `pip install -e '.[dev]'`, re-run only when pyproject.toml changed
-#   (stamp: .run/venv.stamp)
+# - the virtualenv .venv with exactly requirements-dev.lock (runtime + dev, pinned with hashes; `make lock`
+#   refreshes it), then the project itself (`pip install --no-deps -e .`); packages the lock does not name are
+#   uninstalled. Re-run only when pyproject.toml or the lock changed (stamp: .run/venv.stamp)
 #
 # Safe to run any number of times; a second run with nothing to do takes well under a second.
 # Knobs (environment):
@@ -99,7 +100,7 @@ fi
 
 # ---------------------------------------------------------------- virtualenv
 stamp="$RUN_DIR/venv.stamp"
-want_stamp="$( { sha256sum pyproject.toml; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
+want_stamp="$( { sha256sum pyproject.toml requirements-dev.lock; python3 -c 'import sys; print(sys.version)'; } | sha256sum | cut -d' ' -f1)"
 
 if [[ ! -x "$VENV/bin/python" ]] || ! "$VENV/bin/python" -c 'import sys' >/dev/null 2>&1; then
   log "creating virtualenv .venv"
@@ -109,11 +110,51 @@ fi
 
 if [[ "${TEL_FORCE_PIP:-0}" == 1 || ! -f "$stamp" || "$(cat "$stamp")" != "$want_stamp" \
       || ! -x "$VENV/bin/taskexec" ]]; then
-  log "installing the project into .venv (pip install -e '.[dev]')"
+  log "installing requirements-dev.lock and the project into .venv"
   pip_log="$RUN_DIR/pip.log"
-  if ! "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e '.[dev]' >"$pip_log" 2>&1; then
+  pip=("$VENV/bin/python" -m pip --disable-pip-version-check)
+  if ! "${pip[@]}" install -q --require-hashes -r requirements-dev.lock >"$pip_log" 2>&1 \
+      || ! "${pip[@]}" install -q --no-deps -e . >>"$pip_log" 2>&1; then
     tail -n 30 "$pip_log" >&2
-    die "pip install -e '.[dev]' failed (full log: $pip_log)"
+    die "pip install -r requirements-dev.lock / -e . failed (full log: $pip_log)"
+  fi
+  # Exactly the lock: drop what an older lock (or a hand-made `pip install`) left behind.
+  mapfile -t extra < <("$VENV/bin/python" - <<'PY'
+import re
+from importlib import metadata
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+locked = {norm(m.group(1)) for m in re.finditer(r"^([A-Za-z0-9_.-]+)==", open("requirements-dev.lock").read(), re.M)}
+keep = locked | {"pip", "setuptools", "wheel", "taskexec"}
+print("\n".join(sorted({norm(d.metadata["Name"]) for d in metadata.distributions()} - keep)))
+PY
+  )
+  if ((${#extra[@]})) && [[ -n "${extra[0]}" ]]; then
+    info "uninstalling packages not in requirements-dev.lock: ${extra[*]}"
+    "${pip[@]}" uninstall -q -y "${extra[@]}" >>"$pip_log" 2>&1 || die "pip uninstall failed (log: $pip_log)"
+  fi
+  # A lock older than pyproject.toml shows here (pip check alone does not look at the dev extra):
+  # refresh it with `make lock`.
+  if ! "${pip[@]}" check >>"$pip_log" 2>&1 || ! "$VENV/bin/python" - >>"$pip_log" 2>&1 <<'PY'
+import sys
+from importlib import metadata
+from packaging.requirements import Requirement
+stale = []
+for text in metadata.requires("taskexec") or []:
+    req = Requirement(text)
+    if req.marker and not req.marker.evaluate({"extra": "dev"}):
+        continue
+    try:
+        have = metadata.version(req.name)
+    except metadata.PackageNotFoundError:
+        have = None
+    if have is None or not req.specifier.contains(have, prereleases=True):
+        stale.append(f"{text} (installed: {have})")
+print("\n".join(f"not satisfied by requirements-dev.lock: {s}" for s in stale))
+sys.exit(1 if stale else 0)
+PY
+  then
+    tail -n 10 "$pip_log" >&2
+    die "requirements-dev.lock does not satisfy pyproject.toml: run make lock"
   fi
   echo "$want_stamp" >"$stamp"
   info "virtualenv ready"

@@ -16,10 +16,11 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from celery import Celery
 from kombu import Connection
+from kombu.transport import redis as kombu_redis
 
 from taskexec.broker.celery_app import REDIS_PRIORITY
 from taskexec.core.config import Settings
@@ -114,7 +115,7 @@ def waiting(conn: Connection, queues: Iterable[str]) -> dict[str, dict[str, int]
     names = list(queues)
     if conn.transport.driver_type == "amqp":
         return {q: {"ALL": _amqp_length(conn, q)} for q in names}
-    channel = conn.default_channel
+    channel = cast(kombu_redis.Channel, conn.default_channel)  # the driver checked above
     pipe = channel.client.pipeline()
     for q in names:
         for priority in Priority:

@@ -165,6 +165,8 @@ class RouterClient:
 
     def close(self) -> None:
         self.keepalive.close()
+        if self.http is not None:
+            self.http.close()
 
 
 class _Batcher:

@@ -166,7 +166,8 @@ def _alive(conn: http.client.HTTPConnection) -> bool:
 
 def _tls_context(url: str) -> ssl.SSLContext:
     """Verification as requests does it: the CA bundle from the environment, else certifi's."""
-    verify = requests.Session().merge_environment_settings(url, {}, None, None, None)["verify"]
+    with requests.Session() as session:
+        verify = session.merge_environment_settings(url, {}, None, None, None)["verify"]
     if verify is False:
         context = ssl.create_default_context()
         context.check_hostname = False

@@ -27,6 +27,7 @@ _BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]{8,}")
 _URL_PASSWORD = re.compile(r"(\w+://[^:/@\s]+:)([^@\s]+)(@)")
 _MIN_SECRET_LEN = 6
 _MAX_SECRETS = 4096
+KOMBU_RESTORE_LOGGER = "kombu.transport.virtual.base"  # kombu's "Restoring N unacknowledged message(s)"
 
 _task: contextvars.ContextVar[dict[str, Any] | None] = contextvars.ContextVar("taskexec_task", default=None)
 _secrets: set[str] = set()
@@ -115,3 +116,7 @@ def configure_logging(level: str = "INFO", secrets: Iterable[str | None] = ()) -
     root.setLevel(level)
     for noisy in ("urllib3", "docker", "kombu", "amqp"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
+    # Except kombu's "Restoring N unacknowledged message(s)" (INFO since kombu 5.7, a bare stderr line before):
+    # a pool whose broker connection dropped puts its running tasks' messages back, and the duplicate
+    # deliveries the router then refuses are explained by this line alone.
+    logging.getLogger(KOMBU_RESTORE_LOGGER).setLevel(root.level)

@@ -160,7 +160,7 @@ class EnqueueMarks:
 
 
 @functools.lru_cache(maxsize=8)
-def _due(batch: int) -> Select[tuple[TaskInstance]]:
+def _due(batch: int) -> Select[TaskInstance]:
     """PENDING tasks not on the broker whose time has come (`:now`); built once, it runs on every pass."""
     return (
         select(TaskInstance)
@@ -176,7 +176,7 @@ def _due(batch: int) -> Select[tuple[TaskInstance]]:
 
 
 @functools.lru_cache(maxsize=1)
-def _any_due() -> Select[tuple[str]]:
+def _any_due() -> Select[str]:
     """Is any task due for `dispatch_due`? (its conditions, one id, no lock)"""
     return select(TaskInstance.id).where(*_due(1).whereclause.clauses).limit(1)  # type: ignore[union-attr]
 

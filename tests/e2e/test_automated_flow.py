@@ -88,7 +88,7 @@ def test_idempotency_key_creates_one_task(automated: Stack) -> None:
     wait_status(automated, first.json()["id"])
 
 
-def test_cancel_running_task_kills_its_container(automated: Stack) -> None:
+def test_cancel_running_task_kills_its_container(automated: Stack, docker_client: docker.DockerClient) -> None:
     import requests
 
     from tests.e2e.helpers import ADMIN
@@ -97,7 +97,7 @@ def test_cancel_running_task_kills_its_container(automated: Stack) -> None:
                                  resourceRequirements={"timeoutSeconds": 120}))
     task_id = submit(automated, "sleepy").json()["id"]
     wait_status(automated, task_id, {"RUNNING"})
-    client = docker.from_env()
+    client = docker_client
     wait_for(lambda: client.containers.list(sparse=True, filters={"label": f"taskexec.task_id={task_id}"}), 20,
              what="container running")
     r = requests.post(f"{automated.url}/api/v1/tasks/{task_id}/cancel", json={"reason": "changed my mind"},

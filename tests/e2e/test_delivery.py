@@ -14,7 +14,8 @@ from tests.support import Receiver, Stack, wait_for
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
 
-def test_worker_killed_mid_task_is_redelivered_and_finishes_once(stack: Stack, receiver: Receiver) -> None:
+def test_worker_killed_mid_task_is_redelivered_and_finishes_once(stack: Stack, receiver: Receiver,
+                                                                 docker_client: docker.DockerClient) -> None:
     # A short visibility timeout (max task time + margin) so the lost message comes back within the test.
     extra = {"TEL_EXECUTOR_MAX_TIMEOUT": "15", "TEL_VISIBILITY_MARGIN": "5"}
     first = stack.start_worker("automated", name="doomed", concurrency=1, **extra)
@@ -37,8 +38,7 @@ def test_worker_killed_mid_task_is_redelivered_and_finishes_once(stack: Stack, r
     assert history.count("task.instance.completed") == 1
     wait_for(lambda: "task.instance.completed" in receiver.events_for(task_id), 15, what="completed event")
     assert receiver.events_for(task_id).count("task.instance.completed") == 1
-    client = docker.from_env()
-    wait_for(lambda: not client.containers.list(
+    wait_for(lambda: not docker_client.containers.list(
         all=True, sparse=True, filters={"label": f"taskexec.task_id={task_id}"}), 20,
              what="no container left")
 

@@ -52,7 +52,7 @@ def test_router_is_ready_on_amqp_and_critical_overtakes_low(amqp_stack: Stack, r
     wait_for(lambda: "task.instance.completed" in receiver.events_for(critical), 15, what="completed event")
 
 
-def test_worker_killed_mid_task_finishes_exactly_once(amqp_stack: Stack) -> None:
+def test_worker_killed_mid_task_finishes_exactly_once(amqp_stack: Stack, docker_client: docker.DockerClient) -> None:
     """AMQP hands an unacknowledged message back as soon as the dead worker's connection closes."""
     doomed = amqp_stack.start_worker("automated", name="doomed", concurrency=1)
     define(amqp_stack, python_def("slow", "import time\ndef main(input):\n    time.sleep(3)\n    return {'ok': 1}\n",
@@ -66,6 +66,5 @@ def test_worker_killed_mid_task_finishes_exactly_once(amqp_stack: Stack) -> None
     events = [e["type"] for e in get(amqp_stack, task_id, "/events")["items"]]
     assert events.count("task.instance.completed") == 1
     assert events.count("task.instance.started") == 2
-    client = docker.from_env()
-    wait_for(lambda: not client.containers.list(
+    wait_for(lambda: not docker_client.containers.list(
         all=True, sparse=True, filters={"name": task_id}), 20, what="no container left")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import signal
 
 import docker
@@ -16,11 +17,11 @@ SLEEPER = "import time\ndef main(input):\n    time.sleep(120)\n    return {'ok':
 
 
 def _containers(task_id: str) -> list[object]:
-    client = docker.from_env()
-    by_label = client.containers.list(
-        all=True, sparse=True, filters={"label": f"taskexec.task_id={task_id}"})
-    by_name = client.containers.list(
-        all=True, sparse=True, filters={"name": task_id})  # pooled containers carry it in the name
+    with contextlib.closing(docker.from_env()) as client:
+        by_label = client.containers.list(
+            all=True, sparse=True, filters={"label": f"taskexec.task_id={task_id}"})
+        by_name = client.containers.list(
+            all=True, sparse=True, filters={"name": task_id})  # pooled containers carry it in the name
     return by_label + by_name
 
 

@@ -13,6 +13,7 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import tempfile
 import time
@@ -40,6 +41,7 @@ class PrivateDockerd:
         self.bridge = "txb" + uuid.uuid4().hex[:8]
         self.popen: subprocess.Popen[bytes] | None = None
         self.restarts = 0
+        self._clients: list[docker.DockerClient] = []
 
     def args(self) -> list[str]:
         return ["dockerd", "--data-root", str(self.data), "--exec-root", str(self.exec_root),
@@ -61,13 +63,29 @@ class PrivateDockerd:
     def up(self) -> bool:
         if self.popen is None or self.popen.poll() is not None:
             return False
+        # `GET /_ping` on the API socket by hand: a DockerClient asks for the server's version in its constructor,
+        # and when that fails (a daemon still starting) its half-made session is left to the garbage collector.
         try:
-            return bool(self.client(timeout=3).ping())
-        except (docker.errors.DockerException, OSError):
+            with socket.socket(socket.AF_UNIX) as probe:
+                probe.settimeout(3)
+                probe.connect(str(self.sock))
+                probe.sendall(b"GET /_ping HTTP/1.0\r\nHost: docker\r\n\r\n")
+                answer = b""
+                while chunk := probe.recv(4096):
+                    answer += chunk
+            return answer.startswith(b"HTTP/1.") and answer.split(b" ", 2)[1] == b"200" and answer.endswith(b"OK")
+        except OSError:
             return False
 
     def client(self, timeout: int = 60) -> docker.DockerClient:
-        return docker.DockerClient(base_url=self.host, timeout=timeout)
+        """A client of this engine, closed by `close_clients()` (the `dockerd` fixture calls it after each test)."""
+        client = docker.DockerClient(base_url=self.host, timeout=timeout)
+        self._clients.append(client)
+        return client
+
+    def close_clients(self) -> None:
+        while self._clients:
+            self._clients.pop().close()
 
     def stop(self, timeout: float = 90) -> float:
         """SIGTERM and wait for the daemon (and its containerd) to exit; returns how long it took."""
@@ -115,6 +133,7 @@ class PrivateDockerd:
 
     def destroy(self) -> None:
         """Stop the daemon and remove everything it left: processes, mounts, directories."""
+        self.close_clients()
         with contextlib.suppress(Exception):
             self.stop()
         for pid in self._leftover_pids():

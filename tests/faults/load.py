@@ -72,10 +72,12 @@ def submit_many(base_url: str, def_id: str, n: int, threads: int = 8,
     client would, for up to that many seconds. `pace`: seconds each client waits after a submission.
     """
     local = threading.local()
+    sessions: list[requests.Session] = []  # one per thread, closed at the end (not left to the GC)
 
     def one(i: int) -> tuple[int, dict[str, Any]]:
         if not hasattr(local, "http"):
             local.http = requests.Session()
+            sessions.append(local.http)
         deadline = time.monotonic() + retry_unavailable_for
         while True:
             try:
@@ -92,8 +94,12 @@ def submit_many(base_url: str, def_id: str, n: int, threads: int = 8,
             time.sleep(pace)
             return r.status_code, r.json()
 
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(one, range(n)))
+    try:
+        with ThreadPoolExecutor(threads) as pool:
+            return list(pool.map(one, range(n)))
+    finally:
+        for session in sessions:
+            session.close()
 
 
 def wait_terminal(libpq_url: str, ids: list[str], timeout: float) -> dict[str, str]:

@@ -60,25 +60,27 @@ class RedisServer:
         if self.popen is None or self.popen.poll() is not None:
             return False
         try:
-            return bool(self.client().ping())
+            with self.client() as client:
+                return bool(client.ping())
         except redis.RedisError:
             return False
 
     def client(self) -> redis.Redis:
+        """A new client: close it (`with private_redis.client() as r:`), not the garbage collector."""
         return redis.Redis(port=self.port, socket_timeout=2, socket_connect_timeout=2)
 
     def queued(self, queue: str) -> int:
         """Messages waiting on a kombu queue (one Redis list per priority step)."""
-        client = self.client()
-        names: list[bytes] = client.keys(f"{queue}*")  # type: ignore[assignment]
-        lengths: list[int] = [client.llen(name) for name in names]  # type: ignore[misc]
+        with self.client() as client:
+            names: list[bytes] = client.keys(f"{queue}*")  # type: ignore[assignment]
+            lengths: list[int] = [client.llen(name) for name in names]  # type: ignore[misc]
         return sum(lengths)
 
     def drop_queue(self, queue: str) -> int:
         """Delete a kombu queue's lists: its messages are gone as after a crash that lost them."""
-        client = self.client()
-        names: list[bytes] = client.keys(f"{queue}*")  # type: ignore[assignment]
-        return int(client.delete(*names)) if names else 0  # type: ignore[arg-type]
+        with self.client() as client:
+            names: list[bytes] = client.keys(f"{queue}*")  # type: ignore[assignment]
+            return int(client.delete(*names)) if names else 0  # type: ignore[arg-type]
 
     def stop(self, hard: bool = False) -> None:
         """SHUTDOWN (the AOF is flushed) or, with `hard`, SIGKILL (only what was fsynced survives)."""
@@ -87,8 +89,8 @@ class RedisServer:
         if hard:
             self.popen.kill()
         else:
-            with contextlib.suppress(redis.RedisError):
-                self.client().shutdown()
+            with contextlib.suppress(redis.RedisError), self.client() as client:
+                client.shutdown()
         try:
             self.popen.wait(timeout=20)
         except subprocess.TimeoutExpired:

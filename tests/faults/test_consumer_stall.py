@@ -44,7 +44,8 @@ def test_a_stalled_consumer_fails_health_and_readiness(private_redis: RedisServe
     start_pool(stack, concurrency=2, TEL_METRICS_PORT=str(port), TEL_HEALTH_STALL_SECONDS="5")
     health = f"http://127.0.0.1:{port}"
     wait_for(lambda: requests.get(f"{health}/ready", timeout=2).status_code == 200, 30, what="pool ready")
-    client_port = wait_for(lambda: brpop_port(private_redis.client()), 20, what="the pool's BRPOP connection")
+    with private_redis.client() as admin:
+        client_port = wait_for(lambda: brpop_port(admin), 20, what="the pool's BRPOP connection")
     rule = ["OUTPUT", "-o", "lo", "-p", "tcp", "--sport", str(client_port), "--dport", str(private_redis.port),
             "-j", "DROP"]
     target = CountingTarget(delay=0.0)

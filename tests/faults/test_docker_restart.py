@@ -58,10 +58,13 @@ def private_docker() -> Iterator[PrivateDockerd]:
 
 
 @pytest.fixture
-def dockerd(private_docker: PrivateDockerd) -> PrivateDockerd:
+def dockerd(private_docker: PrivateDockerd) -> Iterator[PrivateDockerd]:
     if not private_docker.up():  # a failed test may have left it down
         private_docker.start()
-    return private_docker
+    try:
+        yield private_docker
+    finally:
+        private_docker.close_clients()
 
 
 def task_containers(api: Any, running: bool = False) -> dict[str, str]:

@@ -51,16 +51,22 @@ def test_duplicate_keys_from_concurrent_clients_make_one_task_each(
     # the copies of a key side by side: the clients send them at the same moment
     order = [k for k in random.sample(range(KEYS), KEYS) for _ in range(COPIES)]
     local = threading.local()
+    sessions: list[requests.Session] = []  # one per thread, closed below (not left to the GC)
 
     def post(key: int) -> tuple[int, int, dict[str, Any]]:
         if not hasattr(local, "http"):
             local.http = requests.Session()
+            sessions.append(local.http)
         r = local.http.post(f"{stack.url}/api/v1/tasks", json=body_for(key), timeout=60,
                             headers={**ADMIN, "Idempotency-Key": f"{run}-{key}"})
         return key, r.status_code, r.json()
 
-    with ThreadPoolExecutor(CLIENTS) as pool:
-        answers = list(pool.map(post, order))
+    try:
+        with ThreadPoolExecutor(CLIENTS) as pool:
+            answers = list(pool.map(post, order))
+    finally:
+        for session in sessions:
+            session.close()
 
     statuses = Counter(status for _, status, _ in answers)
     assert set(statuses) <= {200, 201}, [a for a in answers if a[1] not in (200, 201)][:5]

@@ -125,7 +125,8 @@ def test_broker_connections_dropped_while_calls_run_nothing_runs_twice(
         assert [s for s, _ in results] == [201] * 4, results
         ids = [b["id"] for _, b in results]
         wait_for(lambda: target.in_flight == 4, 30, interval=0.05, what="all four calls in flight")
-        dropped: int = private_redis.client().client_kill_filter(_type="normal", skipme=True)  # type: ignore[assignment]
+        with private_redis.client() as admin:
+            dropped: int = admin.client_kill_filter(_type="normal", skipme=True)  # type: ignore[assignment]
         assert dropped >= 4, dropped
         db = stack.env["DATABASE_URL"]
         wait_terminal(db, ids, timeout=60)

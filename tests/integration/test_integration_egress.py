@@ -129,6 +129,7 @@ def tls_server(tmp_path: Path) -> Iterator[tuple[int, Path, list[str]]]:
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield int(server.server_address[1]), ca, names
     server.shutdown()
+    server.server_close()
 
 
 def test_the_connection_goes_to_the_address_that_was_checked(tmp_path: Path,

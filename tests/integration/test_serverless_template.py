@@ -40,7 +40,7 @@ _CfnLoader.add_multi_constructor("!", _tag)
 def cfn_lint(path: Path) -> subprocess.CompletedProcess[str]:
     here = Path(sys.executable).with_name("cfn-lint")
     exe = str(here) if here.exists() else shutil.which("cfn-lint")
-    assert exe, "cfn-lint missing: pip install -e '.[dev]'"
+    assert exe, "cfn-lint missing: run make setup (requirements-dev.lock)"
     return subprocess.run([exe, str(path)], capture_output=True, text=True, timeout=300)
 
 

@@ -34,10 +34,10 @@ def tasks(client: Any, admin: dict[str, str], database: str, env: dict[str, str]
     _run(client, database, failed, status="FAILED", error={"code": "NON_ZERO_EXIT", "message": "exit 3"})
     _run(client, database, busy, worker="host-a:42")
     yield {"done": done, "failed": failed, "busy": busy}
-    r = redis.Redis.from_url(support.REDIS_URL)
-    keys = list(r.scan_iter(match=env["TEL_QUEUE_AUTOMATED_NAME"] + "*"))
-    if keys:
-        r.delete(*keys)
+    with redis.Redis.from_url(support.REDIS_URL) as r:
+        keys = list(r.scan_iter(match=env["TEL_QUEUE_AUTOMATED_NAME"] + "*"))
+        if keys:
+            r.delete(*keys)
 
 
 def test_overview_counts_lists_and_pools(client: Any, admin: dict[str, str], tasks: dict[str, str],
@@ -131,8 +131,8 @@ def test_manual_tasks_by_deadline_gauge(client: Any, admin: dict[str, str], data
     counts = {state: sample(text, "taskexec_manual_tasks_by_deadline", state=state)
               for state in ("overdue", "due_1h", "due_24h", "later", "none")}
     assert counts == {"overdue": 1, "due_1h": 1, "due_24h": 1, "later": 1, "none": 1}
-    r = redis.Redis.from_url(support.REDIS_URL)
-    keys = list(r.scan_iter(match=env["TEL_QUEUE_MANUAL_NAME"] + "*")) + list(
-        r.scan_iter(match=env["TEL_QUEUE_AUTOMATED_NAME"] + "*"))
-    if keys:
-        r.delete(*keys)
+    with redis.Redis.from_url(support.REDIS_URL) as r:
+        keys = list(r.scan_iter(match=env["TEL_QUEUE_MANUAL_NAME"] + "*")) + list(
+            r.scan_iter(match=env["TEL_QUEUE_AUTOMATED_NAME"] + "*"))
+        if keys:
+            r.delete(*keys)

@@ -180,12 +180,11 @@ def test_router_serves_https_with_tls_1_2_at_least(ca: trustme.CA, env: dict[str
     try:
         wait_for(lambda: _get(url + "/health", verify=str(ca_file)) == 200, 60, what="router serving HTTPS")
         for version in (ssl.TLSVersion.TLSv1_2, ssl.TLSVersion.TLSv1_3):
-            session = requests.Session()
-            session.mount("https://", _Versions(version, str(ca_file)))
-            assert session.get(url + "/health", timeout=5).status_code == 200, version
-        old = requests.Session()
-        old.mount("https://", _Versions(ssl.TLSVersion.TLSv1_1, str(ca_file)))
-        with pytest.raises(requests.exceptions.SSLError) as refused:
+            with requests.Session() as session:
+                session.mount("https://", _Versions(version, str(ca_file)))
+                assert session.get(url + "/health", timeout=5).status_code == 200, version
+        with requests.Session() as old, pytest.raises(requests.exceptions.SSLError) as refused:
+            old.mount("https://", _Versions(ssl.TLSVersion.TLSv1_1, str(ca_file)))
             old.get(url + "/health", timeout=5)
         # the server's alert, not a client that never sent a TLS 1.1 hello
         assert "protocol version" in str(refused.value).lower(), refused.value

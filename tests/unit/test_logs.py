@@ -76,3 +76,21 @@ def test_log_level_is_honoured_and_configured_secrets_are_masked() -> None:
     assert [x["level"] for x in lines] == ["WARNING"], out.stderr
     assert lines[0]["msg"] == "token is ***"
     assert secret not in out.stderr
+
+
+KOMBU_SNIPPET = """
+import logging
+from kombu.transport.virtual import base
+from taskexec.observability.logs import configure_logging
+configure_logging("INFO")
+base.logger.info(base.RESTORING_FMT.format(2))
+logging.getLogger("kombu.connection").info("kombu chatter")
+"""
+
+
+def test_kombu_restoring_unacknowledged_messages_is_logged_and_its_chatter_is_not() -> None:
+    """A dropped broker connection puts running tasks' messages back: that line explains the duplicate deliveries
+    that follow (kombu 5.7 logs it at INFO on its module logger; earlier releases printed it to stderr)."""
+    out = subprocess.run([sys.executable, "-c", KOMBU_SNIPPET], capture_output=True, text=True, timeout=60)
+    lines = [json.loads(x) for x in out.stderr.splitlines() if x.startswith("{")]
+    assert [x["msg"] for x in lines] == ["Restoring 2 unacknowledged message(s)"], out.stderr
