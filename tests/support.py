@@ -91,6 +91,7 @@ def base_env(database: str, prefix: str, **extra: str) -> dict[str, str]:
             # the stand-ins for external services listen on 127.0.0.1: open exactly that address to the egress
             # guard of integration calls (every other loopback address stays refused)
             "TEL_INTEGRATION_ALLOWED_NETWORKS": "127.0.0.1/32",
+            "TEL_CALLBACK_ALLOWED_NETWORKS": "127.0.0.1/32",
             "LOG_LEVEL": "INFO",
             "PYTHONUNBUFFERED": "1",
         }

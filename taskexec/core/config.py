@@ -160,6 +160,8 @@ class Settings(BaseSettings):
     integration_read_timeout_ms: int = Field(30000, gt=0, validation_alias="TEL_INTEGRATION_READ_TIMEOUT_MS")
     # definition-controlled URLs reach public addresses only, plus these ranges (comma-separated CIDRs)
     integration_allowed_networks: str = Field("", validation_alias="TEL_INTEGRATION_ALLOWED_NETWORKS")
+    # the router's POSTs to a task's callbackUrl (user-supplied) go to public addresses only, plus these ranges
+    callback_allowed_networks: str = Field("", validation_alias="TEL_CALLBACK_ALLOWED_NETWORKS")
     integration_max_redirects: int = Field(5, ge=0, le=20, validation_alias="TEL_INTEGRATION_MAX_REDIRECTS")
     integration_max_response_bytes: int = Field(10 * 1024 * 1024, ge=1024,
                                                 validation_alias="TEL_INTEGRATION_MAX_RESPONSE_BYTES")
@@ -207,7 +209,7 @@ class Settings(BaseSettings):
             parse_rate(value)
         return value.strip()
 
-    @field_validator("integration_allowed_networks", "sandbox_allowed_networks")
+    @field_validator("integration_allowed_networks", "sandbox_allowed_networks", "callback_allowed_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
         from taskexec.core.netpolicy import parse_networks
@@ -292,6 +294,13 @@ class Settings(BaseSettings):
 
         spec = self.api_bulk_rate_limit if bulk else self.api_rate_limit
         return None if spec.lower() in RATE_OFF else parse_rate(spec)
+
+    @property
+    def callback_allowed(self) -> tuple[Any, ...]:
+        """TEL_CALLBACK_ALLOWED_NETWORKS parsed (ipaddress networks)."""
+        from taskexec.core.netpolicy import parse_networks
+
+        return parse_networks(self.callback_allowed_networks)
 
     @property
     def integration_allowed(self) -> tuple[Any, ...]:

@@ -150,3 +150,14 @@ def check_url(url: str, allowed: Sequence[Network] = ()) -> list[tuple[int, str]
     parts = urlsplit(url)
     port = parts.port or (443 if parts.scheme.lower() == "https" else 80)
     return resolve(parts.hostname or "", port, allowed)
+
+
+def literal_refusal(url: str, allowed: Sequence[Network] = ()) -> str | None:
+    """Why an http(s) URL whose host is an IP literal may not be reached (None for a name, or an address that
+    may be): the check that needs no DNS, for refusing a user's URL when it is submitted."""
+    host = urlsplit(url).hostname or ""
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return None
+    return refusal(ip, allowed)

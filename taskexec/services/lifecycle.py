@@ -25,6 +25,7 @@ from taskexec.core.constants import EventType, Status, TaskType
 from taskexec.core.exceptions import Conflict, NotFound, TaskexecError, ValidationFailed
 from taskexec.core.limits import queue_deadline
 from taskexec.services import hotpath
+from taskexec.services.callbacks import check_submitted
 from taskexec.services.hotpath import TaskRow
 from taskexec.services.manager import (
     PUBLISH_GRACE,
@@ -156,6 +157,7 @@ class Lifecycle:
                 raise NotFound(f"task definition {def_id!r} not found", details={"field": "taskDefinitionId"})
             self._latest[def_id] = version
         definition = self.manager.cached_definition(def_id, self._latest[def_id])
+        check_submitted(body.callback_url, self.settings.callback_allowed)
         validate_instance(definition.input_schema, body.input, "input")
         config = None
         if body.execution_config:

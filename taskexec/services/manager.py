@@ -21,6 +21,7 @@ from taskexec.core.constants import TERMINAL_STATUSES, AuditEvent, Priority, Sta
 from taskexec.core.exceptions import Conflict, NotFound, ValidationFailed
 from taskexec.core.limits import queue_deadline
 from taskexec.observability import tracing
+from taskexec.services.callbacks import check_submitted
 from taskexec.services.deadletters import record_dead_letter, resolve_dead_letters
 from taskexec.services.hotpath import TaskRow
 from taskexec.services.recovery import Recovery
@@ -165,6 +166,7 @@ class TaskManager:
             if existing is not None:
                 return self._replay(s, existing, body), False
         definition = self.get_definition(s, body.task_definition_id)
+        check_submitted(body.callback_url, self.settings.callback_allowed)
         validate_instance(definition.input_schema, body.input, "input")
         config = None
         if body.execution_config:

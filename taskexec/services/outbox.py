@@ -27,7 +27,10 @@ from sqlalchemy.types import BigInteger, DateTime
 
 from taskexec.clients.keepalive import KeepAlive
 from taskexec.core.config import Settings
+from taskexec.core.constants import OutboxTarget
+from taskexec.core.exceptions import DestinationNotAllowed
 from taskexec.observability.metrics import record_outbox_delivery
+from taskexec.services import callbacks
 from taskexec.store.db import Database
 from taskexec.store.events import sign
 from taskexec.store.models import utcnow
@@ -94,6 +97,7 @@ class Deliverer:
         secret = settings.webhook_secret.get_secret_value() if settings.webhook_secret else None
         self.secret = secret
         self.max_backoff_s = settings.outbox_max_backoff_s
+        self.callback_allowed = settings.callback_allowed
         self.keepalive = KeepAlive(*DELIVERY_TIMEOUT, max_body=MAX_ANSWER)
         self.http = requests.Session()  # honours HTTP(S)_PROXY: for the URLs KeepAlive leaves to it
         self.threads = threads
@@ -106,12 +110,17 @@ class Deliverer:
         if self.secret:
             headers["X-TEL-Signature"] = sign(body, self.secret)
         try:
-            if self.keepalive.usable(row.url):
+            if row.target == OutboxTarget.CALLBACK.value:  # a user's URL: public addresses only (callbacks.py)
+                status = callbacks.post(row.url, body, headers, self.callback_allowed, DELIVERY_TIMEOUT)
+            elif self.keepalive.usable(row.url):
                 status = self.keepalive.request("POST", row.url, body, headers).status
             else:
                 status = self.http.post(row.url, data=body, headers=headers, timeout=DELIVERY_TIMEOUT).status_code
         except (TimeoutError, requests.Timeout):
             return "Timeout"
+        except DestinationNotAllowed as exc:  # nothing was sent; retried with backoff (the name may change)
+            log.info("callback refused by the egress rule", extra={"taskId": row.task_id, "error": str(exc)})
+            return "DestinationNotAllowed"
         except (OSError, ValueError, requests.RequestException, Exception) as exc:  # noqa: BLE001
             log.debug("event delivery error", extra={"error": repr(exc)[:200]})
             return "ConnectionError"

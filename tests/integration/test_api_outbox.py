@@ -157,3 +157,40 @@ def test_one_pass_sends_every_queue_in_order_and_a_failing_queue_stops_alone(
         assert down.events_for(first) == ["task.instance.created", "task.instance.cancelled"]
     finally:
         down.close()
+
+
+def test_a_callback_to_a_refused_literal_address_is_a_422_naming_the_field(
+    client: Any, admin: dict[str, str], database: str,
+) -> None:
+    """Checked as data: nothing is sent to the address (the task is never stored)."""
+    create_definition(client, admin)
+    for url in ("http://10.1.2.3/cb", "http://169.254.169.254/latest/meta-data", "http://[::1]:9/cb"):
+        r = client.post("/api/v1/tasks", json={"taskDefinitionId": "greet", "input": {"name": "a"}, "callbackUrl": url},
+                        headers=admin)
+        assert r.status_code == 422, r.json
+        assert r.json["error"]["details"][0]["field"] == "callbackUrl", r.json
+    assert sql(database, "SELECT count(*) FROM task_instances") == [(0,)]
+
+
+def test_a_callback_name_resolving_to_a_refused_address_gets_nothing(
+    client: Any, admin: dict[str, str], db: Database, settings: Settings, receiver: support.Receiver,
+    database: str,
+) -> None:
+    """`localhost` passes the submit check (a name) and resolves to loopback, which this router may not reach
+    when TEL_CALLBACK_ALLOWED_NETWORKS leaves it out: the callback is refused before connecting (and retried
+    later), the orchestrator still gets its events. With loopback allowed it arrives."""
+    hook = support.Receiver()
+    try:
+        create_definition(client, admin)
+        task_id = submit(client, admin, callbackUrl=hook.url.replace("127.0.0.1", "localhost") + "/hook")
+        closed = settings.model_copy(update={"callback_allowed_networks": ""})
+        assert deliver(db, closed) == 1  # the orchestrator's created event only
+        assert receiver.events_for(task_id) == ["task.instance.created"]
+        assert hook.received == []
+        [(attempts, error)] = sql(database, "SELECT attempts, last_error FROM outbox WHERE target = 'callback'")
+        assert (attempts, error) == (1, "DestinationNotAllowed")
+        sql(database, "UPDATE outbox SET next_attempt_at = now() - interval '1 second'")
+        assert deliver(db, settings) == 1  # 127.0.0.1/32 allowed (the test settings)
+        assert hook.events_for(task_id) == ["task.instance.created"]
+    finally:
+        hook.close()

@@ -103,3 +103,23 @@ def test_the_firewall_list_covers_the_refused_ipv4_ranges() -> None:
     for net in ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16", "100.64.0.0/10",
                 "0.0.0.0/8", "224.0.0.0/4", "240.0.0.0/4"):
         assert net in cidrs
+
+
+@pytest.mark.parametrize(("url", "reason"), [
+    ("http://10.1.2.3/cb", "private (RFC 1918)"),
+    ("https://169.254.169.254/latest/meta-data", "link-local"),
+    ("http://[::1]:8080/cb", "loopback"),
+    ("http://[::ffff:127.0.0.1]/cb", "IPv4-mapped IPv6 (loopback)"),
+])
+def test_a_callback_literal_in_a_refused_range_is_named_without_dns(url: str, reason: str) -> None:
+    from taskexec.core.netpolicy import literal_refusal
+
+    assert literal_refusal(url) == reason
+
+
+def test_a_callback_name_or_an_allowed_literal_is_left_to_delivery() -> None:
+    from taskexec.core.netpolicy import literal_refusal
+
+    assert literal_refusal("https://hooks.example.com/cb") is None  # a name: checked when delivered
+    assert literal_refusal("http://8.8.8.8/cb") is None
+    assert literal_refusal("http://127.0.0.1:9/cb", parse_networks("127.0.0.1/32")) is None
