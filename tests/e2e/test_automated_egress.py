@@ -58,14 +58,29 @@ def test_a_task_with_outbound_access_cannot_reach_the_host(stack: Stack, network
     listener = socket.socket()
     listener.bind((network.gateway, 0))  # this host's address on the task's network
     listener.listen(4)
+    listener.settimeout(0.2)
     accepted: list[Any] = []
-    threading.Thread(target=lambda: accepted.append(listener.accept()), daemon=True).start()
+    done = threading.Event()
+
+    def watch() -> None:  # records any connection that reaches the host; ends before the listener closes
+        while not done.is_set():
+            try:
+                conn, address = listener.accept()
+            except TimeoutError:
+                continue
+            conn.close()
+            accepted.append(address)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
     try:
         stack.start_worker("automated", concurrency=1, TEL_SANDBOX_NETWORK=network.name,
                            TEL_SANDBOX_POOL_SIZE="0")  # no idle containers left on the network at teardown
         define(stack, python_def("reach-host", CODE, network={"outboundAccess": True}))
         task = wait_status(stack, submit(stack, "reach-host", {"port": listener.getsockname()[1]}).json()["id"])
     finally:
+        done.set()
+        watcher.join(5)
         listener.close()
     assert task["status"] == "COMPLETED", task
     assert task["output"] == {"gateway": network.gateway, "result": "EHOSTUNREACH"}, task["output"]
