@@ -40,12 +40,13 @@ class ContainerPool:
     """Pre-started containers per key; thread-safe."""
 
     def __init__(self, start: Callable[[ContainerKey], Handle], discard: Callable[[Handle], None],
-                 size: int = 2, idle_ttl: float = 600.0, max_keys: int = 4) -> None:
+                 size: int = 2, idle_ttl: float = 600.0, max_keys: int = 4, refill_delay_s: float = 0.2) -> None:
         self._start = start
         self._discard = discard
         self.size = size
         self.idle_ttl = idle_ttl
         self.max_keys = max_keys
+        self.refill_delay_s = refill_delay_s
         self._idle: OrderedDict[ContainerKey, deque[Handle]] = OrderedDict()
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -107,6 +108,8 @@ class ContainerPool:
             if key is None:
                 self._wake.wait(timeout=5.0)
                 self._wake.clear()
+                if self.refill_delay_s and not self._closed:
+                    time.sleep(self.refill_delay_s)
                 continue
             try:
                 handle: Handle | None = self._start(key)

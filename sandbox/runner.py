@@ -41,6 +41,10 @@ _ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestExce
 _POLL_S = 0.1
 _REMOVE_RETRY_S = 5.0  # failed removals (engine unreachable) are tried again this often ...
 _REMOVE_TRIES = 120  # ... this many times (10 min); then the reaper's deadline rule is left
+# A finished attempt's container is removed this long after `run` returns: its removal (and the pool's refill)
+# keeps dockerd busy on both cores of a small machine for a while, and done at once it delays what the caller
+# does with the result (the worker's report, the router's event). Its processes are already dead by then.
+REMOVE_DELAY_S = 0.25
 
 
 class DockerRunner:
@@ -50,7 +54,8 @@ class DockerRunner:
                  log_tail_bytes: int = 64 * 1024, container_runtime: str | None = None,
                  allow_network: bool = False, pool_size: int | None = None,
                  pool_idle_ttl_s: float = 600.0, reap_grace_s: float = 30.0,
-                 async_remove: bool = True, deployment: str | None = None, egress: Egress | None = None) -> None:
+                 async_remove: bool = True, deployment: str | None = None, egress: Egress | None = None,
+                 remove_delay_s: float = REMOVE_DELAY_S) -> None:
         self.images = dict(DEFAULT_IMAGES)
         # Every container carries this label and the reaper only looks at containers carrying it, so
         # deployments sharing one engine never reap (and report lost) each other's containers.
@@ -71,7 +76,8 @@ class DockerRunner:
         self._killed: dict[str, set[threading.Event]] = {}
         self._lock = threading.Lock()
         self.async_remove = async_remove
-        self._removals: queue.Queue[Handle | None] = queue.Queue()
+        self.remove_delay_s = remove_delay_s
+        self._removals: queue.Queue[tuple[Handle, float] | None] = queue.Queue()  # (handle, when to remove)
         self._remover: threading.Thread | None = None
         self._unremoved: dict[str, int] = {}  # container id -> failed removals (e.g. the engine restarting)
         atexit.register(self.close)
@@ -116,19 +122,21 @@ class DockerRunner:
                                                  daemon=True)
                 self._remover.start()
 
-    def _remove_later(self, handle: Handle) -> None:
+    def _remove_later(self, handle: Handle, delay: float = 0.0) -> None:
         self._ensure_remover()
-        self._removals.put(handle)
+        self._removals.put((handle, time.monotonic() + delay))
 
     def _remove_loop(self) -> None:
         while True:
             try:
-                handle = self._removals.get(timeout=_REMOVE_RETRY_S)
+                item = self._removals.get(timeout=_REMOVE_RETRY_S)
             except queue.Empty:
                 self._retry_removals()
                 continue
             try:
-                if handle is not None:
+                if item is not None:
+                    handle, due = item
+                    time.sleep(max(0.0, due - time.monotonic()))
                     self._discard(handle)
             finally:
                 self._removals.task_done()
@@ -247,7 +255,7 @@ class DockerRunner:
             self._unregister(spec.task_id, killed)
             if handle is not None:
                 if finished and self.async_remove:
-                    self._remove_later(handle)
+                    self._remove_later(handle, self.remove_delay_s)
                 else:
                     self._discard(handle)
 

@@ -50,8 +50,16 @@ class Outcome:
                         stderr=self.stderr, retry=self.retry)
 
 
+_worker_id: tuple[int, str] = (0, "")
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """`host:pid` of this process (computed once per process: it is on every report)."""
+    global _worker_id
+    pid = os.getpid()
+    if _worker_id[0] != pid:  # a forked child gets its own
+        _worker_id = (pid, f"{socket.gethostname()}:{pid}")
+    return _worker_id[1]
 
 
 def shutting_down() -> bool:

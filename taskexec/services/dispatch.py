@@ -61,6 +61,9 @@ class Publisher:
         self.app.send_task(
             execute_task_name(task_type),
             args=[task_id, token],
+            # what Flower and `celery inspect` show: the task id, not the dispatch token (no saferepr either)
+            argsrepr=f"['{task_id}', '***']",
+            kwargsrepr="{}",
             queue=self.settings.queues[task_type],  # type: ignore[index]
             priority=broker_priority(self.settings, priority),
             retry=True,

@@ -34,11 +34,11 @@ from taskexec.services.manager import (
     retry_wanted,
     trace_metadata,
 )
-from taskexec.services.task_metrics import Observation, observations
+from taskexec.services.task_metrics import Change, Observation, observations
 from taskexec.store.auth import Principal
 from taskexec.store.db import Database
 from taskexec.store.events import outbox_rows
-from taskexec.store.models import TaskDefinition, TaskEvent, TaskInstance, new_id, utcnow
+from taskexec.store.models import TaskDefinition, TaskInstance, new_id, utcnow
 from taskexec.store.statemachine import event_type_for
 from taskexec.store.taskstore import LATEST_DEFINITION
 
@@ -180,7 +180,7 @@ class Lifecycle:
         event = _event(task.id, None, Status.PENDING, principal.sub, now)
         kind = event_type_for(Status.PENDING, Status.PENDING).value
         return _New(index, row, event, outbox_rows(self.settings, task, kind, at=now),
-                    observations(TaskEvent(**event), task))
+                    observations(_change(event), task))
 
     def _replays(self, items: Sequence[tuple[SubmitIn, str | None]], fresh: list[_New],
                  results: list[Accepted | TaskexecError | None]) -> list[_New]:
@@ -325,7 +325,7 @@ class Lifecycle:
             event = _event(row.id, source, target, actor, now)
             events.append(event)
             outbox += outbox_rows(self.settings, row, event_type_for(source, target).value, at=now)
-            observe += observations(TaskEvent(**event), row)
+            observe += observations(_change(event), row)
         hotpath.record(conn, events, outbox)
         return observe
 
@@ -347,6 +347,10 @@ def _finish(task_id: str, body: FinishIn, now: datetime) -> hotpath.Finish:
                           meta={**(body.execution_metadata or {}), "endTime": now.isoformat()},
                           logs=body.stdout is not None or body.stderr is not None, stdout=body.stdout,
                           stderr=body.stderr)
+
+
+def _change(event: dict[str, Any]) -> Change:
+    return Change(event["from_status"], event["to_status"], event["created_at"])
 
 
 def _event(task_id: str, source: Status | None, target: Status, actor: str, now: datetime) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import NamedTuple, Protocol
 
 from sqlalchemy import event
 from sqlalchemy.orm import Session
@@ -25,6 +26,25 @@ log = logging.getLogger(__name__)
 _PENDING_KEY = "taskexec.services.task_metrics"
 _installed = False
 Observation = Callable[[], None]
+
+
+class StateChange(Protocol):
+    """What `observations` reads of a change: a `TaskEvent` row, or a `Change` of the hot paths."""
+
+    @property
+    def from_status(self) -> str | None: ...
+    @property
+    def to_status(self) -> str | None: ...
+    @property
+    def created_at(self) -> datetime | None: ...
+
+
+class Change(NamedTuple):
+    """A change the hot paths store with plain INSERTs (building an ORM `TaskEvent` for it cost ~0.1 ms)."""
+
+    from_status: str | None
+    to_status: str | None
+    created_at: datetime | None
 
 
 def install() -> None:
@@ -55,7 +75,7 @@ def _discard(session: Session) -> None:
     session.info.pop(_PENDING_KEY, None)
 
 
-def observations(evt: TaskEvent, task: TaskInstance | TaskRow) -> list[Observation]:
+def observations(evt: StateChange, task: TaskInstance | TaskRow) -> list[Observation]:
     """What a state change means for the metrics, computed now (the task may change again before commit)."""
     source = Status(evt.from_status) if evt.from_status else None
     target = Status(evt.to_status or "")

@@ -10,6 +10,8 @@ import sys
 import threading
 from typing import Any
 
+import pytest
+
 from taskexec.observability.logs import JsonFormatter, bind_task, clear_task, register_secret
 
 
@@ -94,3 +96,27 @@ def test_kombu_restoring_unacknowledged_messages_is_logged_and_its_chatter_is_no
     out = subprocess.run([sys.executable, "-c", KOMBU_SNIPPET], capture_output=True, text=True, timeout=60)
     lines = [json.loads(x) for x in out.stderr.splitlines() if x.startswith("{")]
     assert [x["msg"] for x in lines] == ["Restoring 2 unacknowledged message(s)"], out.stderr
+
+
+CELERY_SNIPPET = """
+import logging
+from taskexec.observability.logs import configure_logging
+configure_logging("%s")
+logging.getLogger("celery.worker.strategy").info("Task taskexec.execute.integration[abc] received")
+logging.getLogger("celery.app.trace").info("Task taskexec.execute.integration[abc] succeeded in 0.01s")
+logging.getLogger("celery.app.trace").error("Task taskexec.execute.integration[abc] raised unexpected: X")
+logging.getLogger("workers.base").info("task finished")
+"""
+
+
+@pytest.mark.parametrize(("level", "expected"), [
+    ("INFO", ["Task taskexec.execute.integration[abc] raised unexpected: X", "task finished"]),
+    ("DEBUG", ["Task taskexec.execute.integration[abc] received",
+               "Task taskexec.execute.integration[abc] succeeded in 0.01s",
+               "Task taskexec.execute.integration[abc] raised unexpected: X", "task finished"]),
+])
+def test_celery_per_task_info_lines_show_at_debug_only(level: str, expected: list[str]) -> None:
+    """Celery's "received" / "succeeded" lines repeat the pools' own per-task lines; its errors always show."""
+    out = subprocess.run([sys.executable, "-c", CELERY_SNIPPET % level], capture_output=True, text=True, timeout=60)
+    lines = [json.loads(x) for x in out.stderr.splitlines() if x.startswith("{")]
+    assert [x["msg"] for x in lines] == expected, out.stderr

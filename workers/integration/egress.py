@@ -6,7 +6,7 @@ private, link-local, CGNAT, unique-local, multicast, reserved, IPv4-mapped forms
 opened to that IP literal, while the HTTP `Host` header, TLS SNI and certificate verification stay on the
 name (urllib3 keeps using `self.host` for them). A second DNS answer cannot slip in between the check and
 the connection (DNS rebinding). A refusal raises `DestinationNotAllowed` before anything is sent; it is
-not an OSError, so neither urllib3 nor requests turn it into a retryable connection error.
+not an OSError, so urllib3 does not turn it into a retryable connection error.
 
 The guard sits in the connection, so it applies to every hop: the first request, each redirect
 (`SessionPool.send` follows them itself, see `http.py`), the OAuth2 token endpoint, and every reconnect
@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from requests.adapters import HTTPAdapter
+from urllib3 import PoolManager
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import ConnectTimeoutError, NameResolutionError, NewConnectionError
@@ -31,6 +31,7 @@ from taskexec.core.exceptions import DestinationNotAllowed
 from taskexec.core.netpolicy import Network, resolve
 
 log = logging.getLogger(__name__)
+MAX_ORIGINS = 256  # connection pools kept per kind; the least recently used origin's is closed beyond this
 
 
 class _Guarded:
@@ -79,18 +80,16 @@ class GuardedHTTPSConnection(_Guarded, HTTPSConnection):
     pass
 
 
-class GuardedAdapter(HTTPAdapter):
-    """A requests adapter whose every connection goes through the guard with `allowed` networks opened."""
-
-    def __init__(self, allowed: Sequence[Network] = (), **kwargs: Any) -> None:
-        self.allowed = tuple(allowed)
-        super().__init__(**kwargs)
-
-    def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
-        super().init_poolmanager(*args, **kwargs)
-        extra = {"allowed": self.allowed}
+def pool_manager(allowed: Sequence[Network] | None, size: int, ca_certs: str) -> PoolManager:
+    """urllib3 connection pools per origin, kept alive; with `allowed` (the guarded kind) every connection
+    goes through the guard with those networks opened, else (the operator's own URL) straight through."""
+    manager = PoolManager(num_pools=MAX_ORIGINS, maxsize=size, block=False, retries=False,
+                          cert_reqs="CERT_REQUIRED", ca_certs=ca_certs)
+    if allowed is not None:
+        extra = {"allowed": tuple(allowed)}
         http = type("GuardedHTTPPool", (HTTPConnectionPool,),
                     {"ConnectionCls": type("Conn", (GuardedHTTPConnection,), extra)})
         https = type("GuardedHTTPSPool", (HTTPSConnectionPool,),
                      {"ConnectionCls": type("Conn", (GuardedHTTPSConnection,), extra)})
-        self.poolmanager.pool_classes_by_scheme = {"http": http, "https": https}
+        manager.pool_classes_by_scheme = {"http": http, "https": https}
+    return manager
