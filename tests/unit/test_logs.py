@@ -100,8 +100,9 @@ def test_kombu_restoring_unacknowledged_messages_is_logged_and_its_chatter_is_no
 
 CELERY_SNIPPET = """
 import logging
-from taskexec.observability.logs import configure_logging
+from taskexec.observability.logs import bind_task, configure_logging
 configure_logging("%s")
+bind_task(taskId="t-abc", definition="d")
 logging.getLogger("celery.worker.strategy").info("Task taskexec.execute.integration[abc] received")
 logging.getLogger("celery.app.trace").info("Task taskexec.execute.integration[abc] succeeded in 0.01s")
 logging.getLogger("celery.app.trace").error("Task taskexec.execute.integration[abc] raised unexpected: X")
@@ -116,7 +117,9 @@ logging.getLogger("workers.base").info("task finished")
                "Task taskexec.execute.integration[abc] raised unexpected: X", "task finished"]),
 ])
 def test_celery_per_task_info_lines_show_at_debug_only(level: str, expected: list[str]) -> None:
-    """Celery's "received" / "succeeded" lines repeat the pools' own per-task lines; its errors always show."""
+    """Celery's "received" / "succeeded" lines repeat the pools' own per-task lines; its errors always show,
+    and Celery's lines carry the task's context like the pools' own."""
     out = subprocess.run([sys.executable, "-c", CELERY_SNIPPET % level], capture_output=True, text=True, timeout=60)
     lines = [json.loads(x) for x in out.stderr.splitlines() if x.startswith("{")]
     assert [x["msg"] for x in lines] == expected, out.stderr
+    assert all(x["taskId"] == "t-abc" for x in lines), lines
