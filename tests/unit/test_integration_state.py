@@ -13,6 +13,7 @@ import redis
 from taskexec.core.config import Settings
 from tests.support import REDIS_URL
 from workers.integration.breaker import CircuitBreaker
+from workers.integration.gate import admit
 from workers.integration.ratelimit import RateLimiter
 
 
@@ -61,3 +62,26 @@ def test_token_bucket_burst_refill_and_deferral(settings: Settings) -> None:
     assert rl.acquire(host, 1, 60.0) == 0.0  # another limit is another bucket (burst 2)
     assert rl.acquire(host, 1, 60.0) == 0.0
     assert rl.acquire(host, 1, 60.0) > 50  # a minute away: defer instead of waiting
+
+
+def test_admit_looks_at_the_circuit_then_takes_a_token_in_one_step(settings: Settings) -> None:
+    """`gate.admit`: what `check` then `try_take` would answer; an open circuit spends no token."""
+    cb, rl = CircuitBreaker(settings), RateLimiter(settings)
+    host = "h:3"
+    first = admit(cb, rl, host, 2, 10.0)
+    # per-process state is never called clean: the call always asks for a permit and records its result
+    assert first.look.open_ms == 0 and first.look.clean == (cb.client is not None) and first.token == (True, 0.0)
+    cb.record(host, ok=False)
+    second = admit(cb, rl, host, 2, 10.0)  # a failure counted: not clean (the call asks for a permit)
+    assert second.look.open_ms == 0 and not second.look.clean and second.granted
+    third = admit(cb, rl, host, 2, 10.0)  # the burst of 2 is spent; a token is due in about 5 s
+    assert not third.granted and 4.0 < third.wait_s <= 5.0
+    assert rl.acquire(host, 2, 10.0, first=third.token) > 4.0  # beyond TEL_RATE_LIMIT_MAX_WAIT: defer
+    other = "h:4"
+    for _ in range(3):
+        cb.record(other, ok=False)
+    refused = admit(cb, rl, other, 2, 10.0)
+    assert 0 < refused.look.open_ms <= 500 and not refused.look.clean and not refused.granted
+    time.sleep(0.55)  # open for 0.5 s: the bucket of `other` is still full, no token was taken while open
+    assert admit(cb, rl, other, 2, 10.0).granted and admit(cb, rl, other, 2, 10.0).granted
+    assert not admit(cb, rl, other, 2, 10.0).granted

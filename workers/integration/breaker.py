@@ -39,23 +39,24 @@ redis.call('HSET', k, 'state', 'half_open', 'trial_until', now + trial_ms)
 return {2, 0}
 """
 
-# -> {ms until an open circuit admits a trial (0 when closed, half-open or due), 1 when closed and no failure
-#     is counted (a call needs no `acquire`, and its success no `record`), else 0}
-_CHECK = """
-local k = KEYS[1]
-local open_ms = tonumber(ARGV[1])
-local s = redis.call('HMGET', k, 'state', 'failures', 'opened_at')
-local state, failures = s[1] or 'closed', tonumber(s[2] or '0')
-if state ~= 'open' then
-  if state == 'closed' and failures == 0 then return {0, 1} end
+# check(key, open_ms) -> {ms until an open circuit admits a trial (0 when closed, half-open or due), 1 when closed
+#     and no failure is counted (a call needs no `acquire`, and its success no `record`), else 0}; also run by `gate`
+CHECK_FN = """
+local function check(k, open_ms)
+  local s = redis.call('HMGET', k, 'state', 'failures', 'opened_at')
+  local state, failures = s[1] or 'closed', tonumber(s[2] or '0')
+  if state ~= 'open' then
+    if state == 'closed' and failures == 0 then return {0, 1} end
+    return {0, 0}
+  end
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  local left = open_ms - (now - tonumber(s[3] or '0'))
+  if left > 0 then return {left, 0} end
   return {0, 0}
 end
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local left = open_ms - (now - tonumber(s[3] or '0'))
-if left > 0 then return {left, 0} end
-return {0, 0}
 """
+_CHECK = CHECK_FN + "return check(KEYS[1], tonumber(ARGV[1]))"
 
 # ARGV: ok (1/0), threshold, ttl seconds -> new state
 _RECORD = """
@@ -107,12 +108,15 @@ class CircuitBreaker:
         # state outlives the open period comfortably, then cleans itself up
         self.ttl_s = max(3600, int(settings.circuit_open_s * 10))
 
+    def key(self, host: str) -> str:
+        return state_key(self.settings, "cb", host)
+
     def check(self, host: str) -> Check:
         """Read-only: how long `host`'s circuit stays open, and whether it is clean (see `Check`)."""
         if self.client is None:  # in-process state (TEL_INTEGRATION_LOCAL_STATE): acquire and record always
-            return Check(BREAKERS.blocked_ms(state_key(self.settings, "cb", host), self.open_ms), False)
+            return Check(BREAKERS.blocked_ms(self.key(host), self.open_ms), False)
         try:
-            left, clean = run_script(self.client, _CHECK, state_key(self.settings, "cb", host), self.open_ms)
+            left, clean = run_script(self.client, _CHECK, [self.key(host)], self.open_ms)
         except redis.RedisError:
             return Check()
         return Check(int(left), bool(int(clean)))
@@ -124,10 +128,10 @@ class CircuitBreaker:
     def acquire(self, host: str, trial_ms: int) -> Permit:
         """May a call to `host` go out now? `trial_ms` bounds how long a half-open trial holds the slot."""
         if self.client is None:
-            decision, wait = BREAKERS.acquire(state_key(self.settings, "cb", host), self.open_ms, max(1000, trial_ms))
+            decision, wait = BREAKERS.acquire(self.key(host), self.open_ms, max(1000, trial_ms))
             return Permit(decision > 0, trial=decision == 2, wait_ms=wait)
         try:
-            decision, wait = run_script(self.client, _ACQUIRE, state_key(self.settings, "cb", host), self.open_ms,
+            decision, wait = run_script(self.client, _ACQUIRE, [self.key(host)], self.open_ms,
                                               max(1000, trial_ms))
         except redis.RedisError as exc:
             log.warning("circuit breaker state unavailable; letting the call through", extra={"error": str(exc)})
@@ -137,10 +141,10 @@ class CircuitBreaker:
     def record(self, host: str, ok: bool) -> str:
         """Report the call's result; returns the host's circuit state afterwards."""
         if self.client is None:
-            state = BREAKERS.record(state_key(self.settings, "cb", host), ok, self.settings.circuit_failure_threshold)
+            state = BREAKERS.record(self.key(host), ok, self.settings.circuit_failure_threshold)
         else:
             try:
-                state = run_script(self.client, _RECORD, state_key(self.settings, "cb", host), 1 if ok else 0,
+                state = run_script(self.client, _RECORD, [self.key(host)], 1 if ok else 0,
                                    self.settings.circuit_failure_threshold, self.ttl_s)
             except redis.RedisError as exc:
                 log.warning("circuit breaker state unavailable", extra={"error": str(exc)})

@@ -27,27 +27,28 @@ from workers.integration.shared import redis_client, run_script, state_key
 
 log = logging.getLogger(__name__)
 
-# ARGV: capacity, tokens per ms, ttl ms -> {granted (1/0), ms until a token is available}
-_TAKE = """
-local k = KEYS[1]
-local capacity, rate, ttl = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
-local b = redis.call('HMGET', k, 'tokens', 'ts')
-local tokens, ts = tonumber(b[1]), tonumber(b[2])
-if tokens == nil or ts == nil then tokens, ts = capacity, now end
-if now > ts then tokens = math.min(capacity, tokens + (now - ts) * rate) end
-local granted, wait = 0, 0
-if tokens >= 1 then
-  tokens = tokens - 1
-  granted = 1
-else
-  wait = math.ceil((1 - tokens) / rate)
+# take(key, capacity, tokens per ms, ttl ms) -> {granted (1/0), ms until a token is available}; also run by `gate`
+TAKE_FN = """
+local function take(k, capacity, rate, ttl)
+  local t = redis.call('TIME')
+  local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
+  local b = redis.call('HMGET', k, 'tokens', 'ts')
+  local tokens, ts = tonumber(b[1]), tonumber(b[2])
+  if tokens == nil or ts == nil then tokens, ts = capacity, now end
+  if now > ts then tokens = math.min(capacity, tokens + (now - ts) * rate) end
+  local granted, wait = 0, 0
+  if tokens >= 1 then
+    tokens = tokens - 1
+    granted = 1
+  else
+    wait = math.ceil((1 - tokens) / rate)
+  end
+  redis.call('HSET', k, 'tokens', tostring(tokens), 'ts', tostring(now))
+  redis.call('PEXPIRE', k, ttl)
+  return {granted, wait}
 end
-redis.call('HSET', k, 'tokens', tostring(tokens), 'ts', tostring(now))
-redis.call('PEXPIRE', k, ttl)
-return {granted, wait}
 """
+_TAKE = TAKE_FN + "return take(KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3]))"
 
 
 @functools.lru_cache(maxsize=8)
@@ -72,26 +73,35 @@ class RateLimiter:
         self.settings = settings
         self.client = redis_client(settings)
 
+    def key(self, host: str, count: int, window: float) -> str:
+        """The bucket of `host` at this limit (a changed limit starts a new bucket)."""
+        return state_key(self.settings, "rl", f"{host}:{count}/{window:g}s")
+
+    def bucket_args(self, count: int, window: float) -> tuple[int, float, int]:
+        """The script's capacity, tokens per ms and key lifetime (ms) for this limit."""
+        return self.settings.rate_limit_burst, count / (window * 1000.0), int(window * 1000 * 2) + 1000
+
     def try_take(self, host: str, count: int, window: float) -> tuple[bool, float]:
         """One atomic attempt: (granted, seconds until a token is expected)."""
-        key = state_key(self.settings, "rl", f"{host}:{count}/{window:g}s")
-        burst = self.settings.rate_limit_burst
+        key = self.key(host, count, window)
+        capacity, rate, ttl_ms = self.bucket_args(count, window)
         if self.client is None:
-            granted_here, wait_here = BUCKETS.take(key, burst, count / (window * 1000.0))
+            granted_here, wait_here = BUCKETS.take(key, capacity, rate)
             return granted_here, wait_here / 1000.0
-        ttl_ms = int(window * 1000 * 2) + 1000
         try:
-            granted, wait_ms = run_script(self.client, _TAKE, key, burst, count / (window * 1000.0), ttl_ms)
+            granted, wait_ms = run_script(self.client, _TAKE, [key], capacity, rate, ttl_ms)
         except redis.RedisError as exc:
             log.warning("rate-limit state unavailable; letting the call through", extra={"error": str(exc)})
             return True, 0.0
         return bool(int(granted)), int(wait_ms) / 1000.0
 
-    def acquire(self, host: str, count: int, window: float) -> float:
-        """0.0 once a token is taken (after waiting up to TEL_RATE_LIMIT_MAX_WAIT); else the seconds to defer."""
+    def acquire(self, host: str, count: int, window: float, first: tuple[bool, float] | None = None) -> float:
+        """0.0 once a token is taken (after waiting up to TEL_RATE_LIMIT_MAX_WAIT); else the seconds to defer.
+        `first`: the answer of a `try_take` already made (by `gate.admit`), so it is not asked twice."""
         deadline = time.monotonic() + self.settings.rate_limit_max_wait_s
         while True:
-            granted, wait = self.try_take(host, count, window)
+            granted, wait = first if first is not None else self.try_take(host, count, window)
+            first = None
             if granted:
                 return 0.0
             if time.monotonic() + wait > deadline:

@@ -53,10 +53,10 @@ def state_key(settings: Settings, kind: str, host: str) -> str:
     return f"{settings.integration_key_prefix}:{kind}:{host}"
 
 
-def run_script(client: redis.Redis, source: str, key: str, *args: Any) -> Any:
-    """Run a Lua script on one key (EVALSHA, loading it on first use)."""
+def run_script(client: redis.Redis, source: str, keys: list[str], *args: Any) -> Any:
+    """Run a Lua script on `keys` (EVALSHA, loading it on first use)."""
     with _lock:
         script = _scripts.get((id(client), source))
         if script is None:
             script = _scripts[(id(client), source)] = client.register_script(source)
-    return script(keys=[key], args=[str(a) for a in args])
+    return script(keys=keys, args=[str(a) for a in args])

@@ -20,6 +20,7 @@ from workers.base import ExecuteTask, Outcome, worker_id
 from workers.integration.auth import Authenticator
 from workers.integration.breaker import CircuitBreaker
 from workers.integration.failure import CallFailure
+from workers.integration.gate import admit
 from workers.integration.http import Reply, SessionPool, classify
 from workers.integration.ratelimit import RateLimiter, rate_for
 from workers.integration.redact import Redactor
@@ -78,14 +79,15 @@ class Attempt:
                           "targetHost": call.host, "idempotencyKey": call.request.headers["Idempotency-Key"]})
         if call.request.guarded:  # refused before any rate-limit token, breaker slot or secret is spent on it;
             self._check_destination(call, shown)  # the connection checks again (and pins the address it checked)
-        breaker = CircuitBreaker(self.settings)
-        look = breaker.check(call.host)  # fail fast before waiting for a rate-limit token
-        if look.open_ms:
+        breaker, limiter = CircuitBreaker(self.settings), RateLimiter(self.settings)
+        count, window = rate_for(call.host, self.cfg, self.settings)
+        first = admit(breaker, limiter, call.host, count, window)  # one round trip: the circuit, then a token
+        look = first.look
+        if look.open_ms:  # fail fast, before waiting for (or spending) a rate-limit token
             metrics.record_integration_request(call.host, E.CIRCUIT_OPEN.value)
             raise self._circuit_open(call, shown, look.open_ms)
-        count, window = rate_for(call.host, self.cfg, self.settings)
         waited = time.monotonic()
-        wait = RateLimiter(self.settings).acquire(call.host, count, window)
+        wait = limiter.acquire(call.host, count, window, first=first.token)
         if wait > 0:
             self.meta["rateLimit"] = {"limit": count, "windowSeconds": window, "deferredSeconds": round(wait, 3)}
             return Deferred(Status.PENDING.value, metadata=self.meta, delay_s=wait)
