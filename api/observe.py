@@ -39,8 +39,8 @@ def _finish(response: Response) -> Response:
         response.headers[tracing.TRACEPARENT_HEADER] = trace.traceparent
     elapsed = time.perf_counter() - g.get("started", time.perf_counter())
     route = request.url_rule.rule if request.url_rule is not None else UNMATCHED
-    metrics.HTTP_REQUESTS.labels(method=request.method, route=route, status=str(response.status_code)).inc()
-    metrics.HTTP_REQUEST_TIME.labels(method=request.method, route=route).observe(elapsed)
+    metrics.child(metrics.HTTP_REQUESTS, method=request.method, route=route, status=str(response.status_code)).inc()
+    metrics.child(metrics.HTTP_REQUEST_TIME, method=request.method, route=route).observe(elapsed)
     principal = g.get("principal")
     log.log(logging.DEBUG if route in QUIET_ROUTES else logging.INFO, "request", extra={
         "method": request.method, "route": route, "path": request.path, "status": response.status_code,

@@ -151,7 +151,7 @@ def limit_request() -> None:
     g.rate_quota = quota
     if quota is not None and quota.exceeded:
         g.retry_after = quota.retry_after
-        metrics.API_RATE_LIMITED.labels(rate_class=rate_class).inc()
+        metrics.child(metrics.API_RATE_LIMITED, rate_class=rate_class).inc()
         raise RateLimited(
             f"rate limit exceeded: {quota.limit} requests per {quota.window_s:g} s ({rate_class}); "
             f"retry in {quota.retry_after} s",

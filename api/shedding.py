@@ -145,7 +145,7 @@ class Shedder:
             if queue is None or over.get(queue, 0) <= limit:
                 continue
             g.retry_after = self.settings.shed_retry_after_s
-            metrics.API_SHED.labels(queue=queue, priority=priority.value).inc()
+            metrics.child(metrics.API_SHED, queue=queue, priority=priority.value).inc()
             raise Unavailable(
                 f"queue {queue} holds {over[queue]} messages, over the shedding threshold of {limit} for "
                 f"{priority.value} tasks: retry in {self.settings.shed_retry_after_s} s or submit with a "

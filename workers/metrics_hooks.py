@@ -63,27 +63,27 @@ def _on_init(**_: Any) -> None:
 @signals.worker_ready.connect
 def _on_ready(sender: Any = None, **_: Any) -> None:
     node.set_node(getattr(sender, "hostname", None) or node.name())
-    metrics.WORKER_UP.labels(hostname=node.hostname()).set(1)
-    metrics.WORKER_TASKS_ACTIVE.labels(hostname=node.hostname()).set(0)
-    metrics.WORKER_CONSUMER_STALLED.labels(**node.labels()).set(0)  # the series exists before any stall
+    metrics.child(metrics.WORKER_UP, hostname=node.hostname()).set(1)
+    metrics.child(metrics.WORKER_TASKS_ACTIVE, hostname=node.hostname()).set(0)
+    metrics.child(metrics.WORKER_CONSUMER_STALLED, **node.labels()).set(0)  # the series exists before any stall
     concurrency = getattr(getattr(sender, "pool", None), "num_processes", None) or getattr(sender, "concurrency", 0)
     set_concurrency(int(concurrency or 0))
 
 
 def set_concurrency(slots: int) -> None:
     """The worker's pool size changed (start, pool_grow/pool_shrink, autoscale)."""
-    metrics.WORKER_CONCURRENCY.labels(**node.labels()).set(slots)
+    metrics.child(metrics.WORKER_CONCURRENCY, **node.labels()).set(slots)
 
 
 @signals.worker_shutdown.connect
 def _on_shutdown(**_: Any) -> None:
-    metrics.WORKER_UP.labels(hostname=node.hostname()).set(0)
+    metrics.child(metrics.WORKER_UP, hostname=node.hostname()).set(0)
 
 
 @signals.task_received.connect
 def _on_received(request: Any = None, **_: Any) -> None:
     if request is not None:
-        metrics.TASK_RECEIVED.labels(**_task_labels(request.name, request.delivery_info)).inc()
+        metrics.child(metrics.TASK_RECEIVED, **_task_labels(request.name, request.delivery_info)).inc()
 
 
 @signals.task_prerun.connect
@@ -91,9 +91,9 @@ def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, *
     clear_task()  # a pool thread runs one task after another: start each with a clean context
     with _lock:
         _started[task_id or ""] = time.monotonic()
-    metrics.WORKER_TASKS_ACTIVE.labels(hostname=node.hostname()).inc()
+    metrics.child(metrics.WORKER_TASKS_ACTIVE, hostname=node.hostname()).inc()
     if task is not None:
-        metrics.TASK_STARTED.labels(**_task_labels(task.name, _request_info(task))).inc()
+        metrics.child(metrics.TASK_STARTED, **_task_labels(task.name, _request_info(task))).inc()
         if task.name in EXECUTE_TASKS and args:
             bind_task(taskId=args[0])
 
@@ -102,29 +102,29 @@ def _on_prerun(task_id: str | None = None, task: Any = None, args: Any = None, *
 def _on_postrun(task_id: str | None = None, task: Any = None, state: str | None = None, **_: Any) -> None:
     with _lock:
         started = _started.pop(task_id or "", None)
-    metrics.WORKER_TASKS_ACTIVE.labels(hostname=node.hostname()).dec()
+    metrics.child(metrics.WORKER_TASKS_ACTIVE, hostname=node.hostname()).dec()
     if task is not None:
         labels = _task_labels(task.name, _request_info(task))
         if state == "SUCCESS":
-            metrics.TASK_SUCCEEDED.labels(**labels).inc()
+            metrics.child(metrics.TASK_SUCCEEDED, **labels).inc()
             if started is not None:
-                metrics.TASK_RUNTIME.labels(**labels).observe(time.monotonic() - started)
+                metrics.child(metrics.TASK_RUNTIME, **labels).observe(time.monotonic() - started)
         elif state == "REJECTED":
-            metrics.TASK_REJECTED.labels(**labels).inc()
+            metrics.child(metrics.TASK_REJECTED, **labels).inc()
     clear_task()
 
 
 @signals.task_failure.connect
 def _on_failure(sender: Any = None, exception: BaseException | None = None, **_: Any) -> None:
     if sender is not None:
-        metrics.TASK_FAILED.labels(exception=type(exception).__name__ if exception else "UnknownException",
+        metrics.child(metrics.TASK_FAILED, exception=type(exception).__name__ if exception else "UnknownException",
                                    **_task_labels(sender.name, _request_info(sender))).inc()
 
 
 @signals.task_revoked.connect
 def _on_revoked(request: Any = None, **_: Any) -> None:
     if request is not None:
-        metrics.TASK_REVOKED.labels(**_task_labels(request.name, request.delivery_info)).inc()
+        metrics.child(metrics.TASK_REVOKED, **_task_labels(request.name, request.delivery_info)).inc()
 
 
 @attempt_started.connect

@@ -17,7 +17,10 @@ celery-exporter's names and labels are used where the thing measured is the same
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client.metrics import MetricWrapperBase
 
 # ------------------------------------------------------------------ buckets
 
@@ -133,29 +136,43 @@ CIRCUIT_STATES = {"closed": 0, "half_open": 1, "half-open": 1, "open": 2}
 
 # ------------------------------------------------------------------ recording helpers
 
+_children: dict[tuple[MetricWrapperBase, tuple[tuple[str, str], ...]], Any] = {}
+
+
+def child(metric: MetricWrapperBase, **labels: str) -> Any:
+    """`metric.labels(**labels)`, remembered. `labels()` checks its arguments and takes the metric's lock on
+    every call; a pool's 64 threads record about ten series a task and contended for those locks (py-spy).
+    The children are never removed, so a remembered one stays the metric's own."""
+    key = (metric, tuple(labels.items()))
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(**labels)
+    return found
+
+
 def record_integration_request(target: str, outcome: str, duration_s: float | None = None) -> None:
     """One outbound integration request: `outcome` is "success" or a task error code (e.g. TIMEOUT_ERROR)."""
-    INTEGRATION_REQUESTS.labels(target=target or "unknown", outcome=outcome or "unknown").inc()
+    child(INTEGRATION_REQUESTS, target=target or "unknown", outcome=outcome or "unknown").inc()
     if duration_s is not None:
-        INTEGRATION_REQUEST_TIME.labels(target=target or "unknown").observe(max(0.0, duration_s))
+        child(INTEGRATION_REQUEST_TIME, target=target or "unknown").observe(max(0.0, duration_s))
 
 
 def set_circuit_state(target: str, state: str) -> None:
     """The circuit breaker of `target` moved to `state`: "closed", "half_open" or "open"."""
-    INTEGRATION_CIRCUIT_STATE.labels(target=target or "unknown").set(CIRCUIT_STATES[state.lower()])
+    child(INTEGRATION_CIRCUIT_STATE, target=target or "unknown").set(CIRCUIT_STATES[state.lower()])
 
 
 def record_attempt(pool: str, outcome: str) -> None:
     """An attempt finished in a worker: `outcome` is COMPLETED, CANCELLED or the error code."""
-    ATTEMPTS.labels(pool=pool, outcome=outcome).inc()
+    child(ATTEMPTS, pool=pool, outcome=outcome).inc()
 
 
 def declare_queue_timeouts(queues: dict[str, str]) -> None:
     """Create every (type, queue) series of the queue-timeout counter at 0 when the router starts, so the
     alert on it and the dashboard see a series before the first timeout (`queues`: type -> queue name)."""
     for kind, queue in queues.items():
-        TASK_QUEUE_TIMEOUTS.labels(type=str(kind), queue=queue)
+        child(TASK_QUEUE_TIMEOUTS, type=str(kind), queue=queue)
 
 
 def record_outbox_delivery(target: str, ok: bool) -> None:
-    OUTBOX_DELIVERIES.labels(target=target, result="ok" if ok else "failed").inc()
+    child(OUTBOX_DELIVERIES, target=target, result="ok" if ok else "failed").inc()

@@ -83,25 +83,26 @@ def observations(evt: StateChange, task: TaskInstance | TaskRow) -> list[Observa
     kind, definition = task.type, task.definition_id
     out: list[Observation] = []
     if source is None and target is Status.PENDING:
-        out.append(lambda: metrics.TASKS_SUBMITTED.labels(type=kind, definition=definition).inc())
+        out.append(lambda: metrics.child(metrics.TASKS_SUBMITTED, type=kind, definition=definition).inc())
     if source is Status.PENDING and target in (Status.RUNNING, Status.ASSIGNED):
         ready = task.created_at if not task.retry_count else task.available_at
         if ready is not None:
             waited = max(0.0, (at - ready).total_seconds())
-            out.append(lambda: metrics.TASK_QUEUE_TIME.labels(type=kind).observe(waited))
+            out.append(lambda: metrics.child(metrics.TASK_QUEUE_TIME, type=kind).observe(waited))
     if source is not None and source is not target and (target in TERMINAL_STATUSES or target is Status.PENDING):
         started = _started(task, source)
         if started is not None:
             ran = max(0.0, (at - started).total_seconds())
-            out.append(lambda: metrics.TASK_EXECUTION_TIME.labels(type=kind, definition=definition).observe(ran))
+            out.append(lambda: metrics.child(metrics.TASK_EXECUTION_TIME, type=kind,
+                                             definition=definition).observe(ran))
     if target in TERMINAL_STATUSES and source is not target:
         status = target.value
-        out.append(lambda: metrics.TASKS_FINISHED.labels(type=kind, definition=definition, status=status).inc())
+        out.append(lambda: metrics.child(metrics.TASKS_FINISHED, type=kind, definition=definition, status=status).inc())
     if source is Status.PENDING and target is Status.TIMED_OUT:
         queue = str(((task.error or {}).get("details") or {}).get("queue") or "")
-        out.append(lambda: metrics.TASK_QUEUE_TIMEOUTS.labels(type=kind, queue=queue).inc())
+        out.append(lambda: metrics.child(metrics.TASK_QUEUE_TIMEOUTS, type=kind, queue=queue).inc())
     if target is Status.PENDING and source in (Status.RUNNING, Status.FAILED, Status.TIMED_OUT):
-        out.append(lambda: metrics.TASK_RETRIES.labels(type=kind, definition=definition).inc())
+        out.append(lambda: metrics.child(metrics.TASK_RETRIES, type=kind, definition=definition).inc())
     return out
 
 
