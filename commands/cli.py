@@ -53,7 +53,7 @@ def cmd_router(args: argparse.Namespace) -> None:
             self.cfg.set("bind", f"{settings.host}:{args.port or settings.port}")
             self.cfg.set("workers", settings.router_workers)
             self.cfg.set("worker_class", "gthread")
-            self.cfg.set("threads", 8)
+            self.cfg.set("threads", settings.router_threads)
             self.cfg.set("timeout", 60)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("accesslog", None)

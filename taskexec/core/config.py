@@ -91,6 +91,9 @@ class Settings(BaseSettings):
     host: str = Field("0.0.0.0", validation_alias="TEL_HOST")
     port: int = Field(8081, ge=1, le=65535, validation_alias="TEL_PORT")
     router_workers: int = Field(2, ge=1, le=64, validation_alias="TEL_ROUTER_WORKERS")
+    # gunicorn's threads per router process (its --threads): requests in progress at once, most waiting on
+    # PostgreSQL or the broker
+    router_threads: int = Field(8, ge=1, le=256, validation_alias="TEL_ROUTER_THREADS")
     max_body_bytes: int = Field(1024 * 1024, ge=1024, validation_alias="TEL_MAX_BODY_BYTES")
     # > 0: a router process remembers a verified API key this long; any change to api_keys (a revocation)
     # clears every router process's memory at once (taskexec.store.keywatch); 0: check the key on every request
