@@ -18,7 +18,7 @@ import pytest
 from sandbox import egress as eg
 from taskexec.core.netpolicy import refused_ipv4_networks
 from tests.e2e.helpers import define, python_def, submit, wait_status
-from tests.support import Stack
+from tests.support import Stack, wait_for
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -50,10 +50,14 @@ def network(docker_client: docker.DockerClient) -> Iterator[eg.EgressNetwork]:
     net = eg.ensure_network(docker_client, name)  # made here to listen on its gateway; the worker finds it
     yield net
     eg.remove(net)
+    # The worker removes a finished container a moment later (sandbox.runner.REMOVE_DELAY_S), and at the
+    # latest when it stops; the test asks for this fixture before `stack`, so the stack has stopped by now.
+    wait_for(lambda: not docker_client.networks.get(name).attrs.get("Containers"), 30,
+             what="no container left on the task network")
     docker_client.networks.get(name).remove()
 
 
-def test_a_task_with_outbound_access_cannot_reach_the_host(stack: Stack, network: eg.EgressNetwork,
+def test_a_task_with_outbound_access_cannot_reach_the_host(network: eg.EgressNetwork, stack: Stack,
                                                            docker_client: Any) -> None:
     listener = socket.socket()
     listener.bind((network.gateway, 0))  # this host's address on the task's network
