@@ -105,7 +105,7 @@ def make_baseline_app(broker: str, queue: str, pool: str = "prefork") -> Celery:
         app.steps["consumer"].add(wakeup.EventLoopWaker)
         extra["Request"] = wakeup.REQUEST
 
-    @app.task(name=BASELINE_TASK, **extra)
+    @app.task(name=BASELINE_TASK, shared=False, **extra)  # not shared: each app has its own (no name clash)
     def noop_http(url: str) -> int:
         sess = getattr(local, "session", None)
         if sess is None:

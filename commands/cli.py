@@ -55,6 +55,12 @@ def cmd_router(args: argparse.Namespace) -> None:
             self.cfg.set("worker_class", "gthread")
             self.cfg.set("threads", settings.router_threads)
             self.cfg.set("timeout", 60)
+            # An idle kept-alive connection is closed after this long (gunicorn's default is 2 s). Longer than
+            # the idle timeouts of common proxies and clients (60 s for AWS ALB, 60 s nginx upstream keepalive),
+            # so they close first: a client never sends a request on a connection the router is closing at that
+            # moment (seen as "Remote end closed connection without response"). gthread holds an idle
+            # connection in its selector, not in a thread.
+            self.cfg.set("keepalive", 75)
             self.cfg.set("graceful_timeout", 20)
             self.cfg.set("accesslog", None)
             self.cfg.set("child_exit", lambda _server, worker: mark_process_dead(worker.pid))

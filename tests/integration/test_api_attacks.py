@@ -1,4 +1,5 @@
-"""Hostile requests against the router: each test is one row of docs/security.md "What we tried".
+"""Hostile requests against the router: each test is one row of docs/security.md "What we tried" (except the
+idle kept-alive connection, a property of the same real gunicorn router rather than an attack).
 
 The first tests use the Flask app on a real PostgreSQL database; the others a real gunicorn router with a
 MANUAL and an INTEGRATION pool (module-scoped), a local HTTP target standing in for an external service,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -104,6 +106,27 @@ def test_path_traversal_reaches_no_file(attack_stack: Stack, path: str) -> None:
     status, body = raw_get(attack_stack, path)
     assert status in (400, 404), (status, body[:200])
     assert b"root:" not in body and b"import " not in body and b"def " not in body, body[:200]
+
+
+@pytest.mark.slow
+def test_an_idle_kept_alive_connection_is_not_closed_under_the_client(attack_stack: Stack) -> None:
+    """gunicorn's default closes a connection idle for 2 s, racing a client (or proxy) that reuses it at that
+    moment; the router keeps it 75 s, longer than common proxies' idle timeouts, so they close first."""
+    conn = http.client.HTTPConnection("127.0.0.1", int(attack_stack.url.rsplit(":", 1)[1]), timeout=10)
+    try:
+        conn.request("GET", "/health")
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 200 and conn.sock is not None
+        port = conn.sock.getsockname()[1]
+        time.sleep(3)
+        conn.request("GET", "/health")
+        again = conn.getresponse()
+        again.read()
+        assert again.status == 200
+        assert conn.sock is not None and conn.sock.getsockname()[1] == port, "the same connection answered"
+    finally:
+        conn.close()
 
 
 @pytest.mark.slow
