@@ -32,7 +32,7 @@ help:
 	@echo "make setup          only install and start services"
 	@echo "make lint           ruff + mypy"
 	@echo "make lock           re-resolve requirements.lock / requirements-dev.lock from pyproject.toml (needs PyPI)"
-	@echo "make bench          benchmarks, about 12 min (output in $(BENCH_OUT))"
+	@echo "make bench          benchmarks, 4-12 min (output in $(BENCH_OUT))"
 	@echo "make soak           10 minutes of load, fails on leaks (SOAK_MINUTES=n to change)"
 	@echo "make sbom           CycloneDX SBOMs of the Python environment and the service image (in $(SBOM_DIR)/)"
 	@echo "make services-stop  stop the Redis and PostgreSQL started by scripts/services.sh"
