@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import functools
 import logging
 import threading
@@ -36,8 +37,11 @@ MAX_PASS_GAP_S = 0.1
 DISPATCH_EVERY_S = 0.25
 # Tasks published, and outbox queues delivered, per pass at most.
 PASS_BATCH = 100
-# Published tasks get their `enqueued_at` within this (well inside PUBLISH_GRACE; see EnqueueMarks).
-MARK_WITHIN_S = 1.0
+# A published task's `enqueued_at` is written this long after its publish, at the dispatcher's next pass (so
+# within about twice this, well inside PUBLISH_GRACE; see EnqueueMarks). Under load most tasks have started
+# by then, and a started task needs no mark: the UPDATE skips it, and PostgreSQL writes no row version (nor
+# an entry in each of the table's indexes) for it.
+MARK_HOLD_S = 0.5
 # How often the dispatcher looks for PENDING tasks whose broker message went missing (`republish_overdue`).
 OVERDUE_CHECK_S = 5.0
 
@@ -132,34 +136,40 @@ def mark_now(db: Database, published: Sequence[tuple[str, str]]) -> None:
 _MARK_MANY = text(
     "UPDATE task_instances t SET enqueued_at = :now "
     "FROM unnest(CAST(:ids AS varchar[]), CAST(:tokens AS varchar[])) AS u(id, token) "
-    "WHERE t.id = u.id AND t.dispatch_token = u.token AND t.enqueued_at IS NULL"
+    "WHERE t.id = u.id AND t.dispatch_token = u.token AND t.enqueued_at IS NULL AND t.status = 'PENDING'"
 ).bindparams(bindparam("now", type_=DateTime(timezone=True)))
 
 
 class EnqueueMarks:
     """`enqueued_at` of published tasks, written by the dispatcher thread in one statement per pass.
 
-    The mark only tells the dispatcher not to publish a task again. A new task is due for that only
-    PUBLISH_GRACE (5 s) after its creation, and a pass runs at least every TEL_OUTBOX_POLL_INTERVAL, so
-    marking it a little late changes nothing; if the router dies first, the task is published once more
-    and `start` refuses the duplicate."""
+    The mark only tells the dispatcher not to publish a PENDING task again. A new task is due for that only
+    PUBLISH_GRACE (5 s) after its creation, so a mark is held MARK_HOLD_S first: by then most tasks are
+    RUNNING or finished, and the UPDATE leaves them alone (a task put back to wait gets a new dispatch
+    token and an empty mark anyway). If the router dies before a mark is written, the task is published
+    once more and `start` refuses the duplicate."""
 
-    def __init__(self) -> None:
+    def __init__(self, hold_s: float = MARK_HOLD_S) -> None:
+        self.hold_s = hold_s
         self._lock = threading.Lock()
-        self._pending: list[tuple[str, str]] = []
+        self._pending: list[tuple[float, str, str]] = []  # (when published, task id, dispatch token), in order
 
     def add(self, published: Sequence[tuple[str, str]]) -> None:
+        now = time.monotonic()
         with self._lock:
-            self._pending.extend(published)
+            self._pending.extend((now, task_id, token) for task_id, token in published)
 
     def pending(self) -> bool:
         return bool(self._pending)
 
-    def flush(self, db: Database) -> int:
+    def flush(self, db: Database, everything: bool = False) -> int:
+        """Write the marks held long enough (all of them with `everything`); returns how many were due."""
+        due_before = time.monotonic() - self.hold_s
         with self._lock:
-            pending, self._pending = self._pending, []
-        mark_now(db, pending)
-        return len(pending)
+            n = len(self._pending) if everything else bisect.bisect_right(self._pending, (due_before, "\uffff"))
+            due, self._pending = self._pending[:n], self._pending[n:]
+        mark_now(db, [(task_id, token) for _, task_id, token in due])
+        return len(due)
 
 
 @functools.lru_cache(maxsize=8)
@@ -266,12 +276,12 @@ class Dispatcher(threading.Thread):
                 log.exception("dispatcher pass failed")
             if not busy:
                 poll = self.settings.outbox_poll_s
-                self.wake.wait(min(poll, MARK_WITHIN_S) if self.marks.pending() else poll)
+                self.wake.wait(min(poll, MARK_HOLD_S) if self.marks.pending() else poll)
                 rest = min(MAX_PASS_GAP_S, delivered * PASS_GAP_PER_EVENT_S) - (time.monotonic() - started)
                 if rest > 0:
                     self.stop_event.wait(rest)
                 self.wake.clear()
-        self.marks.flush(self.db)
+        self.marks.flush(self.db, everything=True)
 
     def stop(self) -> None:
         self.stop_event.set()
