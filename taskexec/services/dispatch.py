@@ -37,11 +37,12 @@ MAX_PASS_GAP_S = 0.1
 DISPATCH_EVERY_S = 0.25
 # Tasks published, and outbox queues delivered, per pass at most.
 PASS_BATCH = 100
-# A published task's `enqueued_at` is written this long after its publish, at the dispatcher's next pass (so
-# within about twice this, well inside PUBLISH_GRACE; see EnqueueMarks). Under load most tasks have started
-# by then, and a started task needs no mark: the UPDATE skips it, and PostgreSQL writes no row version (nor
-# an entry in each of the table's indexes) for it.
-MARK_HOLD_S = 0.5
+# A published task's `enqueued_at` is written this long after its publish, at the dispatcher's next pass
+# (passes are at most a third of this apart while marks wait: within 2 s, inside PUBLISH_GRACE; see
+# EnqueueMarks). Most tasks have started by then, and a started task needs no mark: the UPDATE skips it, and
+# PostgreSQL writes no row version (nor an entry in each of the table's eleven indexes) for it. Measured
+# under bench/throughput.py: 106-107 WAL records a task unheld, 102-104 held 0.5 s, 94-95 held 1.5 s.
+MARK_HOLD_S = 1.5
 # How often the dispatcher looks for PENDING tasks whose broker message went missing (`republish_overdue`).
 OVERDUE_CHECK_S = 5.0
 
@@ -276,7 +277,7 @@ class Dispatcher(threading.Thread):
                 log.exception("dispatcher pass failed")
             if not busy:
                 poll = self.settings.outbox_poll_s
-                self.wake.wait(min(poll, MARK_HOLD_S) if self.marks.pending() else poll)
+                self.wake.wait(min(poll, MARK_HOLD_S / 3) if self.marks.pending() else poll)
                 rest = min(MAX_PASS_GAP_S, delivered * PASS_GAP_PER_EVENT_S) - (time.monotonic() - started)
                 if rest > 0:
                     self.stop_event.wait(rest)
