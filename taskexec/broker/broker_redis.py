@@ -14,6 +14,7 @@ from __future__ import annotations
 import threading
 from typing import Any
 
+import redis
 from kombu.transport import redis as kombu_redis
 
 
@@ -24,6 +25,14 @@ class Channel(kombu_redis.Channel):
     def _create_client(self, asynchronous: bool = False) -> Any:
         if asynchronous:  # the event loop's own connection (BRPOP, pub/sub): unchanged
             return super()._create_client(asynchronous=True)
+        if self._pool is None and getattr(self.connection, "client", None) is None:
+            # The kombu connection was closed already (its transport detached), and closing it again after a
+            # lost broker closes this channel, which restores unacked messages through a new pool built from
+            # the connection's URL: kombu fails with an AttributeError there, which Celery reports as an
+            # "unrecoverable error" and stops the worker (seen with Redis killed mid-load). A connection
+            # error is what kombu's closing code expects and ignores; the messages stay in the broker's
+            # unacked set and are restored by the next consumer once the visibility timeout has passed.
+            raise redis.exceptions.ConnectionError("the broker connection is closed")
         pool = self.pool
         client = self._shared
         if client is None or client.connection_pool is not pool:
