@@ -189,6 +189,18 @@ def _due(batch: int) -> Select[TaskInstance]:
     )
 
 
+@functools.lru_cache(maxsize=8)
+def _overdue(batch: int) -> Select[TaskInstance]:
+    """PENDING tasks whose message went to the broker before `:before` (`republish_overdue`); built once."""
+    return (
+        select(TaskInstance)
+        .where(TaskInstance.status == Status.PENDING.value, TaskInstance.enqueued_at < bindparam("before"))
+        .order_by(TaskInstance.enqueued_at)
+        .limit(batch)
+        .with_for_update(skip_locked=True)
+    )
+
+
 @functools.lru_cache(maxsize=1)
 def _any_due() -> Select[str]:
     """Is any task due for `dispatch_due`? (its conditions, one id, no lock)"""
@@ -227,14 +239,7 @@ def republish_overdue(db: Database, publisher: Publisher, older_than_s: float, b
     fsynced) or strand it in a consumer's unacked set until kombu's next visibility sweep (every ~100 s);
     the duplicate this may make is harmless: the router starts a dispatch once."""
     with db.session() as s:
-        rows = list(s.scalars(
-            select(TaskInstance)
-            .where(TaskInstance.status == Status.PENDING.value,
-                   TaskInstance.enqueued_at < utcnow() - timedelta(seconds=older_than_s))
-            .order_by(TaskInstance.enqueued_at)
-            .limit(batch)
-            .with_for_update(skip_locked=True)
-        ))
+        rows = list(s.scalars(_overdue(batch), {"before": utcnow() - timedelta(seconds=older_than_s)}))
         count = _publish_all(publisher, rows)
     if count:
         log.warning("published again: queued longer than the visibility timeout", extra={"count": count})

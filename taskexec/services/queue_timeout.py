@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime, timedelta
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Select, and_, or_, select
 from sqlalchemy.orm import Session
 
 from taskexec.core.config import Settings
@@ -52,15 +52,7 @@ class QueueTimeouts:
 
     def _due(self, s: Session, now: datetime) -> list[TaskInstance]:
         legacy = now - timedelta(seconds=self.settings.queued_timeout_s)  # rows from before migration 0003
-        return list(s.scalars(
-            select(TaskInstance)
-            .where(TaskInstance.status == Status.PENDING.value,
-                   or_(TaskInstance.queue_deadline < now,
-                       and_(TaskInstance.queue_deadline.is_(None), TaskInstance.available_at < legacy)))
-            .order_by(TaskInstance.queue_deadline)
-            .limit(SWEEP_BATCH)
-            .with_for_update(skip_locked=True)
-        ).all())
+        return list(s.scalars(due(now, legacy)).all())
 
     def _expire(self, s: Session, task: TaskInstance, now: datetime) -> None:
         queue = self.settings.queues[TaskType(task.type)]
@@ -77,3 +69,17 @@ class QueueTimeouts:
                      queue_deadline=None, worker_id=None)
         record_dead_letter(s, task, queue, error)
         log.warning("task timed out in its queue", extra={"taskId": task.id, "queue": queue, "limitSeconds": limit})
+
+
+def due(now: datetime, legacy: datetime) -> Select[TaskInstance]:
+    """PENDING tasks past their queue deadline (or, without one, available before `legacy`), locked: the
+    partial index ix_task_instances_queue_deadline (PENDING rows only) serves it."""
+    return (
+        select(TaskInstance)
+        .where(TaskInstance.status == Status.PENDING.value,
+               or_(TaskInstance.queue_deadline < now,
+                   and_(TaskInstance.queue_deadline.is_(None), TaskInstance.available_at < legacy)))
+        .order_by(TaskInstance.queue_deadline)
+        .limit(SWEEP_BATCH)
+        .with_for_update(skip_locked=True)
+    )

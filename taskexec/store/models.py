@@ -16,12 +16,16 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from taskexec.core.constants import Status
+
 JSONType = JSONB()  # PostgreSQL is the one database (docs/architecture.md)
 BigId = BigInteger()
+_PENDING = text(f"status = '{Status.PENDING.value}'")
 
 
 def utcnow() -> datetime:
@@ -87,8 +91,14 @@ class TaskInstance(Base):
         ),
         Index("ix_task_instances_status_type", "status", "type"),
         Index("ix_task_instances_created_at", "created_at"),
-        Index("ix_task_instances_dispatch", "enqueued_at", "available_at"),
-        Index("ix_task_instances_queue_deadline", "status", "queue_deadline"),
+        # Partial indexes (migration 0008): a row is in them only while it can match their queries, so a
+        # start or finish writes no entry into them (PENDING-only sweeps; lookups by a value that is set).
+        Index("ix_task_instances_dispatch", "enqueued_at", "available_at", postgresql_where=_PENDING),
+        Index("ix_task_instances_queue_deadline", "queue_deadline", postgresql_where=_PENDING),
+        *[Index(f"ix_task_instances_{c}", c, postgresql_where=text(f"{c} IS NOT NULL"))
+          for c in ("assignee", "due_date", "workflow_instance_id", "correlation_id")],
+        Index("ix_task_instances_idempotency_key", "idempotency_key", unique=True,
+              postgresql_where=text("idempotency_key IS NOT NULL")),
     )
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
@@ -100,10 +110,10 @@ class TaskInstance(Base):
     input: Mapped[Any] = mapped_column(JSONType)
     output: Mapped[Any | None] = mapped_column(JSONType)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    assignee: Mapped[str | None] = mapped_column(String(256), index=True)
+    assignee: Mapped[str | None] = mapped_column(String(256))
     candidate_roles: Mapped[list[str] | None] = mapped_column(JSONType)
     candidate_users: Mapped[list[str] | None] = mapped_column(JSONType)
-    due_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), index=True)
+    due_date: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     claimed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     completed_by: Mapped[str | None] = mapped_column(String(256))
     reminders_sent: Mapped[list[float] | None] = mapped_column(JSONType)
@@ -116,12 +126,12 @@ class TaskInstance(Base):
     # PENDING only: past this, no worker took the task in time and the `queued` sweep ends it (QUEUE_TIMEOUT)
     queue_deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     worker_id: Mapped[str | None] = mapped_column(String(256))
-    workflow_instance_id: Mapped[str | None] = mapped_column(String(256), index=True)
-    correlation_id: Mapped[str | None] = mapped_column(String(256), index=True)
+    workflow_instance_id: Mapped[str | None] = mapped_column(String(256))
+    correlation_id: Mapped[str | None] = mapped_column(String(256))
     callback_url: Mapped[str | None] = mapped_column(String(2048))
     execution_config: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
     execution_metadata: Mapped[dict[str, Any] | None] = mapped_column(JSONType)
-    idempotency_key: Mapped[str | None] = mapped_column(String(512), unique=True)
+    idempotency_key: Mapped[str | None] = mapped_column(String(512))
     created_by: Mapped[str | None] = mapped_column(String(256))
     stdout: Mapped[str | None] = mapped_column(Text)
     stderr: Mapped[str | None] = mapped_column(Text)
@@ -167,7 +177,7 @@ class OutboxMessage(Base):
 
     __tablename__ = "outbox"
     __table_args__ = (
-        Index("ix_outbox_pending", "delivered_at", "next_attempt_at"),
+        Index("ix_outbox_pending", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
         UniqueConstraint("event_id", "target"),
     )
 
