@@ -7,7 +7,8 @@ process skips the locked head and never takes a later row, since a row is a head
 older of its queue is undelivered. The pass then sends each queue's rows in order, stopping at the
 first failure (which backs off), and the queues concurrently on `Deliverer.threads` kept-alive
 connections; it marks what arrived with one UPDATE and commits. A task's created, started and
-completed events therefore go out in one pass, and many tasks' events at once.
+completed events therefore go out in one pass, and many tasks' events at once. Each carries the
+`X-Request-Id` and `traceparent` (same trace, a new span) of the request that submitted its task.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from taskexec.clients.keepalive import KeepAlive
 from taskexec.core.config import Settings
 from taskexec.core.constants import OutboxTarget
 from taskexec.core.exceptions import DestinationNotAllowed
+from taskexec.observability import tracing
 from taskexec.observability.metrics import record_outbox_delivery
 from taskexec.services import callbacks
 from taskexec.store.db import Database
@@ -53,10 +55,12 @@ WITH heads AS (
     LIMIT :batch
     {lock}
 )
-SELECT f.id, f.task_id, f.target, f.url, f.body, f.event_id, f.attempts, h.id AS head
+SELECT f.id, f.task_id, f.target, f.url, f.body, f.event_id, f.attempts, h.id AS head,
+       t.execution_metadata->>'requestId' AS request_id, t.execution_metadata->>'traceparent' AS traceparent
 FROM heads h JOIN outbox f
   ON f.id = h.id OR (h.task_id IS NOT NULL AND f.task_id = h.task_id AND f.target = h.target
                      AND f.url = h.url AND f.delivered_at IS NULL AND f.id > h.id)
+LEFT JOIN task_instances t ON t.id = f.task_id
 ORDER BY f.id
 """
 _DELIVERED = "UPDATE outbox SET delivered_at = :now, attempts = attempts + 1, last_error = NULL WHERE id {ids}"
@@ -87,6 +91,8 @@ class Row:
     event_id: str
     attempts: int
     head: int
+    request_id: str | None = None  # the ids of the request that submitted the task (its executionMetadata)
+    traceparent: str | None = None
 
 
 class Deliverer:
@@ -109,6 +115,8 @@ class Deliverer:
         headers = {"Content-Type": "application/json", "X-TEL-Event-Id": row.event_id}
         if self.secret:
             headers["X-TEL-Signature"] = sign(body, self.secret)
+        if row.request_id or row.traceparent:  # the submitter's request id, its trace with a new span
+            headers.update(tracing.for_task(row.request_id, row.traceparent).headers())
         try:
             if row.target == OutboxTarget.CALLBACK.value:  # a user's URL: public addresses only (callbacks.py)
                 status = callbacks.post(row.url, body, headers, self.callback_allowed, DELIVERY_TIMEOUT)

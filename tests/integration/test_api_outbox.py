@@ -68,6 +68,30 @@ def test_created_event_has_the_contract_envelope_and_signature(
     assert sql(database, "SELECT attempts, delivered_at IS NOT NULL FROM outbox") == [(1, True)]
 
 
+def test_events_carry_the_submitting_requests_ids(
+    client: Any, admin: dict[str, str], db: Database, settings: Settings, receiver: support.Receiver
+) -> None:
+    """The orchestrator can join an event to the request that submitted its task: the same request id,
+    the same trace (a new span); a task stored without ids (here: removed) gets none."""
+    create_definition(client, admin)
+    trace_id, parent = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+    r = client.post("/api/v1/tasks", json={"taskDefinitionId": "greet", "input": {"name": "Ada"}},
+                    headers={**admin, "X-Request-Id": "req-outbox-7", "traceparent": f"00-{trace_id}-{parent}-01"})
+    assert r.status_code == 201
+    bare = submit(client, admin)
+    with db.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE task_instances SET execution_metadata = NULL WHERE id = %(id)s", {"id": bare})
+    assert deliver(db, settings) == 2
+
+    by_task = {e["data"]["taskId"]: {k.lower(): v for k, v in h.items()}
+               for e, h in zip(receiver.received, receiver.headers, strict=True)}
+    traced = by_task[r.json["id"]]
+    assert traced["x-request-id"] == "req-outbox-7"
+    version, trace, span, flags = traced["traceparent"].split("-")
+    assert (version, trace, flags) == ("00", trace_id, "01") and span != parent and len(span) == 16
+    assert "x-request-id" not in by_task[bare] and "traceparent" not in by_task[bare]
+
+
 def test_outage_delays_delivery_then_everything_arrives_in_order(
     client: Any,
     admin: dict[str, str],
