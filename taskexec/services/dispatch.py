@@ -40,7 +40,7 @@ PASS_BATCH = 100
 # A published task's `enqueued_at` is written this long after its publish, at the dispatcher's next pass
 # (passes are at most a third of this apart while marks wait: within 2 s, inside PUBLISH_GRACE; see
 # EnqueueMarks). Most tasks have started by then, and a started task needs no mark: the UPDATE skips it, and
-# PostgreSQL writes no row version (nor an entry in each of the table's eleven indexes) for it. Measured
+# PostgreSQL writes no row version (nor its index entries) for it. Measured
 # under bench/throughput.py: 106-107 WAL records a task unheld, 102-104 held 0.5 s, 94-95 held 1.5 s.
 MARK_HOLD_S = 1.5
 # How often the dispatcher looks for PENDING tasks whose broker message went missing (`republish_overdue`).
@@ -260,6 +260,11 @@ class Dispatcher(threading.Thread):
         self.wake = threading.Event()
         self.overdue_at = 0.0  # next look for PENDING tasks whose message went missing
         self.dispatch_at = 0.0  # next look for PENDING tasks that are due
+        self.callbacks = CallbackSender(db, settings, Deliverer(settings))
+
+    def start(self) -> None:
+        super().start()
+        self.callbacks.start()
 
     def run(self) -> None:
         while not self.stop_event.is_set():
@@ -269,7 +274,7 @@ class Dispatcher(threading.Thread):
             try:
                 # events first (a wake-up is mostly a finished task whose events wait), then the bookkeeping;
                 # a full pass means more is waiting: go on at once; else wait for a wake-up (a gap apart)
-                delivered = deliver_due(self.db, self.settings, self.deliverer, PASS_BATCH)
+                delivered = deliver_due(self.db, self.settings, self.deliverer, PASS_BATCH, callbacks=False)
                 busy = delivered >= PASS_BATCH
                 self.marks.flush(self.db)
                 if started >= self.dispatch_at:
@@ -292,3 +297,32 @@ class Dispatcher(threading.Thread):
     def stop(self) -> None:
         self.stop_event.set()
         self.wake.set()
+        self.callbacks.stop()
+
+
+class CallbackSender(threading.Thread):
+    """Delivers the events for tasks' callback URLs, apart from the dispatcher.
+
+    A callback URL is a user's receiver: when it hangs, each call waits up to the delivery timeout, and the pass
+    holding it waits for it. On its own thread, with its own connections, such a receiver delays only other
+    callbacks: the orchestrator's events, the notifications and the dispatcher's bookkeeping go on."""
+
+    def __init__(self, db: Database, settings: Settings, deliverer: Deliverer) -> None:
+        super().__init__(name="taskexec-callbacks", daemon=True)
+        self.db = db
+        self.settings = settings
+        self.deliverer = deliverer
+        self.stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self.stop_event.is_set():
+            delivered = 0
+            try:
+                delivered = deliver_due(self.db, self.settings, self.deliverer, PASS_BATCH, callbacks=True)
+            except Exception:
+                log.exception("callback delivery pass failed")
+            if delivered < PASS_BATCH:
+                self.stop_event.wait(self.settings.outbox_poll_s)
+
+    def stop(self) -> None:
+        self.stop_event.set()

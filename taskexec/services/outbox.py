@@ -47,7 +47,7 @@ MAX_ANSWER = 64 * 1024  # a receiver's answer is read up to this (only its statu
 _PASS = """
 WITH heads AS (
     SELECT o.id, o.task_id, o.target, o.url FROM outbox o
-    WHERE o.delivered_at IS NULL AND o.next_attempt_at <= :now
+    WHERE o.delivered_at IS NULL AND o.next_attempt_at <= :now {only}
       AND NOT EXISTS (SELECT 1 FROM outbox e
                       WHERE e.task_id = o.task_id AND e.target = o.target AND e.url = o.url
                         AND e.delivered_at IS NULL AND e.id < o.id)
@@ -68,15 +68,17 @@ _FAILED = text("UPDATE outbox SET attempts = attempts + 1, last_error = :error, 
                "WHERE id = :id").bindparams(bindparam("retry_at", type_=DateTime(timezone=True)))
 
 
-@functools.lru_cache(maxsize=2)
-def _statements(dialect: str) -> tuple[TextClause, TextClause]:
-    """The pass's SELECT and the UPDATE marking rows delivered, for this dialect; built once."""
+@functools.lru_cache(maxsize=6)
+def _statements(dialect: str, callbacks: bool | None = None) -> tuple[TextClause, TextClause]:
+    """The pass's SELECT (of every queue, only the callbacks' or all but theirs) and the UPDATE marking rows
+    delivered, for this dialect; built once."""
     now = bindparam("now", type_=DateTime(timezone=True))
+    only = "" if callbacks is None else f"AND o.target {'=' if callbacks else '<>'} '{OutboxTarget.CALLBACK.value}'"
     if dialect == "postgresql":
-        select = text(_PASS.format(lock="FOR UPDATE OF o SKIP LOCKED")).bindparams(now)
+        select = text(_PASS.format(lock="FOR UPDATE OF o SKIP LOCKED", only=only)).bindparams(now)
         done = text(_DELIVERED.format(ids="= ANY(:ids)")).bindparams(now, bindparam("ids", type_=ARRAY(BigInteger)))
     else:
-        select = text(_PASS.format(lock="")).bindparams(now)
+        select = text(_PASS.format(lock="", only=only)).bindparams(now)
         done = text(_DELIVERED.format(ids="IN :ids")).bindparams(now, bindparam("ids", expanding=True))
     return select, done
 
@@ -163,9 +165,11 @@ def backoff(attempts: int, cap: float) -> float:
     return min(cap, 0.5 * 2 ** min(attempts, 20)) * random.uniform(0.8, 1.2)
 
 
-def deliver_due(db: Database, settings: Settings, deliverer: Deliverer, batch: int = 100) -> int:
-    """One pass; returns how many messages were delivered."""
-    select, done = _statements(db.engine.dialect.name)
+def deliver_due(db: Database, settings: Settings, deliverer: Deliverer, batch: int = 100,
+                callbacks: bool | None = None) -> int:
+    """One pass; returns how many messages were delivered. `callbacks`: only the queues of tasks' callback
+    URLs (True), every queue but theirs (False), or all (None)."""
+    select, done = _statements(db.engine.dialect.name, callbacks)
     with db.engine.connect() as conn, conn.begin():
         rows = [Row(*r) for r in conn.execute(select, {"now": utcnow(), "batch": batch})]
         if not rows:

@@ -5,12 +5,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import select
+import socketserver
+import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from taskexec.core.config import Settings
+from taskexec.services.dispatch import Dispatcher
 from taskexec.services.outbox import Deliverer, deliver_due
 from taskexec.store.db import Database
 from tests import support
@@ -218,3 +223,86 @@ def test_a_callback_name_resolving_to_a_refused_address_gets_nothing(
         assert hook.events_for(task_id) == ["task.instance.created"]
     finally:
         hook.close()
+
+
+class Hanging:
+    """A callback receiver that reads each request and answers only when released (or never): a user's
+    receiver that hangs. It tells how many requests it holds, answered, and their senders gave up on."""
+
+    def __init__(self) -> None:
+        self.release = threading.Event()
+        self.lock = threading.Lock()
+        self.holding = 0
+        self.given_up = 0
+        self.answered = 0
+        outer = self
+
+        class Handler(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                data = b""
+                while b"\r\n\r\n" not in data:
+                    chunk = self.request.recv(65536)
+                    if not chunk:
+                        return
+                    data += chunk
+                with outer.lock:
+                    outer.holding += 1
+                while not outer.release.is_set():
+                    readable, _, _ = select.select([self.request], [], [], 0.05)
+                    if readable and not self.request.recv(65536):  # the sender closed: it gave up
+                        with outer.lock:
+                            outer.holding -= 1
+                            outer.given_up += 1
+                        return
+                self.request.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                with outer.lock:
+                    outer.holding -= 1
+                    outer.answered += 1
+
+        self.server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.release.set()
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def wait_for(check: Any, timeout: float = 20.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.02)
+    return bool(check())
+
+
+def test_a_hanging_callback_receiver_does_not_hold_up_the_orchestrators_events(
+    client: Any, admin: dict[str, str], app: Any, db: Database, settings: Settings, receiver: support.Receiver,
+) -> None:
+    """Each call to a receiver that never answers waits for the read timeout (10 s). The router's callback
+    sender waits on it alone: the dispatcher delivers the orchestrator's events of a task submitted meanwhile,
+    while those calls are still waiting (before the fix, the dispatcher's pass waited for them)."""
+    hanging = Hanging()
+    dispatcher = Dispatcher(db, settings, app.extensions["taskexec"].publisher, Deliverer(settings))
+    try:
+        create_definition(client, admin)
+        stuck = [submit(client, admin, callbackUrl=hanging.url + "/hook") for _ in range(3)]
+        dispatcher.start()
+        assert wait_for(lambda: hanging.holding == 3), (hanging.holding, hanging.given_up)
+        later = submit(client, admin)
+        dispatcher.wake.set()
+        assert wait_for(lambda: receiver.events_for(later) == ["task.instance.created"])
+        assert (hanging.holding, hanging.given_up) == (3, 0)  # still waiting: not delivered after a time-out
+        assert all(receiver.events_for(task_id) == ["task.instance.created"] for task_id in stuck)
+        hanging.release.set()  # the receiver answers at last: the callbacks are delivered
+        assert wait_for(lambda: hanging.answered == 3) and hanging.given_up == 0
+    finally:
+        dispatcher.stop()
+        dispatcher.join(15)
+        dispatcher.callbacks.join(15)
+        hanging.close()
+        dispatcher.deliverer.close()
+        dispatcher.callbacks.deliverer.close()
