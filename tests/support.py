@@ -122,6 +122,7 @@ class Receiver:
         self.received: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.healthy = True
+        self.lock = threading.Lock()  # a request's body and headers are appended together (same index)
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -133,8 +134,9 @@ class Receiver:
                     self.send_response(503)
                     self.end_headers()
                     return
-                outer.received.append(json.loads(body or b"null"))
-                outer.headers.append(dict(self.headers))
+                with outer.lock:
+                    outer.received.append(json.loads(body or b"null"))
+                    outer.headers.append(dict(self.headers))
                 self.send_response(200)
                 self.end_headers()
 

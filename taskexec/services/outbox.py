@@ -6,7 +6,8 @@ of one (task, target, url) in id order and its head the oldest of them, due now.
 process skips the locked head and never takes a later row, since a row is a head only when nothing
 older of its queue is undelivered. The pass then sends each queue's rows in order, stopping at the
 first failure (which backs off), and the queues concurrently on `Deliverer.threads` kept-alive
-connections; it marks what arrived with one UPDATE and commits. A task's created, started and
+connections; it deletes what arrived with one DELETE and commits (so every row is undelivered; a task's
+events stay in `task_events`). A task's created, started and
 completed events therefore go out in one pass, and many tasks' events at once. Each carries the
 `X-Request-Id` and `traceparent` (same trace, a new span) of the request that submitted its task.
 """
@@ -47,10 +48,9 @@ MAX_ANSWER = 64 * 1024  # a receiver's answer is read up to this (only its statu
 _PASS = """
 WITH heads AS (
     SELECT o.id, o.task_id, o.target, o.url FROM outbox o
-    WHERE o.delivered_at IS NULL AND o.next_attempt_at <= :now {only}
+    WHERE o.next_attempt_at <= :now {only}
       AND NOT EXISTS (SELECT 1 FROM outbox e
-                      WHERE e.task_id = o.task_id AND e.target = o.target AND e.url = o.url
-                        AND e.delivered_at IS NULL AND e.id < o.id)
+                      WHERE e.task_id = o.task_id AND e.target = o.target AND e.url = o.url AND e.id < o.id)
     ORDER BY o.id
     LIMIT :batch
     {lock}
@@ -59,27 +59,27 @@ SELECT f.id, f.task_id, f.target, f.url, f.body, f.event_id, f.attempts, h.id AS
        t.execution_metadata->>'requestId' AS request_id, t.execution_metadata->>'traceparent' AS traceparent
 FROM heads h JOIN outbox f
   ON f.id = h.id OR (h.task_id IS NOT NULL AND f.task_id = h.task_id AND f.target = h.target
-                     AND f.url = h.url AND f.delivered_at IS NULL AND f.id > h.id)
+                     AND f.url = h.url AND f.id > h.id)
 LEFT JOIN task_instances t ON t.id = f.task_id
 ORDER BY f.id
 """
-_DELIVERED = "UPDATE outbox SET delivered_at = :now, attempts = attempts + 1, last_error = NULL WHERE id {ids}"
+_DELIVERED = "DELETE FROM outbox WHERE id {ids}"
 _FAILED = text("UPDATE outbox SET attempts = attempts + 1, last_error = :error, next_attempt_at = :retry_at "
                "WHERE id = :id").bindparams(bindparam("retry_at", type_=DateTime(timezone=True)))
 
 
 @functools.lru_cache(maxsize=6)
 def _statements(dialect: str, callbacks: bool | None = None) -> tuple[TextClause, TextClause]:
-    """The pass's SELECT (of every queue, only the callbacks' or all but theirs) and the UPDATE marking rows
+    """The pass's SELECT (of every queue, only the callbacks' or all but theirs) and the DELETE of the rows
     delivered, for this dialect; built once."""
     now = bindparam("now", type_=DateTime(timezone=True))
     only = "" if callbacks is None else f"AND o.target {'=' if callbacks else '<>'} '{OutboxTarget.CALLBACK.value}'"
     if dialect == "postgresql":
         select = text(_PASS.format(lock="FOR UPDATE OF o SKIP LOCKED", only=only)).bindparams(now)
-        done = text(_DELIVERED.format(ids="= ANY(:ids)")).bindparams(now, bindparam("ids", type_=ARRAY(BigInteger)))
+        done = text(_DELIVERED.format(ids="= ANY(:ids)")).bindparams(bindparam("ids", type_=ARRAY(BigInteger)))
     else:
         select = text(_PASS.format(lock="", only=only)).bindparams(now)
-        done = text(_DELIVERED.format(ids="IN :ids")).bindparams(now, bindparam("ids", expanding=True))
+        done = text(_DELIVERED.format(ids="IN :ids")).bindparams(bindparam("ids", expanding=True))
     return select, done
 
 
@@ -186,5 +186,5 @@ def deliver_due(db: Database, settings: Settings, deliverer: Deliverer, batch: i
                 conn.execute(_FAILED, {"id": row.id, "error": error, "retry_at": retry_at})
                 log.info("event delivery failed", extra={"target": row.target, "error": error, "taskId": row.task_id})
         if delivered:
-            conn.execute(done, {"now": utcnow(), "ids": delivered})
+            conn.execute(done, {"ids": delivered})
     return len(delivered)

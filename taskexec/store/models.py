@@ -15,7 +15,6 @@ from sqlalchemy import (
     Integer,
     String,
     Text,
-    UniqueConstraint,
     text,
 )
 from sqlalchemy.dialects.postgresql import JSONB
@@ -173,13 +172,11 @@ class ApiKey(Base):
 
 
 class OutboxMessage(Base):
-    """An outbound event written in the same transaction as the change it reports."""
+    """An outbound event written in the same transaction as the change it reports, and deleted once its
+    receiver took it: every row is waiting to be delivered (the task's events stay in `task_events`)."""
 
     __tablename__ = "outbox"
-    __table_args__ = (
-        Index("ix_outbox_pending", "next_attempt_at", postgresql_where=text("delivered_at IS NULL")),
-        UniqueConstraint("event_id", "target"),
-    )
+    __table_args__ = (Index("ix_outbox_pending", "next_attempt_at"),)
 
     id: Mapped[int] = mapped_column(BigId, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36))
@@ -189,7 +186,6 @@ class OutboxMessage(Base):
     body: Mapped[str] = mapped_column(Text)  # exact bytes that are signed and sent
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     next_attempt_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
-    delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

@@ -186,7 +186,7 @@ def outbox_backlog(s: Session) -> list[dict[str, Any]]:
     now = datetime.now(UTC)
     stmt = (select(OutboxMessage.target, func.count(), func.min(OutboxMessage.created_at),
                    func.count().filter(OutboxMessage.attempts > 0))
-            .where(OutboxMessage.delivered_at.is_(None)).group_by(OutboxMessage.target))
+            .group_by(OutboxMessage.target))
     return [{"target": target, "count": n, "oldestAgeSeconds": _age(oldest, now), "failing": failing}
             for target, n, oldest, failing in s.execute(stmt)]
 

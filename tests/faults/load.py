@@ -8,6 +8,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime
 from typing import Any
 
 import psycopg
@@ -120,21 +121,21 @@ def wait_terminal(libpq_url: str, ids: list[str], timeout: float) -> dict[str, s
 
 def delivered_in_order(receiver: Receiver, libpq_url: str, ids: list[str]) -> dict[str, list[str]]:
     """Per task, the event types as the receiver first saw them (duplicates dropped by `id`, as the
-    contract tells receivers to do); asserted equal to the outbox's order for the orchestrator."""
-    first_seen: dict[str, list[tuple[str, str]]] = {}
+    contract tells receivers to do). Asserted: nothing is left in the outbox for the orchestrator (a row
+    is deleted only once the receiver took it), every task got events, and each task's arrived in the
+    order they were written (their timestamps: a task's changes are serialized by its row version)."""
+    left = query(libpq_url, "SELECT count(*) FROM outbox WHERE target = 'orchestrator' AND task_id = ANY(%s)", ids)
+    assert left[0][0] == 0, f"{left[0][0]} events of these tasks are still waiting in the outbox"
+    first_seen: dict[str, list[tuple[datetime, str]]] = {}
     seen_ids: set[str] = set()
     for event in list(receiver.received):
         if event["id"] in seen_ids:
             continue
         seen_ids.add(event["id"])
-        first_seen.setdefault(event["data"]["taskId"], []).append((event["id"], event["type"]))
-    rows = query(libpq_url, "SELECT task_id, event_id FROM outbox WHERE target = 'orchestrator' "
-                            "AND task_id = ANY(%s) ORDER BY id", ids)
-    expected: dict[str, list[str]] = {}
-    for task_id, event_id in rows:
-        expected.setdefault(task_id, []).append(event_id)
-    wrong = {t: ([e for e, _ in first_seen.get(t, [])], expected.get(t)) for t in ids
-             if [e for e, _ in first_seen.get(t, [])] != expected.get(t)}
+        first_seen.setdefault(event["data"]["taskId"], []).append((datetime.fromisoformat(event["timestamp"]),
+                                                                   event["type"]))
+    wrong = {t: first_seen.get(t) for t in ids if not first_seen.get(t) or first_seen[t] != sorted(first_seen[t],
+                                                                                                    key=lambda e: e[0])}
     assert not wrong, f"{len(wrong)} tasks' events missing or out of order at the receiver: {list(wrong.items())[:3]}"
     return {t: [typ for _, typ in first_seen[t]] for t in ids}
 

@@ -136,7 +136,9 @@ def test_broker_connections_dropped_while_calls_run_nothing_runs_twice(
         refused = logs.count("(duplicate delivery)")
         assert restored >= 1 and refused >= 1, (restored, refused)  # the case really happened and was caught
         wait_for(lambda: len({e["id"] for e in receiver.received}) >= 3 * len(ids), 30, what="every event")
-        delivered_in_order(receiver, db, ids)
+        delivered = delivered_in_order(receiver, db, ids)
+        assert all(types == ["task.instance.created", "task.instance.started", "task.instance.completed"]
+                   for types in delivered.values())
         assert all(w.popen.poll() is None for w in workers)
         print(f"\nconnections dropped: {dropped}; {refused} duplicate deliveries refused, none ran twice")
     finally:

@@ -70,7 +70,8 @@ def test_created_event_has_the_contract_envelope_and_signature(
     body = json.dumps(event, separators=(",", ":")).encode()
     expected = "sha256=" + hmac.new(HOOK_SECRET.encode(), body, hashlib.sha256).hexdigest()
     assert hmac.compare_digest(headers["x-tel-signature"], expected)
-    assert sql(database, "SELECT attempts, delivered_at IS NOT NULL FROM outbox") == [(1, True)]
+    assert sql(database, "SELECT count(*) FROM outbox") == [(0,)]  # delivered: deleted (in task_events still)
+    assert sql(database, "SELECT type FROM task_events WHERE task_id = %s", task_id) == [("task.instance.created",)]
 
 
 def test_events_carry_the_submitting_requests_ids(
@@ -112,12 +113,11 @@ def test_outage_delays_delivery_then_everything_arrives_in_order(
 
     receiver.healthy = False
     assert deliver(db, settings) == 0
-    rows = sql(database, "SELECT task_id, attempts, delivered_at, last_error FROM outbox ORDER BY id")
-    assert len(rows) == 3
-    assert all(r[2] is None for r in rows)  # nothing marked delivered
+    rows = sql(database, "SELECT task_id, attempts, last_error FROM outbox ORDER BY id")
+    assert len(rows) == 3  # nothing delivered, nothing deleted
     # Only the head of each task's queue was tried: the cancel waits behind the undelivered create.
     assert [(r[0], r[1]) for r in rows] == [(first, 1), (second, 1), (first, 0)]
-    assert rows[0][3] == "HTTP 503"
+    assert rows[0][2] == "HTTP 503"
     assert deliver(db, settings) == 0  # backing off: not due yet, still nothing delivered
     assert receiver.received == []
 
@@ -128,7 +128,7 @@ def test_outage_delays_delivery_then_everything_arrives_in_order(
     assert delivered == 3
     assert receiver.events_for(first) == ["task.instance.created", "task.instance.cancelled"]
     assert receiver.events_for(second) == ["task.instance.created"]
-    assert sql(database, "SELECT count(*) FROM outbox WHERE delivered_at IS NULL") == [(0,)]
+    assert sql(database, "SELECT count(*) FROM outbox") == [(0,)]
 
 
 def test_unreachable_receiver_is_retried_later(
@@ -177,9 +177,9 @@ def test_one_pass_sends_every_queue_in_order_and_a_failing_queue_stops_alone(
         for task_id in (first, second):
             assert receiver.events_for(task_id) == ["task.instance.created", "task.instance.cancelled"]
         assert down.received == []
-        rows = sql(database, "SELECT attempts, last_error IS NOT NULL, delivered_at IS NULL FROM outbox "
-                             "WHERE target = 'callback' ORDER BY id")
-        assert rows == [(1, True, True), (0, False, True)]  # the refused head backs off; the next waits behind
+        rows = sql(database, "SELECT target, attempts, last_error IS NOT NULL FROM outbox ORDER BY id")
+        # the orchestrator's are delivered (deleted); the refused callback head backs off, the next waits behind
+        assert rows == [("callback", 1, True), ("callback", 0, False)]
         down.healthy = True
         sql(database, "UPDATE outbox SET next_attempt_at = now() - interval '1 second'")
         assert deliver(db, settings) == 2

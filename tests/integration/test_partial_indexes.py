@@ -14,7 +14,7 @@ import pytest
 from sqlalchemy import Connection
 
 from taskexec.core.config import Settings
-from taskexec.services import dispatch, outbox, queue_timeout
+from taskexec.services import dispatch, queue_timeout
 from taskexec.store.db import Database
 from taskexec.store.models import utcnow
 from tests.api_helpers import create_definition, sql, submit
@@ -46,9 +46,6 @@ def test_the_hot_queries_use_the_partial_indexes(db: Database) -> None:
                                   (queue_timeout.due(now, now - timedelta(days=1)), {})):
             chosen = plan(conn, statement, params)
             assert any(f"Index Scan using {index} " in chosen for index in pending_only), chosen
-        pass_select, _ = outbox._statements("postgresql")
-        chosen = plan(conn, pass_select, {"now": now, "batch": 100})
-        assert "Index Scan using ix_outbox_pending " in chosen, chosen
 
 
 def test_a_started_task_leaves_the_pending_indexes(client: Any, admin: dict[str, str], database: str) -> None:
@@ -70,8 +67,6 @@ def test_a_started_task_leaves_the_pending_indexes(client: Any, admin: dict[str,
     assert indexed("ix_task_instances_queue_deadline", pending) == {waiting}
     for column in ("assignee", "due_date", "workflow_instance_id", "correlation_id", "idempotency_key"):
         assert indexed(f"ix_task_instances_{column}", f"({column} IS NOT NULL)") == set()
-    undelivered = indexed("ix_outbox_pending", "(delivered_at IS NULL)", "outbox")
-    assert undelivered == {i for (i,) in sql(database, "SELECT id FROM outbox WHERE delivered_at IS NULL")}
 
     keyed = {**admin, "Idempotency-Key": "partial-index-key"}
     first = client.post("/api/v1/tasks", headers=keyed, json={"taskDefinitionId": "greet", "input": {"name": "A"}})
