@@ -161,16 +161,19 @@ class ReceiverClient:
         resp.raise_for_status()
         return dict(resp.json())
 
-    def wait_terminal(self, count: int, timeout: float, interval: float = 0.01) -> float:
-        """Poll until `count` tasks have a terminal event; return time.perf_counter() when seen."""
+    def wait_terminal(self, count: int, timeout: float, poll: float = 5.0) -> float:
+        """Wait until `count` tasks have a terminal event (long polls of at most `poll` seconds, answered
+        as soon as the count is reached); return time.perf_counter() when seen."""
         deadline = time.monotonic() + timeout
         while True:
-            got = self.stats()["terminal"]
+            wait = max(0.0, min(poll, deadline - time.monotonic()))
+            resp = self.http.get(self.url + "/stats", params={"terminal": count, "wait": wait}, timeout=wait + 10)
+            resp.raise_for_status()
+            got = resp.json()["terminal"]
             if got >= count:
                 return time.perf_counter()
             if time.monotonic() > deadline:
                 raise AssertionError(f"only {got}/{count} terminal events after {timeout}s")
-            time.sleep(interval)
 
 
 def delete_keys(prefix: str) -> int:
