@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     outbox_poll_s: float = Field(0.5, gt=0, validation_alias="TEL_OUTBOX_POLL_INTERVAL")
     outbox_max_backoff_s: float = Field(60.0, gt=0, validation_alias="TEL_OUTBOX_MAX_BACKOFF")
     outbox_thread: bool = Field(True, validation_alias="TEL_OUTBOX_THREAD")
+    # a task's callbackUrl (a user's receiver) is retried this long, then its event is given up (logged,
+    # counted as `abandoned`); the orchestrator's events and notifications are retried for good
+    callback_max_age_s: int = Field(86400, ge=60, validation_alias="TEL_CALLBACK_MAX_AGE")
     manual_concurrency: int = Field(4, ge=1, le=256, validation_alias="TEL_MANUAL_CONCURRENCY")
     # integration calls mostly wait on the network: 64 threads keep 2 cores busy (8 left them idle; bench/README.md)
     integration_concurrency: int = Field(64, ge=1, le=256, validation_alias="TEL_INTEGRATION_CONCURRENCY")

@@ -51,7 +51,8 @@ TASK_EXECUTION_TIME = Histogram(
     "Seconds an attempt ran (RUNNING to its result); manual tasks: claim to completion.",
     ["type", "definition"], buckets=EXECUTION_TIME_BUCKETS)
 OUTBOX_DELIVERIES = Counter(
-    "taskexec_outbox_deliveries_total", "Outbound event deliveries by target and result (ok, failed).",
+    "taskexec_outbox_deliveries_total",
+    "Outbound event deliveries by target and result (ok, failed, abandoned: a callback given up).",
     ["target", "result"])
 
 HTTP_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -176,3 +177,7 @@ def declare_queue_timeouts(queues: dict[str, str]) -> None:
 
 def record_outbox_delivery(target: str, ok: bool) -> None:
     child(OUTBOX_DELIVERIES, target=target, result="ok" if ok else "failed").inc()
+
+
+def record_outbox_abandoned(target: str) -> None:
+    child(OUTBOX_DELIVERIES, target=target, result="abandoned").inc()

@@ -10,6 +10,8 @@ connections; it deletes what arrived with one DELETE and commits (so every row i
 events stay in `task_events`). A task's created, started and
 completed events therefore go out in one pass, and many tasks' events at once. Each carries the
 `X-Request-Id` and `traceparent` (same trace, a new span) of the request that submitted its task.
+Only a task's callback event is ever given up: one still failing after TEL_CALLBACK_MAX_AGE is deleted
+on that failure (logged, counted as `abandoned`), since a user's receiver may be gone for good.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ import random
 from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 import requests
 from sqlalchemy import TextClause, bindparam, text
@@ -32,7 +34,7 @@ from taskexec.core.config import Settings
 from taskexec.core.constants import OutboxTarget
 from taskexec.core.exceptions import DestinationNotAllowed
 from taskexec.observability import tracing
-from taskexec.observability.metrics import record_outbox_delivery
+from taskexec.observability.metrics import record_outbox_abandoned, record_outbox_delivery
 from taskexec.services import callbacks
 from taskexec.store.db import Database
 from taskexec.store.events import sign
@@ -56,7 +58,8 @@ WITH heads AS (
     {lock}
 )
 SELECT f.id, f.task_id, f.target, f.url, f.body, f.event_id, f.attempts, h.id AS head,
-       t.execution_metadata->>'requestId' AS request_id, t.execution_metadata->>'traceparent' AS traceparent
+       t.execution_metadata->>'requestId' AS request_id, t.execution_metadata->>'traceparent' AS traceparent,
+       f.created_at
 FROM heads h JOIN outbox f
   ON f.id = h.id OR (h.task_id IS NOT NULL AND f.task_id = h.task_id AND f.target = h.target
                      AND f.url = h.url AND f.id > h.id)
@@ -64,6 +67,7 @@ LEFT JOIN task_instances t ON t.id = f.task_id
 ORDER BY f.id
 """
 _DELIVERED = "DELETE FROM outbox WHERE id {ids}"
+_ABANDONED = text("DELETE FROM outbox WHERE id = :id")
 _FAILED = text("UPDATE outbox SET attempts = attempts + 1, last_error = :error, next_attempt_at = :retry_at "
                "WHERE id = :id").bindparams(bindparam("retry_at", type_=DateTime(timezone=True)))
 
@@ -95,6 +99,7 @@ class Row:
     head: int
     request_id: str | None = None  # the ids of the request that submitted the task (its executionMetadata)
     traceparent: str | None = None
+    created_at: datetime | None = None
 
 
 class Deliverer:
@@ -165,6 +170,13 @@ def backoff(attempts: int, cap: float) -> float:
     return min(cap, 0.5 * 2 ** min(attempts, 20)) * random.uniform(0.8, 1.2)
 
 
+def _expired(row: Row, settings: Settings) -> bool:
+    """A callback event older than TEL_CALLBACK_MAX_AGE: given up on its next failure. Only a task's
+    `callbackUrl` (a user's receiver); the orchestrator's events and notifications are never given up."""
+    return (row.target == OutboxTarget.CALLBACK.value and row.created_at is not None
+            and utcnow() - row.created_at > timedelta(seconds=settings.callback_max_age_s))
+
+
 def deliver_due(db: Database, settings: Settings, deliverer: Deliverer, batch: int = 100,
                 callbacks: bool | None = None) -> int:
     """One pass; returns how many messages were delivered. `callbacks`: only the queues of tasks' callback
@@ -182,6 +194,12 @@ def deliver_due(db: Database, settings: Settings, deliverer: Deliverer, batch: i
             delivered += [row.id for row in sent]
             if failed is not None:
                 row, error = failed
+                if _expired(row, settings):  # a user's receiver that kept failing: its event is given up
+                    conn.execute(_ABANDONED, {"id": row.id})
+                    record_outbox_abandoned(row.target)
+                    log.warning("callback given up", extra={"taskId": row.task_id, "error": error,
+                                                            "attempts": row.attempts + 1, "eventId": row.event_id})
+                    continue
                 retry_at = utcnow() + timedelta(seconds=backoff(row.attempts + 1, settings.outbox_max_backoff_s))
                 conn.execute(_FAILED, {"id": row.id, "error": error, "retry_at": retry_at})
                 log.info("event delivery failed", extra={"target": row.target, "error": error, "taskId": row.task_id})

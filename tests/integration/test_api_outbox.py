@@ -306,3 +306,34 @@ def test_a_hanging_callback_receiver_does_not_hold_up_the_orchestrators_events(
         hanging.close()
         dispatcher.deliverer.close()
         dispatcher.callbacks.deliverer.close()
+
+
+def test_a_callback_failing_past_its_max_age_is_given_up_and_the_orchestrators_event_is_not(
+    client: Any, admin: dict[str, str], db: Database, settings: Settings, receiver: support.Receiver,
+    database: str,
+) -> None:
+    """A user's callbackUrl that keeps refusing: its event is retried until TEL_CALLBACK_MAX_AGE, then
+    deleted on its next failure and counted as abandoned; an orchestrator event as old, refused as well,
+    stays to be retried, and so does a younger callback event."""
+    from prometheus_client import REGISTRY
+
+    def abandoned() -> float:
+        labels = {"target": "callback", "result": "abandoned"}
+        return REGISTRY.get_sample_value("taskexec_outbox_deliveries_total", labels) or 0.0
+
+    down = support.Receiver()
+    down.healthy = False
+    receiver.healthy = False
+    try:
+        create_definition(client, admin)
+        old, young = (submit(client, admin, callbackUrl=down.url + "/hook") for _ in range(2))
+        sql(database, "UPDATE outbox SET created_at = now() - interval '2 days' WHERE task_id = %s", old)
+        before = abandoned()
+        assert deliver(db, settings) == 0
+        rows = set(sql(database, "SELECT task_id, target, attempts FROM outbox"))
+        assert rows == {(old, "orchestrator", 1), (young, "orchestrator", 1), (young, "callback", 1)}
+        assert abandoned() == before + 1
+        assert down.received == []  # both callbacks were refused (503)
+    finally:
+        receiver.healthy = True
+        down.close()
